@@ -1,0 +1,79 @@
+// Builds the Hono app: middleware order and route mounting. Routes stay thin; see src/oci/*.
+import { Hono } from "hono";
+import type { Env } from "./env";
+import { config } from "./env";
+import { OciError, oci } from "./oci/errors";
+import { parseV2Path, type V2Route } from "./oci/path";
+import * as blobs from "./oci/blobs";
+import * as uploads from "./oci/uploads";
+import * as manifests from "./oci/manifests";
+import { benchRoutes } from "./bench";
+
+export type AppEnv = { Bindings: Env; Variables: { route: V2Route } };
+export type Ctx = import("hono").Context<AppEnv>;
+
+export function buildApp() {
+  const app = new Hono<AppEnv>();
+
+  app.use("*", async (c, next) => {
+    await next();
+    c.res.headers.set("Docker-Distribution-API-Version", "registry/2.0");
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof OciError) return err.toResponse();
+    console.error("unhandled error", err instanceof Error ? err.stack : err);
+    return oci("INTERNAL", "internal server error").toResponse();
+  });
+
+  app.route("/_bench", benchRoutes);
+
+  app.all("/v2/*", async (c) => {
+    // Use the raw path so encoded slashes and dots never become part of a name.
+    const raw = new URL(c.req.url).pathname;
+    const route = parseV2Path(raw);
+    if (!route) throw oci("NAME_UNKNOWN", `no such endpoint: ${raw.slice(0, 200)}`);
+    c.set("route", route);
+    return dispatch(c, route);
+  });
+  app.all("/v2", (c) => dispatch(c, { kind: "base" }));
+
+  app.get("/", (c) => c.text("cloister: OCI registry. API at /v2/\n"));
+  app.notFound((c) => c.json({ errors: [{ code: "NOT_FOUND", message: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }] }, 404));
+  return app;
+}
+
+function methodNotAllowed(c: Ctx, allowed: string): never {
+  throw oci("METHOD_UNKNOWN", `${c.req.method} is not supported here (allowed: ${allowed})`, undefined, 405, { Allow: allowed });
+}
+
+async function dispatch(c: Ctx, r: V2Route): Promise<Response> {
+  const m = c.req.method;
+  switch (r.kind) {
+    case "base":
+      if (m === "GET" || m === "HEAD") return c.json({}, 200);
+      return methodNotAllowed(c, "GET, HEAD");
+    case "blob":
+      if (m === "GET" || m === "HEAD") return blobs.get(c, r.name, r.digest, m === "HEAD");
+      if (m === "DELETE") return blobs.remove(c, r.name, r.digest);
+      return methodNotAllowed(c, "GET, HEAD, DELETE");
+    case "uploads":
+      if (m === "POST") return uploads.start(c, r.name);
+      return methodNotAllowed(c, "POST");
+    case "upload":
+      if (m === "PATCH") return uploads.patch(c, r.name, r.uuid);
+      if (m === "PUT") return uploads.finish(c, r.name, r.uuid);
+      if (m === "GET") return uploads.status(c, r.name, r.uuid);
+      if (m === "DELETE") return uploads.cancel(c, r.name, r.uuid);
+      return methodNotAllowed(c, "GET, PATCH, PUT, DELETE");
+    case "manifest":
+      if (m === "GET" || m === "HEAD") return manifests.get(c, r.name, r.reference, m === "HEAD");
+      if (m === "PUT") return manifests.put(c, r.name, r.reference);
+      if (m === "DELETE") return manifests.remove(c, r.name, r.reference);
+      return methodNotAllowed(c, "GET, HEAD, PUT, DELETE");
+    default:
+      throw oci("UNSUPPORTED", `${r.kind} is not implemented yet`, undefined, 404);
+  }
+}
+
+export { config };

@@ -1,0 +1,50 @@
+// Bindings and variables of the Worker (see wrangler.toml and README "Configuration").
+import type { BlobStore } from "./stores/blob-store";
+import type { UploadSession } from "./stores/upload-session";
+import type { TrustStore } from "./stores/trust-store";
+import type { AccountStore } from "./stores/account-store";
+
+export interface Env {
+  BUCKET: R2Bucket;
+  BLOB_STORE: DurableObjectNamespace<BlobStore>;
+  UPLOAD_SESSION: DurableObjectNamespace<UploadSession>;
+  TRUST_STORE: DurableObjectNamespace<TrustStore>;
+  ACCOUNT_STORE: DurableObjectNamespace<AccountStore>;
+  MAX_BODY_BYTES?: string;
+  CHUNK_MAX_BYTES?: string;
+  MAX_MANIFEST_BYTES?: string;
+  UPLOAD_TTL_SECONDS?: string;
+  UPLOAD_PART_BYTES?: string;
+  DELETE_ENABLED?: string;
+  BENCH_ROUTES?: string;
+  [key: string]: unknown;
+}
+
+/** Typed, defaulted view of the string variables. */
+export interface Config {
+  maxBodyBytes: number; // 0 = unlimited
+  chunkMaxBytes: number;
+  maxManifestBytes: number;
+  uploadTtlSeconds: number;
+  uploadPartBytes: number;
+  deleteEnabled: boolean;
+  benchRoutes: boolean;
+}
+
+const MiB = 1024 * 1024;
+const num = (v: unknown, dflt: number, min = 0) => {
+  const n = typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
+  return Number.isFinite(n) && n >= min ? Math.floor(n) : dflt;
+};
+
+export function config(env: Env): Config {
+  return {
+    maxBodyBytes: num(env.MAX_BODY_BYTES, 0),
+    chunkMaxBytes: num(env.CHUNK_MAX_BYTES, 90 * MiB, 1),
+    maxManifestBytes: num(env.MAX_MANIFEST_BYTES, 32 * MiB, 4 * MiB),
+    uploadTtlSeconds: num(env.UPLOAD_TTL_SECONDS, 86400, 1),
+    uploadPartBytes: num(env.UPLOAD_PART_BYTES, 16 * MiB, 5 * MiB),
+    deleteEnabled: String(env.DELETE_ENABLED ?? "true").toLowerCase() !== "false",
+    benchRoutes: String(env.BENCH_ROUTES ?? "false").toLowerCase() === "true",
+  };
+}

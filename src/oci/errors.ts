@@ -1,0 +1,64 @@
+// OCI Distribution error envelope and the spec's error codes.
+// Every non-2xx /v2 response is built here so status, code and body shape stay consistent.
+
+export const ErrorCodes = {
+  BLOB_UNKNOWN: 404,
+  BLOB_UPLOAD_INVALID: 400,
+  BLOB_UPLOAD_UNKNOWN: 404,
+  DIGEST_INVALID: 400,
+  MANIFEST_BLOB_UNKNOWN: 400,
+  MANIFEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  NAME_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  SIZE_INVALID: 400,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  UNSUPPORTED: 415,
+  TOOMANYREQUESTS: 429,
+  RANGE_INVALID: 416,
+  TOO_LARGE: 413,
+  METHOD_UNKNOWN: 405,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** Wire code: a few internal codes map onto the spec's names. */
+const wireCode: Partial<Record<ErrorCode, string>> = {
+  RANGE_INVALID: "BLOB_UPLOAD_INVALID",
+  TOO_LARGE: "SIZE_INVALID",
+  METHOD_UNKNOWN: "UNSUPPORTED",
+  INTERNAL: "UNKNOWN",
+};
+
+export class OciError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly detail?: unknown,
+    status?: number,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.status = status ?? ErrorCodes[code];
+  }
+
+  toResponse(extraHeaders: Record<string, string> = {}): Response {
+    const body = JSON.stringify({
+      errors: [{ code: wireCode[this.code] ?? this.code, message: this.message, detail: this.detail ?? null }],
+    });
+    return new Response(body, {
+      status: this.status,
+      headers: {
+        "Content-Type": "application/json; charset=utf-8",
+        ...this.headers,
+        ...extraHeaders,
+      },
+    });
+  }
+}
+
+export const oci = (code: ErrorCode, message: string, detail?: unknown, status?: number, headers?: Record<string, string>) =>
+  new OciError(code, message, detail, status, headers);

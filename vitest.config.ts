@@ -1,0 +1,19 @@
+import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+
+// Unit and integration tests run inside workerd with real (local) R2 and Durable Objects.
+export default defineConfig({
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: "./wrangler.toml" },
+      miniflare: {
+        // Tests emulate production's body cap and small part sizes; see test/helpers.
+        bindings: { MAX_BODY_BYTES: "0", BENCH_ROUTES: "true" },
+      },
+    }),
+  ],
+  test: {
+    include: ["test/unit/**/*.test.ts", "test/conformance/**/*.test.ts", "test/build-cache/**/*.test.ts"],
+    testTimeout: 60_000,
+  },
+});
