@@ -1,0 +1,352 @@
+// Manifest and index parsing and validation: pure, synchronous, no I/O.
+//
+// The manifest routes call parseManifest() on the pushed bytes, then ask the stores whether
+// requiredBlobs()/requiredManifests() exist in the repository before accepting the push.
+//
+// Validation is written as plain checks rather than zod schemas: a 16 MiB manifest with ~100k
+// layers validates ~3x faster this way (measured: zod ≈ 30–50 ms vs ≈ 13–18 ms for the
+// descriptor walk, on top of ≈ 35 ms of JSON.parse), and each rule produces its own precise,
+// path-bearing message (`layers[2].digest "…" must be sha256: followed by 64 …`) without an
+// issue-translation layer. Each rule lives in exactly one function below.
+import { oci } from "./errors";
+import { parseDigest, truncate, tryParseDigest } from "./grammar";
+
+export const MediaType = {
+  OCI_MANIFEST: "application/vnd.oci.image.manifest.v1+json",
+  OCI_INDEX: "application/vnd.oci.image.index.v1+json",
+  OCI_CONFIG: "application/vnd.oci.image.config.v1+json",
+  OCI_LAYER: "application/vnd.oci.image.layer.v1.tar",
+  OCI_LAYER_GZIP: "application/vnd.oci.image.layer.v1.tar+gzip",
+  OCI_LAYER_ZSTD: "application/vnd.oci.image.layer.v1.tar+zstd",
+  OCI_EMPTY: "application/vnd.oci.empty.v1+json",
+  DOCKER_MANIFEST: "application/vnd.docker.distribution.manifest.v2+json",
+  DOCKER_LIST: "application/vnd.docker.distribution.manifest.list.v2+json",
+  DOCKER_CONFIG: "application/vnd.docker.container.image.v1+json",
+  DOCKER_LAYER: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+  DOCKER_FOREIGN_LAYER: "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+  DOCKER_SCHEMA1: "application/vnd.docker.distribution.manifest.v1+json",
+  DOCKER_SCHEMA1_SIGNED: "application/vnd.docker.distribution.manifest.v1+prettyjws",
+} as const;
+
+/** The manifest media types this registry accepts on push. */
+export const MANIFEST_MEDIA_TYPES: readonly string[] = [
+  MediaType.OCI_MANIFEST,
+  MediaType.OCI_INDEX,
+  MediaType.DOCKER_MANIFEST,
+  MediaType.DOCKER_LIST,
+];
+
+const INDEX_MEDIA_TYPES: readonly string[] = [MediaType.OCI_INDEX, MediaType.DOCKER_LIST];
+const SCHEMA1_MEDIA_TYPES: readonly string[] = [MediaType.DOCKER_SCHEMA1, MediaType.DOCKER_SCHEMA1_SIGNED];
+/** Content-Types that say nothing about the manifest's kind; the body decides. */
+const GENERIC_CONTENT_TYPES: readonly string[] = ["", "application/json", "application/octet-stream"];
+
+/** RFC 6838 §4.2: type "/" subtype, each restricted-name = ALPHA/DIGIT then up to 126 restricted-name-chars. */
+export const MEDIA_TYPE_RE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
+
+export interface Platform {
+  architecture: string;
+  os: string;
+  "os.version"?: string;
+  "os.features"?: string[];
+  variant?: string;
+  features?: string[];
+}
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  urls?: string[];
+  annotations?: Record<string, string>;
+  artifactType?: string;
+  platform?: Platform;
+  /** base64 embedded content; its decoded length is checked against size (its digest is not). */
+  data?: string;
+}
+
+export interface ParsedManifest {
+  /** Effective media type: body mediaType, else Content-Type, else inferred from shape. Always one of MANIFEST_MEDIA_TYPES. */
+  mediaType: string;
+  kind: "image" | "index";
+  /** Image manifests only. */
+  config?: Descriptor;
+  /** Image manifests; [] for an index. */
+  layers: Descriptor[];
+  /** Index / manifest-list children; [] for an image manifest. */
+  manifests: Descriptor[];
+  subject?: Descriptor;
+  /** For the referrers API: manifest artifactType, else (image) config.mediaType; undefined for an index without one. */
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+const SCHEMA1_REFUSAL =
+  "Docker schema 1 manifests are not supported; push a schema 2 or OCI manifest (e.g. skopeo copy --format v2s2 or --format oci)";
+
+type Json = Record<string, unknown>;
+
+function invalid(message: string, field?: string): never {
+  throw oci("MANIFEST_INVALID", message, field === undefined ? undefined : { field });
+}
+
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+const has = (o: Json, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k) && o[k] !== undefined;
+/** Short rendering of an offending value for messages. */
+const show = (v: unknown): string => {
+  if (typeof v === "string") return JSON.stringify(truncate(v));
+  if (Array.isArray(v)) return "an array";
+  if (v === null) return "null";
+  if (typeof v === "object") return "an object";
+  return truncate(String(v));
+};
+
+/** Media type from a Content-Type header: parameters dropped, trimmed, lower-cased. */
+function normalizeContentType(ct: string | null | undefined): string {
+  if (!ct) return "";
+  const semi = ct.indexOf(";");
+  return (semi < 0 ? ct : ct.slice(0, semi)).trim().toLowerCase();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field rules. `path` is a thunk so that the hot path (100k valid descriptors) builds no strings.
+
+type Path = () => string;
+
+function checkMediaTypeValue(v: unknown, path: Path): string {
+  if (typeof v !== "string") invalid(`${path()} must be a media type string, got ${show(v)}`, path());
+  if (!MEDIA_TYPE_RE.test(v)) invalid(`${path()} ${show(v)} is not a valid media type (expected type/subtype, RFC 6838)`, path());
+  return v;
+}
+
+function checkDigestValue(v: unknown, path: Path): string {
+  if (typeof v !== "string") invalid(`${path()} must be a digest string, got ${show(v)}`, path());
+  if (tryParseDigest(v)) return v;
+  // Let the grammar module say precisely what is wrong, but report it as MANIFEST_INVALID.
+  try {
+    parseDigest(v, path());
+  } catch (e) {
+    invalid((e as Error).message, path());
+  }
+  invalid(`${path()} ${show(v)} is not a valid digest`, path());
+}
+
+function checkSizeValue(v: unknown, path: Path): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    invalid(`${path()} must be a non-negative integer, got ${show(v)}`, path());
+  }
+  return v;
+}
+
+function checkStringArray(v: unknown, path: Path): void {
+  if (!Array.isArray(v)) invalid(`${path()} must be an array of strings, got ${show(v)}`, path());
+  for (let i = 0; i < v.length; i++) {
+    if (typeof v[i] !== "string") invalid(`${path()}[${i}] must be a string, got ${show(v[i])}`, `${path()}[${i}]`);
+  }
+}
+
+function checkAnnotations(v: unknown, path: Path): void {
+  if (!isObject(v)) invalid(`${path()} must be an object mapping strings to strings, got ${show(v)}`, path());
+  for (const k in v) {
+    if (has(v, k) && typeof v[k] !== "string") {
+      invalid(`${path()}[${JSON.stringify(truncate(k))}] must be a string, got ${show(v[k])}`, `${path()}.${k}`);
+    }
+  }
+}
+
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Embedded data: standard padded base64 whose decoded length equals size. (Its digest is not verified: that needs async crypto.subtle.) */
+function checkData(v: unknown, size: number, path: Path): void {
+  if (typeof v !== "string" || !BASE64_RE.test(v)) invalid(`${path()} must be a base64 string`, path());
+  const decoded = (v.length / 4) * 3 - (v.endsWith("==") ? 2 : v.endsWith("=") ? 1 : 0);
+  if (decoded !== size) invalid(`${path()} decodes to ${decoded} bytes but size is ${size}`, path());
+}
+
+function checkPlatform(v: unknown, path: Path): void {
+  if (!isObject(v)) invalid(`${path()} must be an object, got ${show(v)}`, path());
+  for (const k of ["architecture", "os"] as const) {
+    if (typeof v[k] !== "string") invalid(`${path()}.${k} is required and must be a string, got ${show(v[k])}`, `${path()}.${k}`);
+  }
+  for (const k of ["os.version", "variant"] as const) {
+    if (has(v, k) && typeof v[k] !== "string") invalid(`${path()}["${k}"] must be a string, got ${show(v[k])}`, `${path()}.${k}`);
+  }
+  for (const k of ["os.features", "features"] as const) {
+    if (has(v, k)) checkStringArray(v[k], () => `${path()}["${k}"]`);
+  }
+}
+
+/** One descriptor (config, layer, child manifest, subject). Unknown fields are tolerated. */
+function checkDescriptor(v: unknown, path: Path): Descriptor {
+  if (!isObject(v)) invalid(`${path()} must be a descriptor object, got ${show(v)}`, path());
+  if (!has(v, "mediaType")) invalid(`${path()}.mediaType is required`, `${path()}.mediaType`);
+  checkMediaTypeValue(v.mediaType, () => `${path()}.mediaType`);
+  if (!has(v, "digest")) invalid(`${path()}.digest is required`, `${path()}.digest`);
+  checkDigestValue(v.digest, () => `${path()}.digest`);
+  if (!has(v, "size")) invalid(`${path()}.size is required`, `${path()}.size`);
+  const size = checkSizeValue(v.size, () => `${path()}.size`);
+  if (has(v, "urls")) checkStringArray(v.urls, () => `${path()}.urls`);
+  if (has(v, "annotations")) checkAnnotations(v.annotations, () => `${path()}.annotations`);
+  if (has(v, "artifactType")) checkMediaTypeValue(v.artifactType, () => `${path()}.artifactType`);
+  if (has(v, "platform")) checkPlatform(v.platform, () => `${path()}.platform`);
+  if (has(v, "data")) checkData(v.data, size, () => `${path()}.data`);
+  return v as unknown as Descriptor;
+}
+
+/** Go encoders write a nil slice as `null`; distribution reads that as empty, and so do we. */
+function checkDescriptorArray(v: unknown, name: string): Descriptor[] {
+  if (v === null) return [];
+  if (!Array.isArray(v)) invalid(`${name} must be an array of descriptors, got ${show(v)}`, name);
+  for (let i = 0; i < v.length; i++) checkDescriptor(v[i], () => `${name}[${i}]`);
+  return v as Descriptor[];
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function decodeJsonObject(body: Uint8Array): Json {
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
+  } catch {
+    invalid("manifest is not valid UTF-8");
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    invalid(`manifest is not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isObject(value)) invalid(`manifest must be a JSON object, got ${show(value)}`);
+  return value;
+}
+
+function isSchema1(contentType: string, doc: Json): boolean {
+  return (
+    SCHEMA1_MEDIA_TYPES.includes(contentType) ||
+    (typeof doc.mediaType === "string" && SCHEMA1_MEDIA_TYPES.includes(doc.mediaType.toLowerCase())) ||
+    doc.schemaVersion === 1 ||
+    has(doc, "fsLayers") ||
+    has(doc, "signatures")
+  );
+}
+
+/** Effective media type: Content-Type and body must agree; either may be absent; otherwise infer from shape. */
+function effectiveMediaType(contentType: string, doc: Json): string {
+  let bodyType: string | undefined;
+  if (has(doc, "mediaType")) bodyType = checkMediaTypeValue(doc.mediaType, () => "mediaType").toLowerCase();
+  const headerType = GENERIC_CONTENT_TYPES.includes(contentType) ? undefined : contentType;
+  if (headerType !== undefined && bodyType !== undefined && headerType !== bodyType) {
+    invalid(
+      `Content-Type "${truncate(headerType)}" does not match the manifest's mediaType "${truncate(bodyType)}"; they must be equal`,
+      "mediaType",
+    );
+  }
+  let type = bodyType ?? headerType;
+  if (type === undefined) {
+    if (has(doc, "manifests")) type = MediaType.OCI_INDEX;
+    else if (has(doc, "config") || has(doc, "layers")) type = MediaType.OCI_MANIFEST;
+    else invalid("cannot tell the manifest type: no mediaType, no specific Content-Type, and neither manifests nor config/layers present");
+  }
+  if (!MANIFEST_MEDIA_TYPES.includes(type)) {
+    invalid(`unsupported manifest media type "${truncate(type)}" (supported: ${MANIFEST_MEDIA_TYPES.join(", ")})`, "mediaType");
+  }
+  return type;
+}
+
+/**
+ * Parse and validate a pushed manifest. `contentType` is the request's Content-Type header.
+ * Throws OciError MANIFEST_INVALID (400) naming the offending field.
+ */
+export function parseManifest(body: Uint8Array, contentType: string | null | undefined): ParsedManifest {
+  const ct = normalizeContentType(contentType);
+  const doc = decodeJsonObject(body);
+  if (isSchema1(ct, doc)) invalid(SCHEMA1_REFUSAL);
+  if (doc.schemaVersion !== 2) invalid(`schemaVersion must be 2, got ${has(doc, "schemaVersion") ? show(doc.schemaVersion) : "nothing"}`, "schemaVersion");
+
+  const mediaType = effectiveMediaType(ct, doc);
+  const kind: ParsedManifest["kind"] = INDEX_MEDIA_TYPES.includes(mediaType) ? "index" : "image";
+
+  let config: Descriptor | undefined;
+  let layers: Descriptor[] = [];
+  let manifests: Descriptor[] = [];
+  if (kind === "image") {
+    if (has(doc, "manifests")) invalid(`an image manifest (${mediaType}) must not have "manifests"`, "manifests");
+    if (!has(doc, "config")) invalid(`config is required in an image manifest (${mediaType})`, "config");
+    config = checkDescriptor(doc.config, () => "config");
+    if (!has(doc, "layers")) invalid(`layers is required in an image manifest (${mediaType}); use [] for an artifact without layers`, "layers");
+    layers = checkDescriptorArray(doc.layers, "layers");
+  } else {
+    for (const k of ["config", "layers"]) {
+      if (has(doc, k)) invalid(`an index (${mediaType}) must not have "${k}"`, k);
+    }
+    if (!has(doc, "manifests")) invalid(`manifests is required in an index (${mediaType})`, "manifests");
+    manifests = checkDescriptorArray(doc.manifests, "manifests");
+  }
+
+  const subject = has(doc, "subject") ? checkDescriptor(doc.subject, () => "subject") : undefined;
+  // OCI referrers: an empty or missing artifactType falls back to the config media type.
+  let artifactType: string | undefined;
+  if (has(doc, "artifactType") && doc.artifactType !== "") artifactType = checkMediaTypeValue(doc.artifactType, () => "artifactType");
+  if (has(doc, "annotations")) checkAnnotations(doc.annotations, () => "annotations");
+
+  const parsed: ParsedManifest = { mediaType, kind, layers, manifests };
+  if (config) parsed.config = config;
+  if (subject) parsed.subject = subject;
+  const effectiveArtifactType = artifactType ?? config?.mediaType;
+  if (effectiveArtifactType !== undefined) parsed.artifactType = effectiveArtifactType;
+  if (has(doc, "annotations")) parsed.annotations = doc.annotations as Record<string, string>;
+  return parsed;
+}
+
+function uniqueByDigest(ds: Descriptor[]): Descriptor[] {
+  const seen = new Set<string>();
+  const out: Descriptor[] = [];
+  for (const d of ds) {
+    if (seen.has(d.digest)) continue;
+    seen.add(d.digest);
+    out.push(d);
+  }
+  return out;
+}
+
+/**
+ * Descriptors whose blobs must exist in the repository before the manifest is accepted:
+ * config + layers, excluding non-distributable/foreign layers that carry `urls`.
+ * Deduplicated by digest, in manifest order (config first).
+ */
+export function requiredBlobs(m: ParsedManifest): Descriptor[] {
+  if (m.kind !== "image") return [];
+  const out: Descriptor[] = m.config ? [m.config] : [];
+  for (const l of m.layers) {
+    if (l.urls && l.urls.length > 0) continue;
+    out.push(l);
+  }
+  return uniqueByDigest(out);
+}
+
+/** Child manifests that must exist (index/list), deduplicated by digest, in order. */
+export function requiredManifests(m: ParsedManifest): Descriptor[] {
+  return m.kind === "index" ? uniqueByDigest(m.manifests) : [];
+}
+
+/**
+ * Does an Accept header admit this media type? Serve the stored media type as Content-Type.
+ * Absent/empty Accept and `*\/*` admit everything; `type/*` admits its type; entries with q=0 are refused.
+ * Docker clients send many Accept headers, which arrive joined with ", ".
+ */
+export function acceptable(accept: string | null | undefined, mediaType: string): boolean {
+  if (!accept || accept.trim() === "") return true;
+  const want = mediaType.toLowerCase();
+  const slash = want.indexOf("/");
+  const wantType = slash < 0 ? want : want.slice(0, slash);
+  for (const entry of accept.split(",")) {
+    const [range, ...params] = entry.split(";");
+    const r = range.trim().toLowerCase();
+    if (r === "") continue;
+    const q = params.map((p) => p.trim().toLowerCase()).find((p) => p.startsWith("q="));
+    if (q !== undefined && Number(q.slice(2)) === 0) continue;
+    if (r === "*/*" || r === "*" || r === want) return true;
+    if (r.endsWith("/*") && r.slice(0, -2) === wantType) return true;
+  }
+  return false;
+}
