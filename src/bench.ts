@@ -1,10 +1,125 @@
-// Raw R2 routes for `npm run bench` (the ceiling our registry is measured against).
-// Mounted only when BENCH_ROUTES=true. Owned by the bench tooling.
+// Raw routes for `npm run bench` (the ceiling our registry is measured against).
+// Mounted only when BENCH_ROUTES=true; never enable in production. Owned by the bench tooling.
+//
+//   PUT    /_bench/r2/:key   body → env.BUCKET.put(key, request.body), untouched (needs Content-Length)
+//   GET    /_bench/r2/:key   streams the object back (Content-Type + Content-Length set)
+//   HEAD   /_bench/r2/:key   size only
+//   DELETE /_bench/r2/:key   deletes the object
+//   POST   /_bench/hash?algo=none|native|sha256|sha512|blake3[&min=BYTES]
+//          consumes the body inside the Worker, hashing it; answers {algo, bytes, ms, mbps, hex}
+//
+// Keys are stored under the "_bench/" prefix so they never collide with registry objects.
 import { Hono } from "hono";
 import type { Env } from "./env";
+import { Hasher, toHex, type HashAlgorithm } from "./digest/hasher";
 
 export const benchRoutes = new Hono<{ Bindings: Env }>();
 benchRoutes.use("*", async (c, next) => {
   if (String(c.env.BENCH_ROUTES ?? "false").toLowerCase() !== "true") return c.notFound();
   await next();
+});
+
+const KEY_PREFIX = "_bench/";
+const KEY_RE = /^[A-Za-z0-9._-]{1,200}$/;
+const MB = 1e6;
+/** BYOB reads of at least this many bytes: ~2x less JS overhead than workerd's default 4 KiB chunks. */
+const READ_AT_LEAST = 256 * 1024;
+
+function keyOf(raw: string): string | null {
+  return KEY_RE.test(raw) ? KEY_PREFIX + raw : null;
+}
+
+function benchError(status: number, message: string): Response {
+  return new Response(JSON.stringify({ error: message }), { status, headers: { "Content-Type": "application/json" } });
+}
+
+benchRoutes.put("/r2/:key", async (c) => {
+  const key = keyOf(c.req.param("key"));
+  if (!key) return benchError(400, "key must match " + KEY_RE.source);
+  const length = c.req.header("Content-Length");
+  const body = c.req.raw.body;
+  if (!body || length === undefined) return benchError(411, "PUT needs a body with Content-Length (R2 put needs a known length)");
+  const t0 = Date.now();
+  const obj = await c.env.BUCKET.put(key, body);
+  const ms = Date.now() - t0;
+  return c.json({ key, size: obj?.size ?? null, etag: obj?.etag ?? null, ms }, 201);
+});
+
+async function getObject(c: import("hono").Context<{ Bindings: Env }>, head: boolean): Promise<Response> {
+  const key = keyOf(c.req.param("key") ?? "");
+  if (!key) return benchError(400, "key must match " + KEY_RE.source);
+  const obj = head ? await c.env.BUCKET.head(key) : await c.env.BUCKET.get(key);
+  if (!obj) return benchError(404, "no such object");
+  const headers = new Headers({
+    // Without Content-Type local wrangler gzips the response on the fly for gzip-accepting clients.
+    "Content-Type": "application/octet-stream",
+    "Content-Length": String(obj.size),
+    ETag: obj.httpEtag,
+  });
+  const body = head ? null : (obj as R2ObjectBody).body;
+  return new Response(body, { status: 200, headers });
+}
+
+benchRoutes.get("/r2/:key", (c) => getObject(c, false));
+benchRoutes.on("HEAD", "/r2/:key", (c) => getObject(c, true));
+
+benchRoutes.delete("/r2/:key", async (c) => {
+  const key = keyOf(c.req.param("key"));
+  if (!key) return benchError(400, "key must match " + KEY_RE.source);
+  await c.env.BUCKET.delete(key);
+  return c.body(null, 204);
+});
+
+type BenchAlgo = "none" | "native" | HashAlgorithm;
+const ALGOS: readonly BenchAlgo[] = ["none", "native", "sha256", "sha512", "blake3"];
+
+benchRoutes.post("/hash", async (c) => {
+  const algo = (c.req.query("algo") ?? "sha256") as BenchAlgo;
+  if (!ALGOS.includes(algo)) return benchError(400, `algo must be one of ${ALGOS.join(", ")}`);
+  const minRaw = Number(c.req.query("min") ?? READ_AT_LEAST);
+  const min = Number.isInteger(minRaw) && minRaw >= 1 && minRaw <= 16 * 1024 * 1024 ? minRaw : READ_AT_LEAST;
+  const body = c.req.raw.body;
+  if (!body) return benchError(400, "POST a body to hash");
+
+  // Date.now() in Workers advances only across I/O; each body read is I/O, so the
+  // elapsed time below covers the whole consumption.
+  const t0 = Date.now();
+  let bytes = 0;
+  let reads = 0;
+  let hex = "";
+  const reader = body.getReader({ mode: "byob" });
+  let buf = new ArrayBuffer(min);
+
+  // Reads into `buf` (transferred on each read) and hands every filled view to `sink`.
+  const pump = async (sink: (chunk: Uint8Array) => void | Promise<void>) => {
+    for (;;) {
+      const { value, done } = await reader.readAtLeast(min, new Uint8Array(buf));
+      if (value) {
+        if (value.byteLength > 0) {
+          bytes += value.byteLength;
+          reads++;
+          await sink(value);
+        }
+        buf = value.buffer as ArrayBuffer;
+      }
+      if (done) break;
+    }
+  };
+
+  if (algo === "none") {
+    await pump(() => {});
+  } else if (algo === "native") {
+    const digest = new crypto.DigestStream("SHA-256");
+    const writer = digest.getWriter();
+    // Wait for each write so the buffer is no longer referenced when the next read transfers it.
+    await pump((chunk) => writer.write(chunk));
+    await writer.close();
+    hex = toHex(new Uint8Array(await digest.digest));
+  } else {
+    const hasher = Hasher.create(algo);
+    await pump((chunk) => hasher.update(chunk));
+    hex = hasher.digestHex();
+  }
+  const ms = Date.now() - t0;
+  return c.json({ algo, bytes, reads, readAtLeast: min, ms, mbps: ms > 0 ? bytes / MB / (ms / 1000) : null, hex });
 });

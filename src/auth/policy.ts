@@ -1,0 +1,276 @@
+// The policy engine: pure functions, no I/O. Rules are data (stored in the AccountStore, plus
+// built-in defaults); a decision collects every matching rule, deny wins over allow, and no
+// matching rule means deny. See docs/auth.md for the rule format.
+import { z } from "zod";
+
+export const ACTIONS = ["pull", "push", "delete", "catalog", "admin"] as const;
+export type Action = (typeof ACTIONS)[number];
+/** Actions that are not about one repository; rules for them must not name repositories. */
+export const REGISTRY_ACTIONS: readonly Action[] = ["catalog", "admin"];
+
+/** The subject being judged: a user, a robot (name without the "robot$" prefix) or nobody. */
+export type Subject =
+  | { kind: "user"; name: string }
+  | { kind: "robot"; name: string }
+  | { kind: "anonymous" };
+
+export interface AccessRule {
+  id: string;
+  kind: "access";
+  priority: number;
+  effect: "allow" | "deny";
+  subjects: string[];
+  actions: Action[];
+  /** Repository globs; absent = every repository and the registry-wide actions. */
+  repositories?: string[];
+  description?: string;
+}
+
+export interface ImmutableTagsRule {
+  id: string;
+  kind: "immutable-tags";
+  priority: number;
+  repositories: string[];
+  tags: string[];
+  description?: string;
+}
+
+export type Rule = AccessRule | ImmutableTagsRule;
+
+// ---- validation (zod) -------------------------------------------------------------------------
+
+export const RULE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}$/;
+/** Repository globs: the repository-name alphabet plus "*" and the "{user}" placeholder. */
+export const REPO_GLOB_RE = /^(?:[a-z0-9._\-/*]|\{user\})+$/;
+export const TAG_GLOB_RE = /^[A-Za-z0-9._\-*]+$/;
+export const SUBJECT_RE = /^(?:\*|anonymous|authenticated|(?:user|robot):[A-Za-z0-9._+\-*$]{1,128})$/;
+
+const oneOrMany = <T extends z.ZodType>(item: T) =>
+  z.union([item, z.array(item).min(1).max(64)]).transform((v) => (Array.isArray(v) ? v : [v]) as z.output<T>[]);
+
+const repoGlob = z.string().min(1).max(255).regex(REPO_GLOB_RE, "repository glob may contain a-z 0-9 . _ - / * and {user}");
+const tagGlob = z.string().min(1).max(128).regex(TAG_GLOB_RE, "tag glob may contain A-Z a-z 0-9 . _ - *");
+
+const common = {
+  id: z.string().regex(RULE_ID_RE, "id: 1-128 of A-Z a-z 0-9 . _ : + -, starting alphanumeric"),
+  priority: z.number().int().min(-1_000_000).max(1_000_000).default(100),
+  description: z.string().max(1000).optional(),
+};
+
+export const accessRuleSchema = z
+  .strictObject({
+    ...common,
+    kind: z.literal("access").default("access"),
+    effect: z.enum(["allow", "deny"]),
+    subjects: oneOrMany(z.string().regex(SUBJECT_RE, 'subject: "*", "anonymous", "authenticated", "user:<name>" or "robot:<name>"')),
+    actions: oneOrMany(z.enum(ACTIONS)),
+    repositories: oneOrMany(repoGlob).optional(),
+  })
+  .refine((r) => !(r.repositories && r.actions.some((a) => REGISTRY_ACTIONS.includes(a))), {
+    message: '"catalog" and "admin" are registry-wide actions: a rule granting or denying them must not list repositories',
+    path: ["repositories"],
+  });
+
+export const immutableTagsRuleSchema = z.strictObject({
+  ...common,
+  kind: z.literal("immutable-tags"),
+  repositories: oneOrMany(repoGlob),
+  tags: oneOrMany(tagGlob),
+});
+
+/** A rule as accepted by the admin API (kind defaults to "access"). */
+export const ruleSchema = z.union([immutableTagsRuleSchema, accessRuleSchema]);
+/** Input shape before defaults are applied. */
+export type RuleInput = z.input<typeof ruleSchema>;
+
+export function parseRule(input: unknown): Rule {
+  // Pick the branch by kind so error messages talk about the right fields.
+  const isImmutable = typeof input === "object" && input !== null && (input as { kind?: unknown }).kind === "immutable-tags";
+  return (isImmutable ? immutableTagsRuleSchema.parse(input) : accessRuleSchema.parse(input)) as Rule;
+}
+
+// ---- globs ------------------------------------------------------------------------------------
+
+/**
+ * "*" matches within one path segment ([^/]*), "**" matches across segments (.*).
+ * Everything else is literal; the whole value must match ("a/cache" does not match "a/cache/sub").
+ */
+export function globToRegExp(glob: string): RegExp {
+  let src = "^";
+  for (let i = 0; i < glob.length; i++) {
+    const ch = glob[i];
+    if (ch === "*") {
+      if (glob[i + 1] === "*") {
+        src += ".*";
+        while (glob[i + 1] === "*") i++;
+      } else src += "[^/]*";
+    } else src += ch.replace(/[\\^$.|?+()[\]{}]/g, "\\$&");
+  }
+  return new RegExp(src + "$");
+}
+
+export function matchGlob(glob: string, value: string): boolean {
+  return globToRegExp(glob).test(value);
+}
+
+/** Expands "{user}" for a user subject; a glob with "{user}" never matches other subjects. */
+function expandRepoGlob(glob: string, subject: Subject | null): string | null {
+  if (!glob.includes("{user}")) return glob;
+  if (!subject || subject.kind !== "user") return null;
+  return glob.split("{user}").join(subject.name);
+}
+
+// ---- subjects ---------------------------------------------------------------------------------
+
+export function subjectId(s: Subject): string {
+  return s.kind === "anonymous" ? "anonymous" : `${s.kind}:${s.name}`;
+}
+
+/** "user:alice" / "robot:alice+ci" / "robot:robot$alice+ci" / "anonymous" → Subject, or null. */
+export function parseSubject(text: string): Subject | null {
+  if (text === "anonymous") return { kind: "anonymous" };
+  const m = /^(user|robot):(.+)$/.exec(text);
+  if (!m) return null;
+  if (m[1] === "user") return { kind: "user", name: m[2] };
+  return { kind: "robot", name: m[2].startsWith("robot$") ? m[2].slice(6) : m[2] };
+}
+
+export function subjectMatches(pattern: string, s: Subject): boolean {
+  if (pattern === "*") return true;
+  if (pattern === "anonymous") return s.kind === "anonymous";
+  if (pattern === "authenticated") return s.kind !== "anonymous";
+  if (s.kind === "anonymous") return false;
+  const i = pattern.indexOf(":");
+  if (i < 0 || pattern.slice(0, i) !== s.kind) return false;
+  let name = pattern.slice(i + 1);
+  if (s.kind === "robot" && name.startsWith("robot$")) name = name.slice(6);
+  return name.includes("*") ? matchGlob(name, s.name) : name === s.name;
+}
+
+// ---- built-in rules ---------------------------------------------------------------------------
+
+export const ADMIN_USER = "admin";
+
+export const BUILTIN_RULES: readonly AccessRule[] = Object.freeze([
+  {
+    id: "builtin:admin",
+    kind: "access",
+    priority: 0,
+    effect: "allow",
+    subjects: [`user:${ADMIN_USER}`],
+    actions: [...ACTIONS],
+    description: "the admin account may do everything",
+  },
+  {
+    id: "builtin:user-namespace",
+    kind: "access",
+    priority: 0,
+    effect: "allow",
+    subjects: ["user:*"],
+    actions: ["pull", "push", "delete"],
+    repositories: ["{user}/**"],
+    description: "every user may pull, push and delete under <username>/",
+  },
+  {
+    id: "builtin:authenticated-catalog",
+    kind: "access",
+    priority: 0,
+    effect: "allow",
+    subjects: ["authenticated"],
+    actions: ["catalog"],
+    description: "signed-in accounts may list the catalog (it only shows repositories they may pull)",
+  },
+] satisfies AccessRule[]);
+
+export function isBuiltinId(id: string): boolean {
+  return id.startsWith("builtin:");
+}
+
+/** Stored rules plus the built-ins, sorted by priority (lower first), then id. */
+export function withBuiltins(stored: readonly Rule[]): Rule[] {
+  return [...BUILTIN_RULES, ...stored.filter((r) => !isBuiltinId(r.id))].sort(
+    (a, b) => a.priority - b.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+  );
+}
+
+// ---- decisions --------------------------------------------------------------------------------
+
+export interface Decision {
+  allowed: boolean;
+  /** Short reason: "allowed by …", "denied by …", "no rule allows it (default deny)". */
+  reason: string;
+  /** The rules that decided (the deny rules when denied by rule, the allow rules when allowed). */
+  deciding: Rule[];
+  /** Every rule that matched subject, action and repository, in priority order. */
+  matched: Rule[];
+}
+
+function repoMatches(rule: AccessRule, subject: Subject, repo: string | null): boolean {
+  if (!rule.repositories || rule.repositories.length === 0) return true;
+  if (repo === null) return false;
+  return rule.repositories.some((g) => {
+    const glob = expandRepoGlob(g, subject);
+    return glob !== null && matchGlob(glob, repo);
+  });
+}
+
+/**
+ * Decides whether `subject` may do `action` on `repo` (null for registry-wide actions).
+ * `rules` should include the built-ins (see withBuiltins); this function does not add them.
+ */
+export function evaluate(rules: readonly Rule[], subject: Subject, action: Action, repo: string | null): Decision {
+  const matched: Rule[] = [];
+  for (const r of rules) {
+    if (r.kind !== "access") continue;
+    if (!r.actions.includes(action)) continue;
+    if (!r.subjects.some((p) => subjectMatches(p, subject))) continue;
+    if (!repoMatches(r, subject, repo)) continue;
+    matched.push(r);
+  }
+  const denies = matched.filter((r) => r.kind === "access" && r.effect === "deny");
+  const allows = matched.filter((r) => r.kind === "access" && r.effect === "allow");
+  // The admin account can always reach the admin API, so no rule can lock the operator out.
+  if (action === "admin" && subject.kind === "user" && subject.name === ADMIN_USER) {
+    return { allowed: true, reason: "the admin account always holds the admin action", deciding: allows, matched };
+  }
+  if (denies.length) return { allowed: false, reason: `denied by ${denies.map((r) => r.id).join(", ")}`, deciding: denies, matched };
+  if (allows.length) return { allowed: true, reason: `allowed by ${allows.map((r) => r.id).join(", ")}`, deciding: allows, matched };
+  return { allowed: false, reason: "no rule allows it (default deny)", deciding: [], matched };
+}
+
+/** Convenience for the admin API: same as evaluate with the built-ins added. */
+export function explain(stored: readonly Rule[], subject: Subject, action: Action, repo: string | null): Decision {
+  return evaluate(withBuiltins(stored), subject, action, repo);
+}
+
+/** The subset of `requested` the subject may do on `repo`, in the order requested. */
+export function allowedActions(rules: readonly Rule[], subject: Subject, repo: string | null, requested: readonly Action[]): Action[] {
+  return requested.filter((a) => evaluate(rules, subject, a, repo).allowed);
+}
+
+/** The immutable-tags rule that protects `repo:tag`, or null. */
+export function immutableRuleFor(rules: readonly Rule[], repo: string, tag: string): ImmutableTagsRule | null {
+  for (const r of rules) {
+    if (r.kind !== "immutable-tags") continue;
+    if (!r.repositories.some((g) => !g.includes("{user}") && matchGlob(g, repo))) continue;
+    if (!r.tags.some((g) => matchGlob(g, tag))) continue;
+    return r;
+  }
+  return null;
+}
+
+/**
+ * Whether moving `repo:tag` from `currentDigest` to `newDigest` (null = deleting the tag) is
+ * allowed. Creating a tag (currentDigest null) and re-pushing the same digest always are.
+ */
+export function tagChangeAllowed(
+  rules: readonly Rule[],
+  repo: string,
+  tag: string,
+  currentDigest: string | null,
+  newDigest: string | null,
+): { allowed: true } | { allowed: false; rule: ImmutableTagsRule } {
+  if (currentDigest === null || currentDigest === newDigest) return { allowed: true };
+  const rule = immutableRuleFor(rules, repo, tag);
+  return rule ? { allowed: false, rule } : { allowed: true };
+}

@@ -1,0 +1,198 @@
+// Docker registry token format: HS256 JWTs (hono/jwt) with the kid in the header, scopes in and
+// out, and refresh tokens. Signing keys come from TOKEN_SIGNING_KEYS or the AccountStore.
+import { sign, verify, decode } from "hono/jwt";
+import { isValidName } from "../oci/grammar";
+import { b64url, randomId } from "./crypto";
+import type { SigningKey } from "./config";
+import { TOKEN_ISSUER } from "./config";
+import { allowedActions, type Action, type Rule, type Subject } from "./policy";
+
+/** One entry of a token's "access" claim (Docker token spec). */
+export interface AccessEntry {
+  type: string;
+  name: string;
+  actions: string[];
+}
+
+export interface AccessClaims extends JWTPayload {
+  iss: string;
+  sub: string;
+  aud: string;
+  exp: number;
+  nbf: number;
+  iat: number;
+  jti: string;
+  access: AccessEntry[];
+}
+
+export interface RefreshClaims extends JWTPayload {
+  iss: string;
+  sub: string;
+  aud: string;
+  exp: number;
+  nbf: number;
+  iat: number;
+  jti: string;
+  use: "refresh";
+  /** Account epoch at issue; a password change bumps it and retires older refresh tokens. */
+  ep: number;
+}
+
+type JWTPayload = Parameters<typeof sign>[0];
+
+const REPO_ACTIONS: readonly Action[] = ["pull", "push", "delete"];
+
+/**
+ * Parses scopes as sent in `scope` parameters: each value may hold several space-separated
+ * scopes. "type[(class)]:name:actions"; the name may itself contain ":" (host:port/…), so type is
+ * before the first ":" and actions after the last. Entries for the same resource are merged.
+ * Malformed scopes are dropped (the token simply does not grant them).
+ */
+export function parseScopes(values: readonly string[]): AccessEntry[] {
+  const out = new Map<string, AccessEntry>();
+  for (const value of values) {
+    for (const s of value.split(" ")) {
+      if (!s) continue;
+      const first = s.indexOf(":");
+      const last = s.lastIndexOf(":");
+      if (first <= 0 || last === first) continue;
+      const type = s.slice(0, first).replace(/\([^)]*\)$/, "");
+      const name = s.slice(first + 1, last);
+      const actions = s.slice(last + 1).split(",").filter(Boolean);
+      if (!name || name.length > 512 || !type) continue;
+      const key = `${type}\u0000${name}`;
+      const e = out.get(key) ?? { type, name, actions: [] };
+      for (const a of actions) if (!e.actions.includes(a)) e.actions.push(a);
+      out.set(key, e);
+    }
+  }
+  return [...out.values()].slice(0, 64);
+}
+
+export function formatScope(e: AccessEntry): string {
+  return `${e.type}:${e.name}:${e.actions.join(",")}`;
+}
+
+/** Granted = requested ∩ allowed. Unknown or denied actions are dropped, never an error. */
+export function grantAccess(rules: readonly Rule[], subject: Subject, requested: readonly AccessEntry[]): AccessEntry[] {
+  return requested.map((e) => {
+    if (e.type === "repository") {
+      if (!isValidName(e.name)) return { ...e, actions: [] };
+      const want = e.actions.includes("*") ? [...REPO_ACTIONS] : REPO_ACTIONS.filter((a) => e.actions.includes(a));
+      const ok = allowedActions(rules, subject, e.name, want);
+      // A request for "*" is answered with the actions actually held, "*" only when all are.
+      const actions = e.actions.includes("*") && ok.length === REPO_ACTIONS.length ? ["*"] : ok;
+      return { type: e.type, name: e.name, actions };
+    }
+    if (e.type === "registry" && e.name === "catalog") {
+      const ok = e.actions.includes("*") && allowedActions(rules, subject, null, ["catalog"]).length === 1;
+      return { type: e.type, name: e.name, actions: ok ? ["*"] : [] };
+    }
+    if (e.type === "registry" && e.name === "admin") {
+      const ok = e.actions.includes("*") && allowedActions(rules, subject, null, ["admin"]).length === 1;
+      return { type: e.type, name: e.name, actions: ok ? ["*"] : [] };
+    }
+    return { type: e.type, name: e.name, actions: [] };
+  });
+}
+
+/** Whether the access claim grants every action in `need` on (type, name). "*" grants all. */
+export function accessCovers(access: readonly AccessEntry[], type: string, name: string, need: readonly string[]): boolean {
+  const held = new Set<string>();
+  for (const e of access) if (e.type === type && e.name === name) for (const a of e.actions) held.add(a);
+  return held.has("*") || need.every((a) => held.has(a));
+}
+
+function jwk(key: SigningKey) {
+  return { kty: "oct", k: b64url(new TextEncoder().encode(key.secret)), alg: "HS256", kid: key.kid };
+}
+
+/** Signs with the first key; the header carries its kid. */
+export async function signJwt(payload: JWTPayload, keys: readonly SigningKey[]): Promise<string> {
+  if (!keys.length) throw new Error("no signing key");
+  return sign(payload, jwk(keys[0]), "HS256");
+}
+
+export type VerifyFailure = "malformed" | "unknown-kid" | "bad-signature" | "expired" | "not-yet-valid" | "wrong-audience" | "wrong-issuer" | "wrong-use";
+
+/**
+ * Verifies signature (by the header's kid), iss, aud, exp and nbf. `use` "access" refuses
+ * refresh tokens and vice versa. Returns the claims or the reason it failed (never throws).
+ */
+export async function verifyJwt<T extends JWTPayload>(
+  token: string,
+  keys: readonly SigningKey[],
+  audience: string,
+  use: "access" | "refresh",
+): Promise<{ ok: true; claims: T } | { ok: false; reason: VerifyFailure }> {
+  let header: { kid?: string; alg?: string };
+  try {
+    header = decode(token).header;
+  } catch {
+    return { ok: false, reason: "malformed" };
+  }
+  const key = keys.find((k) => k.kid === header.kid);
+  if (!key) return { ok: false, reason: "unknown-kid" };
+  let claims: JWTPayload;
+  try {
+    claims = await verify(token, jwk(key), { alg: "HS256", iss: TOKEN_ISSUER, aud: audience, iat: false });
+  } catch (e) {
+    const name = (e as Error)?.name ?? "";
+    if (name === "JwtTokenExpired") return { ok: false, reason: "expired" };
+    if (name === "JwtTokenNotBefore") return { ok: false, reason: "not-yet-valid" };
+    if (name === "JwtTokenAudience" || name === "JwtPayloadRequiresAud") return { ok: false, reason: "wrong-audience" };
+    if (name === "JwtTokenIssuer") return { ok: false, reason: "wrong-issuer" };
+    if (name === "JwtTokenSignatureMismatched") return { ok: false, reason: "bad-signature" };
+    return { ok: false, reason: "malformed" };
+  }
+  if (typeof claims.exp !== "number" || typeof claims.sub !== "string") return { ok: false, reason: "malformed" };
+  const isRefresh = claims.use === "refresh";
+  if ((use === "refresh") !== isRefresh) return { ok: false, reason: "wrong-use" };
+  if (use === "access" && !Array.isArray(claims.access)) return { ok: false, reason: "malformed" };
+  return { ok: true, claims: claims as T };
+}
+
+export async function issueAccessToken(opts: {
+  keys: readonly SigningKey[];
+  subject: string;
+  audience: string;
+  access: AccessEntry[];
+  ttl: number;
+  now?: number;
+}): Promise<{ token: string; claims: AccessClaims }> {
+  const t = opts.now ?? Math.floor(Date.now() / 1000);
+  const claims: AccessClaims = {
+    iss: TOKEN_ISSUER,
+    sub: opts.subject,
+    aud: opts.audience,
+    exp: t + opts.ttl,
+    nbf: t - 5,
+    iat: t,
+    jti: randomId(16),
+    access: opts.access,
+  };
+  return { token: await signJwt(claims, opts.keys), claims };
+}
+
+export async function issueRefreshToken(opts: {
+  keys: readonly SigningKey[];
+  subject: string;
+  audience: string;
+  epoch: number;
+  ttl: number;
+  now?: number;
+}): Promise<string> {
+  const t = opts.now ?? Math.floor(Date.now() / 1000);
+  const claims: RefreshClaims = {
+    iss: TOKEN_ISSUER,
+    sub: opts.subject,
+    aud: opts.audience,
+    exp: t + opts.ttl,
+    nbf: t - 5,
+    iat: t,
+    jti: randomId(16),
+    use: "refresh",
+    ep: opts.epoch,
+  };
+  return signJwt(claims, opts.keys);
+}

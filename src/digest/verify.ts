@@ -1,0 +1,79 @@
+// Verify-on-write: which hashes a write computes, and whether the computed hashes satisfy the
+// digest a client claimed. The build-cache/v1 overload (a `sha256:` digest whose hex is the
+// BLAKE3-256 of the body) is decided here and nowhere else.
+import { Hasher, type HashAlgorithm, hashHex } from "./hasher";
+import { oci } from "../oci/errors";
+import type { ParsedDigest } from "../oci/grammar";
+
+export type Computed = Partial<Record<HashAlgorithm, string>>;
+
+export interface DigestPolicy {
+  /** Accept `sha256:<blake3 hex>` claims (build-cache/v1) for this repository. */
+  blake3InSha256: boolean;
+}
+
+/** Hashers a write of unknown final digest runs while streaming. SHA-256 is always one of them. */
+export function streamingAlgorithms(claim: ParsedDigest | null, policy: DigestPolicy): HashAlgorithm[] {
+  const algs: HashAlgorithm[] = ["sha256"];
+  if (claim && claim.algorithm !== "sha256") algs.push(claim.algorithm);
+  if (!claim && policy.blake3InSha256) algs.push("blake3");
+  if (claim && claim.algorithm === "sha256" && policy.blake3InSha256) algs.push("blake3");
+  return [...new Set(algs)];
+}
+
+export function createHashers(algs: HashAlgorithm[], saved?: Record<string, string>): Hasher[] {
+  return algs.map((a) => (saved && saved[a] ? Hasher.resume(a, base64ToBytes(saved[a])) : Hasher.create(a)));
+}
+
+export function saveHashers(hashers: Hasher[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const h of hashers) out[h.algorithm] = bytesToBase64(h.save());
+  return out;
+}
+
+export function finishHashers(hashers: Hasher[]): Computed {
+  const out: Computed = {};
+  for (const h of hashers) out[h.algorithm] = h.digestHex();
+  return out;
+}
+
+export type Verdict = { ok: true; via: HashAlgorithm } | { ok: false; message: string };
+
+/** Does the claim match what was computed? */
+export function checkClaim(claim: ParsedDigest, computed: Computed, policy: DigestPolicy): Verdict {
+  if (claim.algorithm === "sha256") {
+    if (computed.sha256 === claim.hex) return { ok: true, via: "sha256" };
+    if (policy.blake3InSha256 && computed.blake3 === claim.hex) return { ok: true, via: "blake3" };
+  } else if (computed[claim.algorithm] === claim.hex) {
+    return { ok: true, via: claim.algorithm };
+  }
+  const seen = Object.entries(computed).map(([a, h]) => `${a}:${h}`).join(", ");
+  const hint = claim.algorithm === "sha256" && policy.blake3InSha256 ? " (checked as SHA-256 and as BLAKE3 for build-cache/v1)" : "";
+  return { ok: false, message: `digest ${claim.digest} does not match the uploaded content${hint}; computed ${seen}` };
+}
+
+export function assertClaim(claim: ParsedDigest, computed: Computed, policy: DigestPolicy): HashAlgorithm {
+  const v = checkClaim(claim, computed, policy);
+  if (!v.ok) throw oci("DIGEST_INVALID", v.message, { digest: claim.digest, computed });
+  return v.via;
+}
+
+/** Hash bytes already in memory (manifests) for every algorithm the claim could be checked with. */
+export function computeAll(bytes: Uint8Array, claim: ParsedDigest | null, policy: DigestPolicy): Computed {
+  const out: Computed = {};
+  for (const a of streamingAlgorithms(claim, policy)) out[a] = hashHex(a, bytes);
+  return out;
+}
+
+export function bytesToBase64(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
+  return btoa(s);
+}
+
+export function base64ToBytes(s: string): Uint8Array {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}

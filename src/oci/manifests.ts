@@ -1,0 +1,135 @@
+// /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2 under a
+// content-addressed key, indexed in BlobStore, and made readable per repository in TrustStore.
+import type { Ctx } from "../app";
+import { config } from "../env";
+import { oci } from "./errors";
+import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } from "./grammar";
+import { acceptable, parseManifest, requiredBlobs, requiredManifests } from "./manifest";
+import { blobStoreFor, trustStoreFor } from "../stores";
+import { assertClaim, computeAll } from "../digest/verify";
+import { digestPolicy } from "./uploads";
+import { deletesDisabled } from "./blobs";
+import { tooLarge } from "../storage/ingest";
+
+type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
+
+function parseReference(reference: string): Reference {
+  if (isDigestLike(reference)) return { tag: null, digest: parseDigest(reference, "manifest digest") };
+  if (!isValidTag(reference)) {
+    throw oci("MANIFEST_INVALID", `invalid tag "${truncate(reference)}": tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`, { tag: truncate(reference) });
+  }
+  return { tag: reference, digest: null };
+}
+
+export async function get(c: Ctx, name: string, reference: string, head: boolean): Promise<Response> {
+  const ref = parseReference(reference);
+  const m = await trustStoreFor(c.env, name).manifest(name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
+  if (!m) throw manifestUnknown(reference);
+  const accept = c.req.header("Accept");
+  if (!acceptable(accept, m.mediaType)) {
+    throw oci("MANIFEST_UNKNOWN", `manifest ${m.digest} is ${m.mediaType}, which the request's Accept header does not include`, { mediaType: m.mediaType });
+  }
+  const headers = {
+    "Content-Type": m.mediaType,
+    "Content-Length": String(m.size),
+    "Docker-Content-Digest": m.digest,
+    ETag: `"${m.digest}"`,
+  };
+  if (head) return new Response(null, { status: 200, headers });
+  const obj = await c.env.BUCKET.get(m.r2Key);
+  if (!obj) {
+    console.error(`manifest ${m.digest} is indexed but its object ${m.r2Key} is missing`);
+    throw oci("INTERNAL", `manifest ${m.digest} is indexed but its bytes are missing; contact the operator`);
+  }
+  return new Response(obj.body, { status: 200, headers });
+}
+
+export async function put(c: Ctx, name: string, reference: string): Promise<Response> {
+  const ref = parseReference(reference);
+  const body = await readCapped(c, config(c.env).maxManifestBytes);
+  const parsed = parseManifest(body, c.req.header("Content-Type"));
+
+  const policy = digestPolicy(c.env, name);
+  const computed = computeAll(body, ref.digest, policy);
+  let digest = `sha256:${computed.sha256}`;
+  if (ref.digest) {
+    assertClaim(ref.digest, computed, policy);
+    digest = ref.digest.digest;
+  }
+
+  // Bytes → BlobStore → TrustStore. The key is content-addressed, so re-pushes overwrite in place.
+  const r2Key = `manifests/sha256/${computed.sha256}`;
+  await c.env.BUCKET.put(r2Key, body, { httpMetadata: { contentType: parsed.mediaType } });
+  const stored = await blobStoreFor(c.env, digest).commit({ digest, size: body.length, r2Key, contentSha256: computed.sha256! });
+
+  const result = await trustStoreFor(c.env, name).putManifest({
+    repo: name,
+    manifest: { digest, size: body.length, r2Key: stored.r2Key, mediaType: parsed.mediaType },
+    tag: ref.tag,
+    subject: parsed.subject ? parsed.subject.digest : null,
+    artifactType: parsed.artifactType ?? null,
+    annotations: parsed.annotations ?? null,
+    requiredBlobs: requiredBlobs(parsed).map((d) => d.digest),
+    requiredManifests: requiredManifests(parsed).map((d) => d.digest),
+  });
+  if (!result.ok) {
+    const missing = [...result.missingBlobs.map((d) => `blob ${d}`), ...result.missingManifests.map((d) => `manifest ${d}`)];
+    throw oci("MANIFEST_BLOB_UNKNOWN", `manifest references content that is not in repository ${name}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ` and ${missing.length - 10} more` : ""}; push it first`, {
+      missingBlobs: result.missingBlobs.slice(0, 100), missingManifests: result.missingManifests.slice(0, 100),
+    });
+  }
+  const headers: Record<string, string> = {
+    Location: `/v2/${name}/manifests/${digest}`,
+    "Docker-Content-Digest": digest,
+    "Content-Length": "0",
+  };
+  if (parsed.subject) headers["OCI-Subject"] = parsed.subject.digest;
+  return new Response(null, { status: 201, headers });
+}
+
+export async function remove(c: Ctx, name: string, reference: string): Promise<Response> {
+  if (!config(c.env).deleteEnabled) throw deletesDisabled();
+  const ref = parseReference(reference);
+  const trust = trustStoreFor(c.env, name);
+  const removed = ref.digest ? await trust.deleteManifest(name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
+  if (!removed) throw manifestUnknown(reference);
+  return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
+}
+
+function manifestUnknown(reference: string) {
+  return oci("MANIFEST_UNKNOWN", `manifest ${truncate(reference)} is not known to this repository`, { reference: truncate(reference) });
+}
+
+/** Read a request body into memory, refusing more than `max` bytes with 413. */
+async function readCapped(c: Ctx, max: number): Promise<Uint8Array> {
+  const declared = c.req.header("Content-Length");
+  if (declared && /^\d+$/.test(declared) && Number(declared) > max) throw manifestTooLarge(max);
+  const bodyCap = config(c.env).maxBodyBytes;
+  if (bodyCap > 0 && declared && Number(declared) > bodyCap) throw tooLarge(bodyCap);
+  const stream = c.req.raw.body;
+  if (!stream) throw oci("MANIFEST_INVALID", "manifest body is empty");
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      throw manifestTooLarge(max);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const ch of chunks) {
+    out.set(ch, off);
+    off += ch.length;
+  }
+  return out;
+}
+
+function manifestTooLarge(max: number) {
+  return oci("TOO_LARGE", `manifest exceeds this registry's limit of ${max} bytes`, { limit: max }, 413);
+}

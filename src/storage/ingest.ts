@@ -1,0 +1,304 @@
+// The write path for blob bytes: request bodies stream into R2 while being hashed, never held
+// whole in memory and never passed through a Durable Object.
+//
+// R2 multipart needs equal-sized parts (all but the last, >= 5 MiB), but clients send any
+// sequence of chunk sizes. Bytes are therefore cut into parts of a fixed `partSize`; what is
+// left over at the end of a request (shorter than a part) is kept as a "tail" object and
+// re-read (at most one part's worth) at the start of the next request.
+// When one request carries everything so far, the bytes go to a single plain object instead:
+// no part bookkeeping, and R2 serves single objects much faster than multipart ones.
+import { oci } from "../oci/errors";
+import type { Hasher } from "../digest/hasher";
+import type { UploadLayout } from "../stores/upload-session";
+
+/** R2 single put is limited to just under 5 GiB. */
+const SINGLE_PUT_MAX = 4.5 * 1024 ** 3;
+/** Read granularity: workerd delivers 4 KiB chunks by default; larger reads cut per-chunk JS cost. */
+const READ_MIN = 256 * 1024;
+const READ_MAX = 1024 * 1024;
+
+export interface IngestInput {
+  bucket: R2Bucket;
+  layout: UploadLayout;
+  offset: number;
+  partSize: number;
+  hashers: Hasher[];
+  body: ReadableStream<Uint8Array> | null;
+  /** Declared body length, or null when streamed without Content-Length. */
+  contentLength: number | null;
+  /** Largest body this request may carry; 0 = unlimited. */
+  maxBytes: number;
+  /** This request ends the upload: leave one complete object behind. */
+  final: boolean;
+  /** Prefix of every key this upload writes. */
+  keyPrefix: string;
+  /** Record keys / multipart uploads in the session before writing them (also renews the lease). */
+  register(add: { keys?: string[]; multipart?: { key: string; uploadId: string } }): Promise<void>;
+}
+
+export interface IngestResult {
+  layout: UploadLayout;
+  offset: number;
+  /** Objects superseded by this request; delete them once the new state is committed. */
+  obsolete: string[];
+}
+
+export async function ingest(inp: IngestInput): Promise<IngestResult> {
+  const { layout, contentLength } = inp;
+  if (contentLength === 0 || !inp.body) {
+    if (!inp.final) return { layout, offset: inp.offset, obsolete: [] };
+    return finalizeLayout(inp, layout);
+  }
+  if (layout.kind === "empty" && contentLength !== null && contentLength <= SINGLE_PUT_MAX) {
+    return singlePut(inp, contentLength);
+  }
+  return partsWrite(inp);
+}
+
+/** Whole body to one object, hashed on the way, with backpressure from R2. */
+async function singlePut(inp: IngestInput, length: number): Promise<IngestResult> {
+  const key = newKey(inp.keyPrefix);
+  await inp.register({ keys: [key] });
+  const { readable, writable } = new FixedLengthStream(length);
+  const put = inp.bucket.put(key, readable, { httpMetadata: { contentType: "application/octet-stream" } });
+  put.catch(() => {}); // surfaced below
+  const writer = writable.getWriter();
+  let total = 0;
+  try {
+    for await (const chunk of readChunks(inp.body!)) {
+      total += chunk.length;
+      if (total > length) throw oci("BLOB_UPLOAD_INVALID", `body is longer than its Content-Length (${length})`);
+      for (const h of inp.hashers) h.update(chunk);
+      await writer.write(chunk);
+    }
+    if (total !== length) throw truncated(total, length);
+    await writer.close();
+    await put;
+  } catch (err) {
+    await writer.abort(err).catch(() => {});
+    throw err;
+  }
+  return { layout: { kind: "single", key, size: length }, offset: inp.offset + length, obsolete: [] };
+}
+
+/** Cut the stored prefix (single object or tail) plus the body into fixed-size parts. */
+async function partsWrite(inp: IngestInput): Promise<IngestResult> {
+  const { bucket, partSize } = inp;
+  const prev = inp.layout;
+  let mp: R2MultipartUpload | null = prev.kind === "multipart" ? bucket.resumeMultipartUpload(prev.key, prev.uploadId) : null;
+  const parts: R2UploadedPart[] = prev.kind === "multipart" ? [...prev.parts] : [];
+  const obsolete: string[] = [];
+  let prefix: { key: string; size: number } | null = null;
+  if (prev.kind === "single") prefix = { key: prev.key, size: prev.size };
+  if (prev.kind === "multipart" && prev.tail) prefix = prev.tail;
+
+  let buf = new Uint8Array(new ArrayBuffer(partSize));
+  let fill = 0;
+  let inflight: Promise<void> | null = null;
+  let failed: unknown = null;
+
+  const startMultipart = async () => {
+    const key = newKey(inp.keyPrefix);
+    const created = await bucket.createMultipartUpload(key, { httpMetadata: { contentType: "application/octet-stream" } });
+    await inp.register({ keys: [key], multipart: { key, uploadId: created.uploadId } });
+    return created;
+  };
+  const flushPart = async (data: Uint8Array) => {
+    if (!mp) mp = await startMultipart();
+    const partNumber = parts.length + 1;
+    if (partNumber > 10_000) throw oci("SIZE_INVALID", `upload exceeds ${10_000} parts of ${partSize} bytes`, undefined, 413);
+    const placeholder = parts.push({ partNumber, etag: "" }) - 1;
+    if (inflight) await inflight; // at most one part uploading while the next one fills
+    if (failed) throw failed;
+    const upload = mp;
+    inflight = (async () => {
+      try {
+        parts[placeholder] = await upload.uploadPart(partNumber, data);
+        await inp.register({});
+      } catch (err) {
+        failed = err;
+      }
+    })();
+  };
+  const take = async (source: ReadableStream<Uint8Array>, hash: boolean, limit: number | null): Promise<number> => {
+    let total = 0;
+    const reader = byobReader(source);
+    try {
+      for (;;) {
+        if (fill === partSize) {
+          await flushPart(buf);
+          buf = new Uint8Array(new ArrayBuffer(partSize));
+          fill = 0;
+        }
+        const view = new Uint8Array(buf.buffer, fill, partSize - fill);
+        const { done, value } = await reader.read(view, Math.min(READ_MIN, view.length));
+        if (value && value.length) {
+          buf = new Uint8Array(value.buffer as ArrayBuffer);
+          if (hash) for (const h of inp.hashers) h.update(value);
+          fill += value.length;
+          total += value.length;
+          if (limit !== null && total > limit) throw tooLarge(limit);
+        } else if (value) {
+          buf = new Uint8Array(value.buffer as ArrayBuffer);
+        }
+        if (done) break;
+      }
+    } finally {
+      reader.release();
+    }
+    return total;
+  };
+
+  try {
+    if (prefix) {
+      const obj = await bucket.get(prefix.key);
+      if (!obj) throw new Error(`upload data ${prefix.key} is missing`);
+      const got = await take(obj.body, false, null);
+      if (got !== prefix.size) throw new Error(`upload data ${prefix.key} has ${got} bytes, expected ${prefix.size}`);
+      obsolete.push(prefix.key);
+    }
+    const limit = inp.maxBytes > 0 ? inp.maxBytes : null;
+    const got = await take(inp.body!, true, limit);
+    if (inp.contentLength !== null && got !== inp.contentLength) throw truncated(got, inp.contentLength);
+    const offset = inp.offset + got;
+
+    if (inp.final) {
+      if (!mp) {
+        // Everything fits in one part: a plain object serves faster than a one-part multipart.
+        const key = newKey(inp.keyPrefix);
+        await inp.register({ keys: [key] });
+        await bucket.put(key, buf.subarray(0, fill), { httpMetadata: { contentType: "application/octet-stream" } });
+        return { layout: { kind: "single", key, size: fill }, offset, obsolete };
+      }
+      if (fill > 0) await flushPart(buf.subarray(0, fill));
+      if (inflight) await inflight;
+      if (failed) throw failed;
+      const done = mp as R2MultipartUpload;
+      await done.complete(parts);
+      return { layout: { kind: "single", key: done.key, size: offset }, offset, obsolete };
+    }
+
+    let tail: { key: string; size: number } | null = null;
+    if (fill > 0) {
+      tail = { key: newKey(inp.keyPrefix), size: fill };
+      await inp.register({ keys: [tail.key] });
+      await bucket.put(tail.key, buf.subarray(0, fill));
+    }
+    if (inflight) await inflight;
+    if (failed) throw failed;
+    if (!mp) return { layout: tail ? { kind: "single", key: tail.key, size: tail.size } : { kind: "empty" }, offset, obsolete };
+    const m = mp as R2MultipartUpload;
+    return { layout: { kind: "multipart", key: m.key, uploadId: m.uploadId, parts, tail }, offset, obsolete };
+  } catch (err) {
+    if (inflight) await inflight;
+    throw err;
+  }
+}
+
+/** Turn whatever the upload holds into one complete object (used when the final request has no body). */
+async function finalizeLayout(inp: IngestInput, layout: UploadLayout): Promise<IngestResult> {
+  const { bucket } = inp;
+  switch (layout.kind) {
+    case "empty": {
+      const key = newKey(inp.keyPrefix);
+      await inp.register({ keys: [key] });
+      await bucket.put(key, new Uint8Array(0), { httpMetadata: { contentType: "application/octet-stream" } });
+      return { layout: { kind: "single", key, size: 0 }, offset: 0, obsolete: [] };
+    }
+    case "single":
+      return { layout, offset: inp.offset, obsolete: [] };
+    case "multipart": {
+      const mp = bucket.resumeMultipartUpload(layout.key, layout.uploadId);
+      const parts = [...layout.parts];
+      const obsolete: string[] = [];
+      if (layout.tail) {
+        const obj = await bucket.get(layout.tail.key);
+        if (!obj) throw new Error(`upload data ${layout.tail.key} is missing`);
+        parts.push(await mp.uploadPart(parts.length + 1, obj.body));
+        obsolete.push(layout.tail.key);
+      }
+      await mp.complete(parts);
+      return { layout: { kind: "single", key: layout.key, size: inp.offset }, offset: inp.offset, obsolete };
+    }
+  }
+}
+
+function newKey(prefix: string): string {
+  return prefix + crypto.randomUUID();
+}
+
+function truncated(got: number, want: number) {
+  return oci("BLOB_UPLOAD_INVALID", `request body ended after ${got} of ${want} bytes declared by Content-Length`);
+}
+
+export function tooLarge(limit: number) {
+  return oci("TOO_LARGE", `request body exceeds this registry's limit of ${limit} bytes per request; push the blob in chunks (PATCH with Content-Range) of at most that size`, { limit }, 413);
+}
+
+// ---- readers ---------------------------------------------------------------------------------
+
+interface FillReader {
+  read(view: Uint8Array, min: number): Promise<{ done: boolean; value: Uint8Array | undefined }>;
+  release(): void;
+}
+
+/** BYOB reader using workerd's readAtLeast where the stream supports it; copying reader otherwise. */
+function byobReader(stream: ReadableStream<Uint8Array>): FillReader {
+  let r: ReadableStreamBYOBReader | null = null;
+  try {
+    r = stream.getReader({ mode: "byob" });
+  } catch {
+    r = null;
+  }
+  if (r) {
+    const byob = r;
+    return {
+      read: async (view, min) => {
+        const res = await byob.readAtLeast(min, view);
+        return { done: res.done, value: res.value };
+      },
+      release: () => byob.releaseLock(),
+    };
+  }
+  const d = stream.getReader();
+  let pending: Uint8Array | null = null;
+  return {
+    // Copy from default-reader chunks into the caller's view; keep leftovers for the next call.
+    read: async (view, min) => {
+      let n = 0;
+      let done = false;
+      while (n < min && n < view.length) {
+        let chunk = pending;
+        pending = null;
+        if (!chunk) {
+          const res = await d.read();
+          if (res.done) {
+            done = true;
+            break;
+          }
+          chunk = res.value;
+        }
+        const k = Math.min(chunk.length, view.length - n);
+        view.set(chunk.subarray(0, k), n);
+        n += k;
+        if (k < chunk.length) pending = chunk.subarray(k);
+      }
+      return { done, value: view.subarray(0, n) };
+    },
+    release: () => d.releaseLock(),
+  };
+}
+
+/** Chunks of fresh buffers (ownership passes to the consumer), read in large pieces. */
+export async function* readChunks(stream: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const reader = byobReader(stream);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(new ArrayBuffer(READ_MAX)), READ_MIN);
+      if (value && value.length) yield value;
+      if (done) break;
+    }
+  } finally {
+    reader.release();
+  }
+}

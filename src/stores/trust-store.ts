@@ -1,0 +1,217 @@
+// TrustStore: what each repository may serve. Per-repository membership (repo, digest, kind)
+// beside the shared content-addressed storage, tags, referrers and the catalog.
+// Every read of a blob or manifest goes through a membership row here first.
+import { DurableObject } from "cloudflare:workers";
+import type { Env } from "../env";
+
+export type MemberKind = "blob" | "manifest";
+
+export interface Member {
+  digest: string;
+  kind: MemberKind;
+  size: number;
+  r2Key: string;
+  mediaType: string | null;
+}
+
+export interface ManifestRecord extends Member {
+  kind: "manifest";
+  mediaType: string;
+}
+
+export interface ReferrerRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  artifactType: string | null;
+  annotations: Record<string, string> | null;
+}
+
+export interface PutManifestInput {
+  repo: string;
+  manifest: { digest: string; size: number; r2Key: string; mediaType: string };
+  tag: string | null;
+  subject: string | null;
+  artifactType: string | null;
+  annotations: Record<string, string> | null;
+  /** Digests that must already be members (blobs and child manifests); checked in the same transaction. */
+  requiredBlobs: string[];
+  requiredManifests: string[];
+}
+
+export type PutManifestResult =
+  | { ok: true; previousTagDigest: string | null }
+  | { ok: false; missingBlobs: string[]; missingManifests: string[] };
+
+export interface Page<T> {
+  items: T[];
+  /** Present when more items follow: the `last` value to continue from. */
+  next: string | null;
+}
+
+export class TrustStore extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS members (
+        repo TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL,
+        size INTEGER NOT NULL, r2_key TEXT NOT NULL, media_type TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, digest, kind)
+      ) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS tags (
+        repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, tag)
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS tags_by_digest ON tags(repo, digest);
+      CREATE TABLE IF NOT EXISTS referrers (
+        repo TEXT NOT NULL, subject TEXT NOT NULL, digest TEXT NOT NULL,
+        media_type TEXT NOT NULL, size INTEGER NOT NULL, artifact_type TEXT, annotations TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, subject, digest)
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS referrers_by_digest ON referrers(repo, digest);
+      CREATE TABLE IF NOT EXISTS repos (
+        repo TEXT PRIMARY KEY, created_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `);
+  }
+
+  // ---- membership -------------------------------------------------------------------------
+
+  /** A blob readable through `repo` (manifests are readable through the blobs endpoint too). */
+  blob(repo: string, digest: string): Member | null {
+    const row = this.sql.exec<{ kind: MemberKind; size: number; r2_key: string; media_type: string | null }>(
+      `SELECT kind, size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? ORDER BY kind LIMIT 1`,
+      repo, digest).toArray()[0];
+    return row ? { digest, kind: row.kind, size: row.size, r2Key: row.r2_key, mediaType: row.media_type } : null;
+  }
+
+  /** Record that `repo` holds these bytes. Idempotent. */
+  link(repo: string, member: Member): void {
+    this.ctx.storage.transactionSync(() => {
+      this.insertMember(repo, member);
+    });
+  }
+
+  /** Remove a blob from one repository only; bytes stay for garbage collection. */
+  unlinkBlob(repo: string, digest: string): boolean {
+    return this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
+  }
+
+  // ---- manifests and tags -------------------------------------------------------------------
+
+  /** Store a manifest's membership, its tag and its referrer row atomically. */
+  putManifest(input: PutManifestInput): PutManifestResult {
+    return this.ctx.storage.transactionSync(() => {
+      const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
+      const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
+      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests } as const;
+      const m = input.manifest;
+      this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
+      let previousTagDigest: string | null = null;
+      if (input.tag !== null) {
+        previousTagDigest = this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, input.repo, input.tag).toArray()[0]?.digest ?? null;
+        this.sql.exec(`INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?)
+          ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
+          input.repo, input.tag, m.digest, Date.now());
+      }
+      if (input.subject !== null) {
+        this.sql.exec(`INSERT OR REPLACE INTO referrers (repo, subject, digest, media_type, size, artifact_type, annotations, created_at)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+          input.repo, input.subject, m.digest, m.mediaType, m.size, input.artifactType,
+          input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
+      }
+      return { ok: true, previousTagDigest } as const;
+    });
+  }
+
+  /** Resolve a tag or digest to a manifest of this repository. */
+  manifest(repo: string, reference: string, isDigest: boolean): ManifestRecord | null {
+    const digest = isDigest
+      ? reference
+      : this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, reference).toArray()[0]?.digest;
+    if (!digest) return null;
+    const row = this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
+      `SELECT size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
+    return row ? { digest, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type } : null;
+  }
+
+  tagDigest(repo: string, tag: string): string | null {
+    return this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, tag).toArray()[0]?.digest ?? null;
+  }
+
+  /** Delete a manifest by digest: its membership, every tag pointing at it, and its referrer rows. */
+  deleteManifest(repo: string, digest: string): boolean {
+    return this.ctx.storage.transactionSync(() => {
+      const gone = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).rowsWritten > 0;
+      if (!gone) return false;
+      this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
+      this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
+      return true;
+    });
+  }
+
+  deleteTag(repo: string, tag: string): boolean {
+    return this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag).rowsWritten > 0;
+  }
+
+  /** Tags of a repository, lexically sorted; null when the repository does not exist. */
+  tags(repo: string, n: number | null, last: string | null): Page<string> | null {
+    if (!this.repoExists(repo)) return null;
+    const limit = n === null ? -1 : n + 1;
+    const rows = this.sql.exec<{ tag: string }>(
+      `SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?`, repo, last ?? "", limit).toArray().map((r) => r.tag);
+    return paginate(rows, n);
+  }
+
+  // ---- referrers and catalog ----------------------------------------------------------------
+
+  referrers(repo: string, subject: string): ReferrerRecord[] {
+    return this.sql.exec<{ digest: string; media_type: string; size: number; artifact_type: string | null; annotations: string | null }>(
+      `SELECT digest, media_type, size, artifact_type, annotations FROM referrers WHERE repo = ? AND subject = ? ORDER BY created_at, digest`,
+      repo, subject).toArray().map((r) => ({
+        digest: r.digest, mediaType: r.media_type, size: r.size, artifactType: r.artifact_type,
+        annotations: r.annotations ? JSON.parse(r.annotations) : null,
+      }));
+  }
+
+  catalog(n: number | null, last: string | null): Page<string> {
+    const limit = n === null ? -1 : n + 1;
+    const rows = this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE repo > ? ORDER BY repo LIMIT ?`, last ?? "", limit)
+      .toArray().map((r) => r.repo);
+    return paginate(rows, n);
+  }
+
+  repoExists(repo: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ?`, repo).toArray().length > 0;
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  private insertMember(repo: string, m: Member): void {
+    const now = Date.now();
+    this.sql.exec(`INSERT INTO members (repo, digest, kind, size, r2_key, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (repo, digest, kind) DO NOTHING`, repo, m.digest, m.kind, m.size, m.r2Key, m.mediaType, now);
+    this.sql.exec(`INSERT INTO repos (repo, created_at) VALUES (?, ?) ON CONFLICT (repo) DO NOTHING`, repo, now);
+  }
+
+  private missing(repo: string, digests: string[], kind: MemberKind): string[] {
+    const out: string[] = [];
+    for (const d of new Set(digests)) {
+      if (this.sql.exec(`SELECT 1 FROM members WHERE repo = ? AND digest = ? AND kind = ?`, repo, d, kind).toArray().length === 0) out.push(d);
+    }
+    return out;
+  }
+}
+
+function paginate(rows: string[], n: number | null): Page<string> {
+  if (n !== null && rows.length > n) {
+    const items = rows.slice(0, n);
+    return { items, next: items[items.length - 1] ?? null };
+  }
+  return { items: rows, next: null };
+}
