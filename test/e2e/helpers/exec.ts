@@ -1,0 +1,127 @@
+// Runs real client binaries (skopeo, umoci, curl) with captured output and useful errors.
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync, openSync, closeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { RunningRegistry } from "./registry";
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** A file whose contents become stdin. */
+  stdinFile?: string;
+  timeoutMs?: number;
+  /** Resolve instead of rejecting on a non-zero exit. */
+  allowFail?: boolean;
+}
+
+export function run(cmd: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    let stdin: "ignore" | number = "ignore";
+    let fd: number | undefined;
+    if (o.stdinFile) stdin = fd = openSync(o.stdinFile, "r");
+    const child = spawn(cmd, args, { cwd: o.cwd, env: o.env ?? process.env, stdio: [stdin, "pipe", "pipe"] });
+    if (fd !== undefined) closeSync(fd);
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      stderr += `\n[killed after ${o.timeoutMs} ms]`;
+      child.kill("SIGKILL");
+    }, o.timeoutMs ?? 10 * 60_000);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd}: ${e.message}`));
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const r = { code: code ?? (signal ? 128 : 1), stdout, stderr };
+      if (r.code !== 0 && !o.allowFail) {
+        reject(new Error(`\`${[cmd, ...args].join(" ")}\` exited ${r.code}${signal ? ` (${signal})` : ""}\n--- stderr ---\n${stderr.slice(-8000)}\n--- stdout ---\n${stdout.slice(-4000)}`));
+      } else resolve(r);
+    });
+  });
+}
+
+/** Can we give skopeo a private mount namespace (to hide root's shared blob-info cache)? */
+let unshareWorks: boolean | undefined;
+function canUnshare(): boolean {
+  if (unshareWorks === undefined) {
+    const r = spawnSync("unshare", ["--mount", "--", "sh", "-c", "mount -t tmpfs none /mnt"], { stdio: "ignore" });
+    unshareWorks = r.status === 0;
+  }
+  return unshareWorks;
+}
+
+const SYSTEM_BLOB_INFO_CACHE_DIR = "/var/lib/containers/cache";
+
+/**
+ * skopeo in a sandbox: private policy (accept anything), empty registries.conf, empty auth
+ * file, HOME/TMPDIR/XDG_RUNTIME_DIR in a temp dir. As root, containers/image keeps a shared
+ * blob-info cache in /var/lib/containers/cache that makes later pushes skip or mount blobs it
+ * saw before; we hide it behind a tmpfs in a private mount namespace when possible, and
+ * otherwise delete the cache file before each invocation.
+ */
+export class Skopeo {
+  readonly dir: string;
+  private env: NodeJS.ProcessEnv;
+  private policy: string;
+
+  constructor(private reg: RunningRegistry) {
+    this.dir = mkdtempSync(join(tmpdir(), "cloister-e2e-skopeo-"));
+    for (const d of ["home", "tmp", "run"]) mkdirSync(join(this.dir, d));
+    this.policy = join(this.dir, "policy.json");
+    writeFileSync(this.policy, JSON.stringify({ default: [{ type: "insecureAcceptAnything" }] }));
+    writeFileSync(join(this.dir, "registries.conf"), 'unqualified-search-registries = []\n');
+    writeFileSync(join(this.dir, "auth.json"), "{}\n");
+    this.env = {
+      PATH: process.env.PATH,
+      HOME: join(this.dir, "home"),
+      TMPDIR: join(this.dir, "tmp"),
+      XDG_RUNTIME_DIR: join(this.dir, "run"),
+      XDG_DATA_HOME: join(this.dir, "home"),
+      XDG_CONFIG_HOME: join(this.dir, "home"),
+      CONTAINERS_REGISTRIES_CONF: join(this.dir, "registries.conf"),
+      REGISTRY_AUTH_FILE: join(this.dir, "auth.json"),
+    };
+  }
+
+  /** docker://HOST/<ref> */
+  ref(nameAndRef: string): string {
+    return `docker://${this.reg.host}/${nameAndRef}`;
+  }
+
+  /** Runs `skopeo <global opts> <sub> <args>`; tls verification is off for the registry. */
+  async run(sub: string, args: string[], o: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
+    const tls: Record<string, string[]> = {
+      copy: ["--src-tls-verify=false", "--dest-tls-verify=false"],
+      inspect: ["--tls-verify=false"],
+      "list-tags": ["--tls-verify=false"],
+      delete: ["--tls-verify=false"],
+    };
+    const full = ["--policy", this.policy, "--tmpdir", join(this.dir, "tmp"), sub, ...(tls[sub] ?? []), ...args];
+    if (canUnshare()) {
+      const script = `mkdir -p ${SYSTEM_BLOB_INFO_CACHE_DIR} && mount -t tmpfs none ${SYSTEM_BLOB_INFO_CACHE_DIR} && exec skopeo "$@"`;
+      return run("unshare", ["--mount", "--", "sh", "-c", script, "skopeo", ...full], { env: this.env, ...o });
+    }
+    rmSync(join(SYSTEM_BLOB_INFO_CACHE_DIR, "blob-info-cache-v1.boltdb"), { force: true });
+    return run("skopeo", full, { env: this.env, ...o });
+  }
+
+  cleanup() {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export function have(cmd: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
+}
+
+export { existsSync };
