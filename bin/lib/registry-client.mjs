@@ -1,0 +1,198 @@
+// A small OCI Distribution client over node:http/https (no dependencies): keep-alive connection
+// pools, optional self-signed TLS, Basic and Bearer-token auth on challenge, redirects, retries
+// of transient failures, and OCI error bodies turned into readable messages.
+import http from "node:http";
+import https from "node:https";
+
+export class RegistryError extends Error {
+  constructor(message, { status, code } = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * Parse `[http(s)://]host[:port]/repo/path[:tag|@digest]`.
+ * Returns { scheme (or null when not given), host, repo, tag, digest }.
+ */
+export function parseReference(ref) {
+  let scheme = null;
+  let rest = ref;
+  const m = /^(https?):\/\//.exec(ref);
+  if (m) {
+    scheme = m[1];
+    rest = ref.slice(m[0].length);
+  }
+  const slash = rest.indexOf("/");
+  if (slash <= 0) throw new RegistryError(`reference ${JSON.stringify(ref)} must look like <registry>/<repository>[:tag|@digest]`);
+  const host = rest.slice(0, slash);
+  let path = rest.slice(slash + 1);
+  let tag = null;
+  let digest = null;
+  const at = path.indexOf("@");
+  if (at >= 0) {
+    digest = path.slice(at + 1);
+    path = path.slice(0, at);
+    if (!/^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/.test(digest)) throw new RegistryError(`invalid digest ${JSON.stringify(digest)}`);
+  }
+  const colon = path.lastIndexOf(":");
+  if (colon > path.lastIndexOf("/")) {
+    tag = path.slice(colon + 1);
+    path = path.slice(0, colon);
+    if (!/^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/.test(tag)) throw new RegistryError(`invalid tag ${JSON.stringify(tag)}`);
+  }
+  if (!/^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/.test(path))
+    throw new RegistryError(`invalid repository name ${JSON.stringify(path)}`);
+  if (!tag && !digest) tag = "latest";
+  return { scheme, host, repo: path, tag, digest };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const RETRY_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+const RETRY_ERRNO = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "EAI_AGAIN", "UND_ERR_SOCKET"]);
+
+function parseChallenge(header) {
+  if (!header) return null;
+  const sp = header.indexOf(" ");
+  const scheme = (sp < 0 ? header : header.slice(0, sp)).toLowerCase();
+  const params = {};
+  const re = /([a-zA-Z_]+)="([^"]*)"/g;
+  let m;
+  while ((m = re.exec(header))) params[m[1].toLowerCase()] = m[2];
+  return { scheme, params };
+}
+
+export class RegistryClient {
+  /**
+   * @param {{scheme: "http"|"https", host: string, insecure?: boolean, user?: string, password?: string,
+   *          maxSockets?: number, timeoutMs?: number, retries?: number}} opts
+   */
+  constructor(opts) {
+    this.base = `${opts.scheme}://${opts.host}`;
+    this.user = opts.user;
+    this.password = opts.password;
+    this.timeoutMs = opts.timeoutMs ?? 5 * 60_000;
+    this.retries = opts.retries ?? 3;
+    const agentOpts = { keepAlive: true, maxSockets: opts.maxSockets ?? 8 };
+    this.agents = {
+      "http:": new http.Agent(agentOpts),
+      "https:": new https.Agent({ ...agentOpts, rejectUnauthorized: !opts.insecure }),
+    };
+    this.authorization = null; // header value once a challenge was answered
+  }
+
+  close() {
+    for (const a of Object.values(this.agents)) a.destroy();
+  }
+
+  /** One raw exchange; resolves { status, headers, body: Buffer }. */
+  raw(method, url, headers, body) {
+    return new Promise((resolve, reject) => {
+      const u = new URL(url);
+      const mod = u.protocol === "https:" ? https : http;
+      const h = { ...headers };
+      if (body !== undefined) h["Content-Length"] = String(body.length);
+      const req = mod.request(u, { method, headers: h, agent: this.agents[u.protocol] }, (res) => {
+        const parts = [];
+        res.on("data", (d) => parts.push(d));
+        res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(parts) }));
+        res.on("error", reject);
+      });
+      req.setTimeout(this.timeoutMs, () => req.destroy(Object.assign(new Error(`${method} ${u.pathname} timed out`), { code: "ETIMEDOUT" })));
+      req.on("error", reject);
+      if (body !== undefined && body.length) req.end(body);
+      else req.end();
+    });
+  }
+
+  /**
+   * Send a request relative to the registry (or absolute), answering auth challenges, following
+   * redirects and retrying transient failures. Returns { status, headers, body }.
+   */
+  async request(method, pathOrUrl, { headers = {}, body, scope } = {}) {
+    let url = new URL(pathOrUrl, this.base).toString();
+    let authRetried = false;
+    for (let attempt = 0, redirects = 0; ; ) {
+      const h = { "User-Agent": "cloister-cache/1", ...headers };
+      const sameOrigin = new URL(url).origin === new URL(this.base).origin;
+      if (this.authorization && sameOrigin) h.Authorization = this.authorization;
+      let res;
+      try {
+        res = await this.raw(method, url, h, body);
+      } catch (err) {
+        if (attempt < this.retries && RETRY_ERRNO.has(err.code)) {
+          await sleep(250 * 2 ** attempt++);
+          continue;
+        }
+        throw new RegistryError(`${method} ${url}: ${err.message}`);
+      }
+      if (res.status === 401 && !authRetried && sameOrigin) {
+        authRetried = true;
+        if (await this.authenticate(res.headers["www-authenticate"], scope)) continue;
+      }
+      if ([301, 302, 303, 307, 308].includes(res.status) && res.headers.location && redirects++ < 5) {
+        url = new URL(res.headers.location, url).toString();
+        if (res.status === 303) method = "GET";
+        continue;
+      }
+      if (RETRY_STATUS.has(res.status) && attempt < this.retries) {
+        const ra = Number(res.headers["retry-after"]);
+        await sleep(Number.isFinite(ra) && ra > 0 ? Math.min(ra, 30) * 1000 : 250 * 2 ** attempt);
+        attempt++;
+        continue;
+      }
+      return res;
+    }
+  }
+
+  async authenticate(challengeHeader, scope) {
+    const ch = parseChallenge(challengeHeader);
+    const basic = this.user !== undefined ? "Basic " + Buffer.from(`${this.user}:${this.password ?? ""}`).toString("base64") : null;
+    if (!ch) return false;
+    if (ch.scheme === "basic") {
+      if (!basic) throw new RegistryError("the registry requires credentials: pass --user/--password or set CLOISTER_USER/CLOISTER_PASSWORD", { status: 401 });
+      this.authorization = basic;
+      return true;
+    }
+    if (ch.scheme === "bearer" && ch.params.realm) {
+      const u = new URL(ch.params.realm);
+      if (ch.params.service) u.searchParams.set("service", ch.params.service);
+      const sc = ch.params.scope ?? scope;
+      if (sc) u.searchParams.set("scope", sc);
+      const res = await this.raw("GET", u.toString(), basic ? { Authorization: basic } : {}, undefined);
+      if (res.status !== 200) throw new RegistryError(`token request to ${u.origin}${u.pathname} failed: ${describeError(res)}`, { status: res.status });
+      const j = JSON.parse(res.body.toString("utf8"));
+      const token = j.token ?? j.access_token;
+      if (!token) throw new RegistryError("token response carried no token");
+      this.authorization = `Bearer ${token}`;
+      return true;
+    }
+    return false;
+  }
+}
+
+/** "<status> <CODE>: <message>" from an OCI error body, or the status line. */
+export function describeError(res) {
+  let text = "";
+  try {
+    const j = JSON.parse(res.body.toString("utf8"));
+    if (Array.isArray(j.errors) && j.errors.length)
+      text = j.errors.map((e) => `${e.code ?? "UNKNOWN"}: ${e.message ?? ""}`.trim()).join("; ");
+  } catch {
+    text = res.body.toString("utf8").slice(0, 300).trim();
+  }
+  return `HTTP ${res.status}${text ? ` ${text}` : ""}`;
+}
+
+/** Throw a RegistryError unless res.status is one of `ok`. */
+export function expectStatus(res, ok, what) {
+  if (!ok.includes(res.status)) {
+    let code;
+    try {
+      code = JSON.parse(res.body.toString("utf8")).errors?.[0]?.code;
+    } catch {}
+    throw new RegistryError(`${what}: ${describeError(res)}`, { status: res.status, code });
+  }
+  return res;
+}
