@@ -19,13 +19,17 @@ export async function writeDeterministicFile(path: string, size: number, seed: s
   const fh = await open(path, "w");
   try {
     let left = size;
+    let pending: Promise<unknown> = Promise.resolve();
     while (left > 0) {
       const n = Math.min(left, zeros.length);
       const chunk = cipher.update(n === zeros.length ? zeros : zeros.subarray(0, n));
       hash.update(chunk);
-      await fh.write(chunk);
+      // Overlap the write (thread pool) with generating and hashing the next chunk.
+      await pending;
+      pending = fh.write(chunk);
       left -= n;
     }
+    await pending;
   } finally {
     await fh.close();
   }

@@ -11,7 +11,7 @@ import type { RunningRegistry } from "./registry";
 export interface Resp {
   status: number;
   headers: http.IncomingHttpHeaders;
-  /** The body, unless hashBody was requested. */
+  /** The body (only its first 64 KiB with discardBody). */
   body: Buffer;
   /** sha256 hex and length of the body (always computed). */
   sha256: string;
@@ -54,7 +54,9 @@ export function request(base: string | RunningRegistry, method: string, pathOrUr
       res.on("data", (d: Buffer) => {
         hash.update(d);
         size += d.length;
+        // With discardBody keep only the first 64 KiB, for error messages.
         if (!o.discardBody) chunks.push(d);
+        else if (size - d.length < 65536) chunks.push(d.subarray(0, 65536 - (size - d.length)));
       });
       res.on("error", reject);
       res.on("end", () => {
