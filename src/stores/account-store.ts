@@ -44,7 +44,8 @@ export interface RobotInfo {
 
 export interface StoredRule {
   id: string;
-  rule: unknown;
+  /** The rule as JSON text (validated by the Worker before it was stored). */
+  rule: string;
   createdAt: number;
   updatedAt: number;
   robot: string | null;
@@ -286,7 +287,8 @@ export class AccountStore extends DurableObject<Env> {
     secretSha256: string;
     description: string | null;
     expiresAt: number | null;
-    rules: { id: string; rule: unknown }[];
+    /** Rules as JSON text, validated by the Worker. */
+    rules: { id: string; rule: string }[];
   }): { ok: true; robot: RobotInfo } | { ok: false; reason: "owner-unknown" | "exists" | "rule-exists"; detail?: string } {
     if (input.owner !== "admin" && !this.one("SELECT 1 AS x FROM users WHERE name = ?", input.owner)) return { ok: false, reason: "owner-unknown" };
     if (this.one("SELECT 1 AS x FROM robots WHERE name = ?", input.name)) return { ok: false, reason: "exists" };
@@ -298,7 +300,7 @@ export class AccountStore extends DurableObject<Env> {
         input.name, input.owner, input.secretSha256, input.description, t, input.expiresAt,
       );
       for (const r of input.rules)
-        this.sql.exec("INSERT INTO policies (id, rule, robot, created_at, updated_at) VALUES (?, ?, ?, ?, ?)", r.id, JSON.stringify(r.rule), input.name, t, t);
+        this.sql.exec("INSERT INTO policies (id, rule, robot, created_at, updated_at) VALUES (?, ?, ?, ?, ?)", r.id, r.rule, input.name, t, t);
     });
     return { ok: true, robot: this.robotInfo(this.one("SELECT * FROM robots WHERE name = ?", input.name)!) };
   }
@@ -324,31 +326,32 @@ export class AccountStore extends DurableObject<Env> {
   listRules(): StoredRule[] {
     return (this.sql.exec("SELECT * FROM policies ORDER BY id").toArray() as Row[]).map((r) => ({
       id: String(r.id),
-      rule: JSON.parse(String(r.rule)),
+      rule: String(r.rule),
       createdAt: Number(r.created_at),
       updatedAt: Number(r.updated_at),
       robot: r.robot === null ? null : String(r.robot),
     }));
   }
 
-  /** Just the rule bodies (what the policy engine needs on a request). */
-  rules(): unknown[] {
-    return (this.sql.exec("SELECT rule FROM policies").toArray() as Row[]).map((r) => JSON.parse(String(r.rule)));
+  /** Just the rule bodies as JSON text (what the policy engine needs on a request). */
+  rules(): string[] {
+    return (this.sql.exec("SELECT rule FROM policies").toArray() as Row[]).map((r) => String(r.rule));
   }
 
   getRule(id: string): StoredRule | null {
     const r = this.one("SELECT * FROM policies WHERE id = ?", id);
     return r
-      ? { id: String(r.id), rule: JSON.parse(String(r.rule)), createdAt: Number(r.created_at), updatedAt: Number(r.updated_at), robot: r.robot === null ? null : String(r.robot) }
+      ? { id: String(r.id), rule: String(r.rule), createdAt: Number(r.created_at), updatedAt: Number(r.updated_at), robot: r.robot === null ? null : String(r.robot) }
       : null;
   }
 
   /** mode "create" fails on an existing id; "replace" fails on a missing one. */
-  putRule(id: string, rule: unknown, mode: "create" | "replace"): boolean {
+  putRule(id: string, rule: string, mode: "create" | "replace"): boolean {
     const t = now();
     if (mode === "create")
-      return this.sql.exec("INSERT INTO policies (id, rule, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING", id, JSON.stringify(rule), t, t).rowsWritten > 0;
-    return this.sql.exec("UPDATE policies SET rule = ?, updated_at = ? WHERE id = ?", JSON.stringify(rule), t, id).rowsWritten > 0;
+      return this.sql.exec("INSERT INTO policies (id, rule, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING", id, rule, t, t).rowsWritten > 0;
+    // Rules created with a robot stay tied to it.
+    return this.sql.exec("UPDATE policies SET rule = ?, updated_at = ? WHERE id = ?", rule, t, id).rowsWritten > 0;
   }
 
   deleteRule(id: string): boolean {
@@ -395,7 +398,3 @@ export class AccountStore extends DurableObject<Env> {
   }
 }
 
-/** The single AccountStore instance (the one place that names it). */
-export function accountStore(env: { ACCOUNT_STORE: DurableObjectNamespace<AccountStore> }) {
-  return env.ACCOUNT_STORE.get(env.ACCOUNT_STORE.idFromName("accounts"));
-}

@@ -1,0 +1,347 @@
+// The admin API, mounted at /admin. JSON in and out; every route needs the "admin" action
+// (Basic credentials, or a Bearer token holding registry:admin:*). Bad input is a 4xx with the
+// OCI-style error envelope {errors:[{code,message,detail}]}, never a 500.
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import { OciError, oci } from "../oci/errors";
+import { b64url, hashPassword, randomBytes, sha256Hex } from "./crypto";
+import { challengeHeader } from "./middleware";
+import {
+  ACTIONS,
+  BUILTIN_RULES,
+  accessRuleSchema,
+  evaluate,
+  isBuiltinId,
+  parseSubject,
+  REGISTRY_ACTIONS,
+  type Action,
+  type Rule,
+  parseRule,
+} from "./policy";
+import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFromId, rulesFor, setAuth, signingKeysFor, storeOf, subjectOf, throttled } from "./session";
+import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
+import { isValidName } from "../oci/grammar";
+
+type Ctx = Context<any>;
+
+/** An admin-API error in the OCI envelope. Codes: BAD_REQUEST, NOT_FOUND, CONFLICT, plus the OCI ones. */
+class ApiError extends OciError {
+  constructor(
+    readonly apiCode: string,
+    message: string,
+    status: number,
+    detail?: unknown,
+  ) {
+    super("UNSUPPORTED", message, detail, status);
+  }
+  override toResponse(extra: Record<string, string> = {}): Response {
+    return new Response(JSON.stringify({ errors: [{ code: this.apiCode, message: this.message, detail: this.detail ?? null }] }), {
+      status: this.status,
+      headers: { "Content-Type": "application/json; charset=utf-8", ...this.headers, ...extra },
+    });
+  }
+}
+
+const bad = (message: string, detail?: unknown) => new ApiError("BAD_REQUEST", message, 400, detail);
+const notFound = (message: string) => new ApiError("NOT_FOUND", message, 404);
+const conflict = (message: string) => new ApiError("CONFLICT", message, 409);
+
+function zodDetail(e: z.ZodError) {
+  return e.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
+}
+
+async function body<T extends z.ZodType>(c: Ctx, schema: T): Promise<z.output<T>> {
+  const type = (c.req.header("Content-Type") ?? "").toLowerCase();
+  if (!type.startsWith("application/json")) throw bad("send a JSON body with Content-Type: application/json");
+  const text = await c.req.text();
+  if (text.length > 64 * 1024) throw bad("body too large (64 KiB max)");
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw bad("body is not valid JSON");
+  }
+  const r = schema.safeParse(data);
+  if (!r.success) throw bad(`invalid body: ${r.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ")}`, zodDetail(r.error));
+  return r.data;
+}
+
+// ---- names ------------------------------------------------------------------------------------
+
+/** User names are one repository path component, so "<name>/**" is their namespace. */
+export const USER_NAME_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
+const RESERVED = new Set(["admin", "anonymous", "authenticated", "open", "robot", "token", "v2"]);
+
+const userName = z
+  .string()
+  .min(2)
+  .max(64)
+  .regex(USER_NAME_RE, "user names are lower-case letters and digits, separated by single . _ or -")
+  .refine((n) => !RESERVED.has(n), "this name is reserved");
+const robotShort = z.string().min(1).max(64).regex(USER_NAME_RE, "robot names are lower-case letters and digits, separated by single . _ or -");
+const password = z.string().min(8, "passwords need at least 8 characters").max(1024);
+
+const createUserSchema = z.strictObject({ name: userName, password });
+const passwordSchema = z.strictObject({ password });
+const robotAccess = z.strictObject({
+  repositories: z.union([z.string(), z.array(z.string()).min(1).max(64)]),
+  actions: z.array(z.enum(["pull", "push", "delete"])).min(1),
+});
+const createRobotSchema = z
+  .strictObject({
+    owner: z.string().min(1).max(64),
+    name: robotShort,
+    description: z.string().max(1000).optional(),
+    expiresInSeconds: z.number().int().min(60).max(10 * 366 * 86400).optional(),
+    expiresAt: z.number().int().positive().optional(),
+    access: z.array(robotAccess).max(32).optional(),
+  })
+  .refine((r) => !(r.expiresAt !== undefined && r.expiresInSeconds !== undefined), { message: "give expiresAt or expiresInSeconds, not both" });
+
+// ---- authentication ---------------------------------------------------------------------------
+
+async function requireAdmin(c: Ctx, next: () => Promise<void>) {
+  const cfg = configOf(c);
+  const need = { type: "registry", name: "admin", actions: ["*"] };
+  const challenge = { "WWW-Authenticate": `${challengeHeader(cfg, need)}, Basic realm="cloister admin"` };
+  const header = c.req.header("Authorization");
+  const token = bearerToken(header);
+  const basic = parseBasic(header);
+  if (token) {
+    const v = await verifyJwt<AccessClaims>(token, await signingKeysFor(c, cfg), cfg.service, "access");
+    if (!v.ok) throw oci("UNAUTHORIZED", `invalid token (${v.reason})`, undefined, 401, challenge);
+    if (!accessCovers(v.claims.access, "registry", "admin", ["*"])) throw oci("DENIED", "the token does not grant registry:admin:*", undefined, 403);
+    const p = principalFromId(v.claims.sub);
+    if (!p) throw oci("UNAUTHORIZED", "invalid token (subject)", undefined, 401, challenge);
+    setAuth(c, { principal: p, via: "bearer", access: v.claims.access });
+    return next();
+  }
+  if (basic) {
+    const r = await login(c, cfg, basic.username, basic.password);
+    if (!r.ok) {
+      if (r.status === 429) throw throttled(r.retryAfter, r.message);
+      throw oci("UNAUTHORIZED", r.message, undefined, 401, challenge);
+    }
+    setAuth(c, { principal: r.principal, via: "basic" });
+    const d = evaluate(await rulesFor(c), subjectOf(r.principal), "admin", null);
+    if (!d.allowed) throw oci("DENIED", `${r.principal.name} may not use the admin API`, undefined, 403);
+    return next();
+  }
+  if (cfg.mode === "open" && cfg.adminPassword === null) {
+    // Local development without ADMIN_PASSWORD: the admin API is as open as the registry.
+    setAuth(c, { principal: OPEN, via: "open" });
+    return next();
+  }
+  throw oci("UNAUTHORIZED", "the admin API needs credentials of an account holding the admin action", undefined, 401, challenge);
+}
+
+// ---- routes -----------------------------------------------------------------------------------
+
+export const adminRoutes = new Hono<any>();
+
+adminRoutes.onError((err) => {
+  if (err instanceof OciError) return err.toResponse();
+  console.error("cloister admin API error", err instanceof Error ? err.stack : err);
+  return oci("INTERNAL", "admin API error").toResponse();
+});
+adminRoutes.notFound((c) => notFound(`no admin route for ${c.req.method} ${new URL(c.req.url).pathname}`).toResponse());
+
+adminRoutes.use("*", requireAdmin);
+
+adminRoutes.get("/whoami", (c) => c.json({ principal: authState(c)?.principal ?? null }));
+
+// users
+adminRoutes.get("/users", async (c) => {
+  const users = await storeOf(c).listUsers();
+  return c.json({ users, admin: { passwordConfigured: configOf(c).adminPassword !== null } });
+});
+
+adminRoutes.post("/users", async (c) => {
+  const b = await body(c, createUserSchema);
+  const hash = await hashPassword(b.password);
+  if (!(await storeOf(c).createUser(b.name, hash))) throw conflict(`user ${b.name} exists`);
+  return c.json({ name: b.name }, 201);
+});
+
+function userParam(c: Ctx): string {
+  const name = c.req.param("name") ?? "";
+  if (name === "admin") throw bad("the admin account is configured by the ADMIN_PASSWORD secret, not through this API");
+  if (!USER_NAME_RE.test(name) || name.length > 64) throw bad(`invalid user name ${JSON.stringify(name.slice(0, 80))}`);
+  return name;
+}
+
+adminRoutes.get("/users/:name", async (c) => {
+  const u = await storeOf(c).getUser(userParam(c));
+  if (!u) throw notFound("no such user");
+  return c.json({ ...u, robots: await storeOf(c).listRobots(u.name) });
+});
+
+adminRoutes.delete("/users/:name", async (c) => {
+  const r = await storeOf(c).deleteUser(userParam(c));
+  if (!r.deleted) throw notFound("no such user");
+  return c.json({ deleted: true, revokedRobots: r.robots });
+});
+
+adminRoutes.put("/users/:name/password", async (c) => {
+  const name = userParam(c);
+  const b = await body(c, passwordSchema);
+  if (!(await storeOf(c).setPassword(name, await hashPassword(b.password)))) throw notFound("no such user");
+  return c.body(null, 204);
+});
+
+// sign-in locks
+adminRoutes.get("/locks/:account", async (c) => {
+  const s = await storeOf(c).throttleState(c.req.param("account"));
+  return c.json({ account: c.req.param("account"), ...(s ?? { failures: 0, lockedUntil: 0, lockouts: 0, inflight: 0 }) });
+});
+adminRoutes.delete("/locks/:account", async (c) => {
+  await storeOf(c).unlock(c.req.param("account"));
+  return c.body(null, 204);
+});
+
+// robots
+adminRoutes.get("/robots", async (c) => {
+  const owner = c.req.query("owner");
+  return c.json({ robots: await storeOf(c).listRobots(owner || undefined) });
+});
+
+adminRoutes.post("/robots", async (c) => {
+  const b = await body(c, createRobotSchema);
+  if (b.owner !== "admin" && !USER_NAME_RE.test(b.owner)) throw bad("owner must be an existing user or admin");
+  const short = `${b.owner}+${b.name}`;
+  const subject = `robot:${short}`;
+  const rules: { id: string; rule: string }[] = [];
+  for (const [i, a] of (b.access ?? []).entries()) {
+    const r = accessRuleSchema.safeParse({
+      id: `robot:${short}:${i}`,
+      effect: "allow",
+      subjects: [subject],
+      actions: a.actions,
+      repositories: a.repositories,
+      description: `created with robot$${short}`,
+    });
+    if (!r.success) throw bad(`invalid access[${i}]: ${r.error.issues.map((x) => `${x.path.join(".")}: ${x.message}`).join("; ")}`, zodDetail(r.error));
+    rules.push({ id: r.data.id, rule: JSON.stringify(r.data) });
+  }
+  const t = Math.floor(Date.now() / 1000);
+  const expiresAt = b.expiresAt ?? (b.expiresInSeconds !== undefined ? t + b.expiresInSeconds : null);
+  if (expiresAt !== null && expiresAt <= t) throw bad("expiresAt is in the past");
+  const secret = `cloister_${b64url(randomBytes(32))}`;
+  const res = await storeOf(c).createRobot({
+    name: short,
+    owner: b.owner,
+    secretSha256: await sha256Hex(secret),
+    description: b.description ?? null,
+    expiresAt,
+    rules,
+  });
+  if (!res.ok) {
+    if (res.reason === "owner-unknown") throw bad(`owner ${b.owner} is not a user`);
+    if (res.reason === "exists") throw conflict(`robot$${short} exists`);
+    throw conflict(`policy rule ${res.detail} exists`);
+  }
+  // The secret is shown here once; only its SHA-256 is stored.
+  return c.json({ ...res.robot, secret }, 201, { "Cache-Control": "no-store" });
+});
+
+adminRoutes.delete("/robots/:account", async (c) => {
+  const raw = c.req.param("account");
+  const short = raw.startsWith("robot$") ? raw.slice(6) : raw;
+  if (!/^[a-z0-9._-]{1,64}\+[a-z0-9._-]{1,64}$/.test(short)) throw bad("robot accounts are named robot$<owner>+<name>");
+  if (!(await storeOf(c).deleteRobot(short))) throw notFound("no such robot");
+  return c.json({ revoked: `robot$${short}` });
+});
+
+// policies
+function parseRuleOrBad(input: unknown): Rule {
+  try {
+    return parseRule(input);
+  } catch (e) {
+    if (e instanceof z.ZodError) throw bad(`invalid rule: ${e.issues.map((i) => `${i.path.join(".") || "(rule)"}: ${i.message}`).join("; ")}`, zodDetail(e));
+    throw bad("invalid rule");
+  }
+}
+
+adminRoutes.get("/policies", async (c) => {
+  const stored = await storeOf(c).listRules();
+  return c.json({ builtin: BUILTIN_RULES, rules: stored.map((s) => ({ ...(JSON.parse(s.rule) as object), createdAt: s.createdAt, updatedAt: s.updatedAt, robot: s.robot ? `robot$${s.robot}` : null })) });
+});
+
+adminRoutes.get("/policies/:id", async (c) => {
+  const id = c.req.param("id");
+  const b = BUILTIN_RULES.find((r) => r.id === id);
+  if (b) return c.json({ ...b, builtin: true });
+  const s = await storeOf(c).getRule(id);
+  if (!s) throw notFound("no such rule");
+  return c.json({ ...(JSON.parse(s.rule) as object), createdAt: s.createdAt, updatedAt: s.updatedAt, robot: s.robot ? `robot$${s.robot}` : null });
+});
+
+adminRoutes.post("/policies", async (c) => {
+  const input = await body(c, z.record(z.string(), z.unknown()));
+  const rule = parseRuleOrBad(input);
+  if (isBuiltinId(rule.id)) throw bad('ids starting with "builtin:" are reserved');
+  if (rule.id.startsWith("robot:")) throw bad('ids starting with "robot:" are reserved for rules created with robots');
+  if (!(await storeOf(c).putRule(rule.id, JSON.stringify(rule), "create"))) throw conflict(`rule ${rule.id} exists (use PUT /admin/policies/${rule.id})`);
+  return c.json(rule, 201);
+});
+
+adminRoutes.put("/policies/:id", async (c) => {
+  const id = c.req.param("id");
+  if (isBuiltinId(id)) throw bad("built-in rules cannot be changed; add a deny rule to narrow them");
+  const input = await body(c, z.record(z.string(), z.unknown()));
+  if (input.id !== undefined && input.id !== id) throw bad("the id in the body differs from the id in the path");
+  const rule = parseRuleOrBad({ ...input, id });
+  if (!(await storeOf(c).putRule(id, JSON.stringify(rule), "replace"))) throw notFound("no such rule (create it with POST /admin/policies)");
+  return c.json(rule);
+});
+
+adminRoutes.delete("/policies/:id", async (c) => {
+  const id = c.req.param("id");
+  if (isBuiltinId(id)) throw bad("built-in rules cannot be deleted; add a deny rule to narrow them");
+  if (!(await storeOf(c).deleteRule(id))) throw notFound("no such rule");
+  return c.body(null, 204);
+});
+
+adminRoutes.get("/explain", async (c) => {
+  const subjectText = c.req.query("subject") ?? "";
+  const action = c.req.query("action") ?? "";
+  const repository = c.req.query("repository") || null;
+  const subject = parseSubject(subjectText);
+  if (!subject) throw bad('subject must be "anonymous", "user:<name>" or "robot:<owner>+<name>"');
+  if (!(ACTIONS as readonly string[]).includes(action)) throw bad(`action must be one of ${ACTIONS.join(", ")}`);
+  const registryWide = REGISTRY_ACTIONS.includes(action as Action);
+  if (!registryWide && repository === null) throw bad(`action ${action} needs repository=`);
+  if (repository !== null && !isValidName(repository)) throw bad("repository is not a valid repository name");
+  const rules = await rulesFor(c);
+  const d = evaluate(rules, subject, action as Action, registryWide ? null : repository);
+  return c.json({
+    subject: subjectText,
+    action,
+    repository: registryWide ? null : repository,
+    allowed: d.allowed,
+    reason: d.reason,
+    deciding: d.deciding,
+    matched: d.matched,
+  });
+});
+
+// token signing keys
+adminRoutes.get("/keys", async (c) => {
+  const cfg = configOf(c);
+  if (cfg.signingKeys) return c.json({ source: "TOKEN_SIGNING_KEYS", keys: cfg.signingKeys.map((k, i) => ({ kid: k.kid, signing: i === 0 })) });
+  const keys = await storeOf(c).signingKeys();
+  return c.json({ source: "store", keys: keys.map((k, i) => ({ kid: k.kid, createdAt: k.createdAt, signing: i === 0 })) });
+});
+
+adminRoutes.post("/keys/rotate", async (c) => {
+  if (configOf(c).signingKeys) throw conflict("keys come from TOKEN_SIGNING_KEYS: rotate by editing that secret (add the new key first)");
+  return c.json({ kid: await storeOf(c).rotateKey() }, 201);
+});
+
+adminRoutes.delete("/keys/:kid", async (c) => {
+  if (configOf(c).signingKeys) throw conflict("keys come from TOKEN_SIGNING_KEYS: remove a key by editing that secret");
+  const r = await storeOf(c).deleteKey(c.req.param("kid"));
+  if (r === "unknown") throw notFound("no such key");
+  if (r === "last") throw conflict("the last signing key cannot be deleted; rotate first");
+  return c.body(null, 204);
+});

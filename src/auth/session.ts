@@ -1,0 +1,202 @@
+// Per-request auth state, credential checks and the data the policy engine needs.
+import type { Context } from "hono";
+import { oci } from "../oci/errors";
+import { classifyAccount, type AccountStore } from "../stores/account-store";
+import { accountStoreFor } from "../stores/index";
+import type { Env } from "../env";
+import { authConfig, type AuthConfig, type SigningKey } from "./config";
+import { bytesEqual, sha256Hex, stringsEqual, verifyPassword } from "./crypto";
+import { parseRule, withBuiltins, type Rule, type Subject } from "./policy";
+import type { AccessEntry } from "./tokens";
+
+export type Principal = {
+  kind: "user" | "robot" | "anonymous" | "open";
+  name: string;
+  /** Stable id, equal to the policy subject: "user:alice", "robot:alice+ci", "anonymous", "open". */
+  id: string;
+};
+
+export const ANONYMOUS: Principal = Object.freeze({ kind: "anonymous", name: "anonymous", id: "anonymous" });
+export const OPEN: Principal = Object.freeze({ kind: "open", name: "anonymous", id: "open" });
+
+export interface AuthState {
+  principal: Principal;
+  via: "open" | "bearer" | "basic" | "anonymous";
+  /** The token's access claim when the request came with a Bearer token. */
+  access?: AccessEntry[];
+  /** Rules (with built-ins) once loaded in this request. */
+  rules?: Rule[];
+}
+
+/** Variables the auth module keeps in the Hono context. Add to AppEnv["Variables"]. */
+export type AuthVariables = { auth: AuthState; principal: Principal };
+
+type Bindings = { ACCOUNT_STORE: DurableObjectNamespace<AccountStore> } & Record<string, unknown>;
+// The auth module reads and writes its own variables through this one view of any Context.
+type AnyCtx = Context<any>;
+type AuthCtx = Context<{ Bindings: Bindings; Variables: AuthVariables }>;
+const view = (c: AnyCtx) => c as unknown as AuthCtx;
+
+export function userPrincipal(name: string): Principal {
+  return { kind: "user", name, id: `user:${name}` };
+}
+export function robotPrincipal(shortName: string): Principal {
+  return { kind: "robot", name: `robot$${shortName}`, id: `robot:${shortName}` };
+}
+
+/** Principal from a token's sub claim (the principal id). */
+export function principalFromId(id: string): Principal | null {
+  if (id === "anonymous") return ANONYMOUS;
+  if (id === "open") return OPEN;
+  if (id.startsWith("user:") && id.length > 5) return userPrincipal(id.slice(5));
+  if (id.startsWith("robot:") && id.length > 6) return robotPrincipal(id.slice(6));
+  return null;
+}
+
+export function subjectOf(p: Principal): Subject {
+  if (p.kind === "user") return { kind: "user", name: p.name };
+  if (p.kind === "robot") return { kind: "robot", name: p.id.slice("robot:".length) };
+  return { kind: "anonymous" };
+}
+
+export function setAuth(c: AnyCtx, state: AuthState): void {
+  view(c).set("auth", state);
+  view(c).set("principal", state.principal);
+}
+
+export function authState(c: AnyCtx): AuthState | undefined {
+  return view(c).get("auth");
+}
+
+export function configOf(c: AnyCtx): AuthConfig {
+  return authConfig(view(c).env, c.req.url);
+}
+
+export function storeOf(c: AnyCtx) {
+  return accountStoreFor(view(c).env as unknown as Env);
+}
+
+/** Signing keys: TOKEN_SIGNING_KEYS, else the AccountStore's (created on first use). */
+export async function signingKeysFor(c: AnyCtx, cfg: AuthConfig): Promise<SigningKey[]> {
+  if (cfg.signingKeys) return cfg.signingKeys;
+  const keys = await storeOf(c).signingKeys();
+  return keys.map((k) => ({ kid: k.kid, secret: k.secret }));
+}
+
+/** Stored rules plus built-ins, loaded once per request. Invalid stored rules are skipped (logged). */
+export async function rulesFor(c: AnyCtx): Promise<Rule[]> {
+  const st = authState(c);
+  if (st?.rules) return st.rules;
+  const raw = await storeOf(c).rules();
+  const parsed: Rule[] = [];
+  for (const text of raw) {
+    try {
+      parsed.push(parseRule(JSON.parse(text)));
+    } catch {
+      console.error(`cloister auth: skipping an invalid stored policy rule: ${text.slice(0, 200)}`);
+    }
+  }
+  const rules = withBuiltins(parsed);
+  if (st) st.rules = rules;
+  return rules;
+}
+
+// ---- credentials ------------------------------------------------------------------------------
+
+/** Decodes "Basic base64(user:pass)"; null when absent or malformed. */
+export function parseBasic(header: string | undefined): { username: string; password: string } | null {
+  if (!header) return null;
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!m) return null;
+  let text: string;
+  try {
+    const bin = atob(m[1]);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    return null;
+  }
+  const i = text.indexOf(":");
+  if (i < 0) return null;
+  return { username: text.slice(0, i), password: text.slice(i + 1) };
+}
+
+export function bearerToken(header: string | undefined): string | null {
+  if (!header) return null;
+  const m = /^Bearer\s+([A-Za-z0-9._~+/=-]+)\s*$/i.exec(header);
+  return m ? m[1] : null;
+}
+
+export type LoginResult =
+  | { ok: true; principal: Principal; epoch: number }
+  | { ok: false; status: 401; message: string }
+  | { ok: false; status: 429; retryAfter: number; message: string };
+
+const BAD_LOGIN = "invalid username or password";
+
+/**
+ * Checks a username/password (or robot name/secret) with throttling. Passwords are hashed here in
+ * the Worker; the AccountStore counts attempts. Unknown accounts cost the same work as known ones.
+ */
+export async function login(c: AnyCtx, cfg: AuthConfig, username: string, password: string): Promise<LoginResult> {
+  if (username.length === 0 || username.length > 256 || password.length > 4096 || /[\u0000-\u001f]/.test(username)) {
+    return { ok: false, status: 401, message: BAD_LOGIN };
+  }
+  const store = storeOf(c);
+  const rec = await store.loginBegin(username);
+  if (rec.status === "locked" || rec.status === "busy") {
+    return {
+      ok: false,
+      status: 429,
+      retryAfter: rec.retryAfter,
+      message:
+        rec.status === "locked"
+          ? `too many failed sign-ins for this account; try again in ${rec.retryAfter} s`
+          : "too many sign-ins in progress for this account; retry shortly",
+    };
+  }
+  let ok = false;
+  let result: LoginResult = { ok: false, status: 401, message: BAD_LOGIN };
+  try {
+    const who = classifyAccount(username);
+    if (rec.kind === "admin") {
+      if (cfg.adminPassword === null) {
+        await verifyPassword(password, null);
+        console.warn("cloister auth: sign-in as admin refused: the ADMIN_PASSWORD secret is not set");
+        result = { ok: false, status: 401, message: "sign-in as admin is disabled: the ADMIN_PASSWORD secret is not set on this deployment" };
+      } else if (await stringsEqual(password, cfg.adminPassword)) {
+        ok = true;
+        result = { ok: true, principal: userPrincipal("admin"), epoch: 0 };
+      }
+    } else if (rec.kind === "user") {
+      if (await verifyPassword(password, rec.hash)) {
+        ok = true;
+        result = { ok: true, principal: userPrincipal(username), epoch: rec.epoch };
+      }
+    } else if (rec.kind === "robot" && who.kind === "robot") {
+      const enc = new TextEncoder();
+      const got = enc.encode(await sha256Hex(password));
+      const want = enc.encode(rec.secretSha256);
+      if (bytesEqual(got, want.byteLength === got.byteLength ? want : new Uint8Array(got.byteLength)) && want.byteLength === got.byteLength) {
+        ok = true; // the secret is right; expiry is reported, not counted as a guess
+        result =
+          rec.expiresAt !== null && rec.expiresAt <= Math.floor(Date.now() / 1000)
+            ? { ok: false, status: 401, message: "this robot account has expired" }
+            : { ok: true, principal: robotPrincipal(who.name), epoch: 0 };
+      }
+    } else {
+      await verifyPassword(password, null);
+    }
+  } finally {
+    const end = await store.loginEnd(username, ok);
+    if (end.lockedFor > 0) console.warn(`cloister auth: account ${JSON.stringify(username.slice(0, 64))} locked for ${end.lockedFor} s after repeated failed sign-ins`);
+  }
+  return result;
+}
+
+// ---- errors -----------------------------------------------------------------------------------
+
+export function throttled(retryAfter: number, message: string) {
+  return oci("TOOMANYREQUESTS", message, undefined, 429, { "Retry-After": String(Math.max(1, Math.ceil(retryAfter))) });
+}
