@@ -7,8 +7,8 @@ export default defineConfig({
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       miniflare: {
-        // Tests emulate production's body cap and small part sizes; see test/helpers.
-        bindings: { MAX_BODY_BYTES: "0", BENCH_ROUTES: "true" },
+        // Small parts so modest test blobs span several R2 multipart parts.
+        bindings: { MAX_BODY_BYTES: "0", BENCH_ROUTES: "true", UPLOAD_PART_BYTES: "5242880" },
       },
     }),
   ],
