@@ -38,6 +38,13 @@ function req(path: string, init: RequestInit = {}): Promise<Response> {
   return exports.default.fetch(new Request(BASE + path, init));
 }
 const bodyBytes = async (r: Response) => new Uint8Array(await r.arrayBuffer());
+/** Byte equality without vitest's element-wise deep diff (slow for MiB-sized arrays). */
+function expectBytes(got: Uint8Array, want: Uint8Array, what = "bytes") {
+  expect(got.length, `${what}: length`).toBe(want.length);
+  let first = -1;
+  for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) { first = i; break; }
+  expect(first, `${what}: first differing byte`).toBe(-1);
+}
 async function ociError(r: Response): Promise<{ code: string; message: string }> {
   const j = (await r.json()) as { errors: { code: string; message: string }[] };
   expect(Array.isArray(j.errors) && j.errors.length > 0).toBe(true);
@@ -61,10 +68,7 @@ async function expectBlob(repo: string, claim: string, want: Uint8Array) {
   const get = await req(`/v2/${repo}/blobs/${claim}`);
   expect(get.status).toBe(200);
   expect(get.headers.get("Docker-Content-Digest")).toBe(claim);
-  const got = await bodyBytes(get);
-  expect(got.length).toBe(want.length);
-  expect(b3(got)).toBe(b3(want));
-  expect(got).toEqual(want);
+  expectBytes(await bodyBytes(get), want, `GET ${claim}`);
 }
 
 /** Push every blob vector (chunks + config) monolithically under its BLAKE3 claim. */
@@ -196,7 +200,7 @@ describe("build-cache/v1 push and pull (conformance contract)", () => {
       const r = await req(`/v2/${repo}/manifests/${ref}`, { headers: { Accept: MANIFEST_MT } });
       expect(r.status, ref).toBe(200);
       expect(r.headers.get("Content-Type")).toBe(MANIFEST_MT);
-      expect(await bodyBytes(r)).toEqual(body);
+      expectBytes(await bodyBytes(r), body, `manifest ${ref}`);
     }
     const head = await req(`/v2/${repo}/manifests/${claim}`, { method: "HEAD", headers: { Accept: MANIFEST_MT } });
     expect(head.status).toBe(200);
@@ -227,7 +231,7 @@ describe("build-cache/v1 push and pull (conformance contract)", () => {
       return b;
     };
     const cBytes = await fetchVerified(m.config);
-    expect(cBytes).toEqual(bytesOf("config.json"));
+    expectBytes(cBytes, bytesOf("config.json"), "config");
     const chunks = new Map<string, Uint8Array>();
     for (const l of m.layers) chunks.set(l.digest, await fetchVerified(l));
 
@@ -340,9 +344,7 @@ describe("build-cache/v1 push and pull (conformance contract)", () => {
     expect(t.status).toBe(201);
     const g = await req(`/v2/${repo}/manifests/${claim}`, { headers: { Accept: MANIFEST_MT } });
     expect(g.status).toBe(200);
-    const got = await bodyBytes(g);
-    expect(got.length).toBe(body.length);
-    expect(b3(got)).toBe(b3(body));
+    expectBytes(await bodyBytes(g), body, "16 MiB manifest");
   });
 });
 

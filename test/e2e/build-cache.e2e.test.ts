@@ -51,9 +51,10 @@ async function buildTree(root: string) {
   for (let i = 0; i < SMALL_FILES; i++) {
     const dir = join(root, "node_modules", `pkg-${String(i % 97).padStart(2, "0")}`, i % 3 === 0 ? "dist" : "lib", `d${i % 7}`);
     mkdirSync(dir, { recursive: true });
-    const size = (i * 7919) % 9000; // 0 … 8999 bytes, a few empty
+    // Files 2000… repeat the contents of files 0…: duplicates. Sizes 0 … 8999 bytes (f0 is empty).
+    const k = i % 2000;
     const f = join(dir, `f${i}.js`);
-    writeFileSync(f, smallContent(`small-${i % 2000}`, size)); // files 2000… repeat earlier contents: duplicates
+    writeFileSync(f, smallContent(`small-${k}`, (k * 7919) % 9000));
     if (i % 11 === 0) chmodSync(f, 0o755);
   }
   mkdirSync(join(root, "out/bin"), { recursive: true });
@@ -186,6 +187,24 @@ describe("cloister-cache push/fetch against cloister", () => {
     const tls = await cli(["fetch", `${reg.host}/${REPO}:v1`, join(work, "never")], true);
     expect(tls.code).toBe(1);
     expect(tls.stderr).toMatch(/certificate/i);
+  });
+});
+
+describe("operator switch BLAKE3_IN_SHA256=false", () => {
+  test("a registry with the overload disabled refuses the push with DIGEST_INVALID", async () => {
+    const strict = await startRegistry({ vars: { BLAKE3_IN_SHA256: "false" } });
+    try {
+      const tiny = join(work, "tiny");
+      mkdirSync(tiny);
+      writeFileSync(join(tiny, "a.txt"), "hello build cache\n");
+      const r = await run(process.execPath, [CLI, "push", "--insecure", "--quiet", tiny, `${strict.host}/${REPO}:strict`], { allowFail: true });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/DIGEST_INVALID/);
+      // The SHA-256 the registry computed is named, so the user can see what happened.
+      expect(r.stderr).toContain(createHash("sha256").update("hello build cache\n").digest("hex"));
+    } finally {
+      await strict.stop();
+    }
   });
 });
 
