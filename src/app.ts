@@ -7,6 +7,8 @@ import { parseV2Path, type V2Route } from "./oci/path";
 import * as blobs from "./oci/blobs";
 import * as uploads from "./oci/uploads";
 import * as manifests from "./oci/manifests";
+import * as listing from "./oci/listing";
+import * as referrers from "./oci/referrers";
 import { benchRoutes } from "./bench";
 
 export type AppEnv = { Bindings: Env; Variables: { route: V2Route } };
@@ -71,8 +73,15 @@ async function dispatch(c: Ctx, r: V2Route): Promise<Response> {
       if (m === "PUT") return manifests.put(c, r.name, r.reference);
       if (m === "DELETE") return manifests.remove(c, r.name, r.reference);
       return methodNotAllowed(c, "GET, HEAD, PUT, DELETE");
-    default:
-      throw oci("UNSUPPORTED", `${r.kind} is not implemented yet`, undefined, 404);
+    case "tags":
+      if (m === "GET" || m === "HEAD") return listing.tags(c, r.name);
+      return methodNotAllowed(c, "GET");
+    case "catalog":
+      if (m === "GET" || m === "HEAD") return listing.catalog(c);
+      return methodNotAllowed(c, "GET");
+    case "referrers":
+      if (m === "GET" || m === "HEAD") return referrers.list(c, r.name, r.digest);
+      return methodNotAllowed(c, "GET");
   }
 }
 

@@ -170,13 +170,33 @@ export class TrustStore extends DurableObject<Env> {
 
   // ---- referrers and catalog ----------------------------------------------------------------
 
-  referrers(repo: string, subject: string): ReferrerRecord[] {
-    return this.sql.exec<{ digest: string; media_type: string; size: number; artifact_type: string | null; annotations: string | null }>(
-      `SELECT digest, media_type, size, artifact_type, annotations FROM referrers WHERE repo = ? AND subject = ? ORDER BY created_at, digest`,
-      repo, subject).toArray().map((r) => ({
+  /**
+   * Referrers of `subject` in `repo`, ordered by digest for stable pagination, optionally
+   * filtered by artifactType and by annotations (key = value, all must match).
+   */
+  referrers(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null): Page<ReferrerRecord> {
+    let q = `SELECT digest, media_type, size, artifact_type, annotations FROM referrers WHERE repo = ? AND subject = ? AND digest > ?`;
+    const args: (string | number)[] = [repo, subject, last ?? ""];
+    if (filter.artifactType !== null) {
+      q += ` AND artifact_type = ?`;
+      args.push(filter.artifactType);
+    }
+    for (const [k, v] of filter.annotations) {
+      q += ` AND json_extract(annotations, ?) = ?`;
+      args.push(`$."${k}"`, v);
+    }
+    q += ` ORDER BY digest LIMIT ?`;
+    args.push(n + 1);
+    const rows = this.sql.exec<{ digest: string; media_type: string; size: number; artifact_type: string | null; annotations: string | null }>(q, ...args)
+      .toArray().map((r) => ({
         digest: r.digest, mediaType: r.media_type, size: r.size, artifactType: r.artifact_type,
-        annotations: r.annotations ? JSON.parse(r.annotations) : null,
+        annotations: r.annotations ? (JSON.parse(r.annotations) as Record<string, string>) : null,
       }));
+    if (rows.length > n) {
+      const items = rows.slice(0, n);
+      return { items, next: items.length ? items[items.length - 1].digest : null };
+    }
+    return { items: rows, next: null };
   }
 
   catalog(n: number | null, last: string | null): Page<string> {
