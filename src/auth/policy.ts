@@ -135,9 +135,14 @@ export function parseSubject(text: string): Subject | null {
   return { kind: "robot", name: m[2].startsWith("robot$") ? m[2].slice(6) : m[2] };
 }
 
-export function subjectMatches(pattern: string, s: Subject): boolean {
+/**
+ * Whether a rule's subject pattern covers `s`. "anonymous" in an allow rule covers everyone:
+ * what an anonymous client may do (public repositories), a signed-in one may do too. In a deny
+ * rule it covers only clients that did not sign in.
+ */
+export function subjectMatches(pattern: string, s: Subject, effect: "allow" | "deny" = "deny"): boolean {
   if (pattern === "*") return true;
-  if (pattern === "anonymous") return s.kind === "anonymous";
+  if (pattern === "anonymous") return effect === "allow" || s.kind === "anonymous";
   if (pattern === "authenticated") return s.kind !== "anonymous";
   if (s.kind === "anonymous") return false;
   const i = pattern.indexOf(":");
@@ -223,7 +228,7 @@ export function evaluate(rules: readonly Rule[], subject: Subject, action: Actio
   for (const r of rules) {
     if (r.kind !== "access") continue;
     if (!r.actions.includes(action)) continue;
-    if (!r.subjects.some((p) => subjectMatches(p, subject))) continue;
+    if (!r.subjects.some((p) => subjectMatches(p, subject, r.effect))) continue;
     if (!repoMatches(r, subject, repo)) continue;
     matched.push(r);
   }
