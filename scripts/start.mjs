@@ -24,6 +24,11 @@ const env = {
   WRANGLER_HIDE_BANNER: "true",
   CLOUDFLARE_CF_FETCH_ENABLED: "false",
 };
+const authVar = args.find((a, i) => args[i - 1] === "--var" && a.startsWith("AUTH_MODE:"));
+if (!authVar || authVar === "AUTH_MODE:open") {
+  console.warn("\n  !!! cloister is running OPEN (AUTH_MODE=open from .dev.vars): anyone who can reach it may push, pull and delete.");
+  console.warn("  !!! Use `npm start -- --var AUTH_MODE:token --var ADMIN_PASSWORD:<secret>` to run with auth.\n");
+}
 const require = createRequire(import.meta.url);
 const wrangler = join(dirname(require.resolve("wrangler/package.json")), "bin/wrangler.js");
 const child = spawn(process.execPath, [wrangler, "dev", "--local", ...defaults, ...args], { cwd: root, env, stdio: "inherit" });
