@@ -34,7 +34,7 @@ type Ctx = Context<any>;
 
 function checkService(cfg: AuthConfig, service: string | undefined | null) {
   if (service && service !== cfg.service) {
-    throw oci("DENIED", `this token service issues tokens for service "${cfg.service}", not "${service.slice(0, 200)}" (set AUTH_SERVICE if the registry is reached under another name)`, undefined, 400);
+    throw oci("UNSUPPORTED", `this token service issues tokens for service "${cfg.service}", not "${service.slice(0, 200)}" (set AUTH_SERVICE if the registry is reached under another name)`, undefined, 400);
   }
 }
 
