@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// `npm test`: unit/integration tests in workerd (vitest.config.ts), then end-to-end tests with
+// real clients against `wrangler dev` (vitest.e2e.config.ts). Both suites always run; the exit
+// code is non-zero if either fails.
+//
+//   npm test                      both suites
+//   npm test -- --unit            only the workerd suite       (--e2e: only the e2e suite)
+//   npm test -- <vitest args>     extra args go to both vitest runs (e.g. -t "pattern", a file filter)
+//   E2E_TARGET=distribution npm test -- --e2e   run the e2e suite against docker-registry
+import { spawn } from "node:child_process";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const require = createRequire(import.meta.url);
+const vitest = join(dirname(require.resolve("vitest/package.json")), "vitest.mjs");
+
+const env = {
+  ...process.env,
+  WRANGLER_SEND_METRICS: "false",
+  WRANGLER_HIDE_BANNER: "true",
+  CLOUDFLARE_CF_FETCH_ENABLED: "false",
+};
+
+let args = process.argv.slice(2);
+const only = args.includes("--unit") ? "unit" : args.includes("--e2e") ? "e2e" : null;
+args = args.filter((a) => a !== "--unit" && a !== "--e2e");
+
+function runNode(script, argv, label) {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    console.log(`\n=== ${label} ===`);
+    const child = spawn(process.execPath, [script, ...argv], { cwd: root, env, stdio: "inherit" });
+    const forward = (sig) => child.kill(sig);
+    process.on("SIGINT", forward);
+    process.on("SIGTERM", forward);
+    child.on("exit", (code, signal) => {
+      process.off("SIGINT", forward);
+      process.off("SIGTERM", forward);
+      resolve({ label, code: code ?? 1, signal, secs: ((Date.now() - started) / 1000).toFixed(1) });
+    });
+    child.on("error", (e) => {
+      console.error(`${label}: ${e.message}`);
+      resolve({ label, code: 1, signal: null, secs: "0" });
+    });
+  });
+}
+
+const extract = await runNode(join(root, "scripts/extract-wasm.mjs"), [], "extract-wasm");
+if (extract.code !== 0) process.exit(extract.code);
+
+const results = [];
+if (only !== "e2e") results.push(await runNode(vitest, ["run", ...args], "unit + integration (workerd, vitest.config.ts)"));
+if (only !== "unit") results.push(await runNode(vitest, ["run", "--config", "vitest.e2e.config.ts", ...args], "end-to-end (real clients, vitest.e2e.config.ts)"));
+
+console.log("\n=== summary ===");
+for (const r of results) console.log(`${r.code === 0 ? "PASS" : "FAIL"}  ${r.label}  (${r.secs}s${r.signal ? `, ${r.signal}` : ""})`);
+process.exit(results.some((r) => r.code !== 0) ? 1 : 0);
