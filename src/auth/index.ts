@@ -4,7 +4,7 @@
 import type { Context } from "hono";
 import { oci } from "../oci/errors";
 import { authMode } from "./config";
-import { evaluate, tagChangeAllowed } from "./policy";
+import { evaluate, matchGlob, tagChangeAllowed } from "./policy";
 import { authState, rulesFor, subjectOf } from "./session";
 import { principalOf } from "./middleware";
 import { accessCovers } from "./tokens";
@@ -28,25 +28,58 @@ export async function mayPull(c: Context<any>, repo: string): Promise<boolean> {
   return evaluate(rules, subjectOf(principalOf(c)), "pull", repo).allowed;
 }
 
+type Lazy<T> = T | (() => Promise<T>);
+const resolve = <T>(v: Lazy<T>): Promise<T> => (typeof v === "function" ? (v as () => Promise<T>)() : Promise.resolve(v));
+
+/** Whether any immutable-tags rule covers `repo` (lets callers skip looking up tags). */
+async function repoHasImmutableTags(c: Context<any>, repo: string) {
+  const rules = await rulesFor(c);
+  return { rules, any: rules.some((r) => r.kind === "immutable-tags" && r.repositories.some((g) => matchGlob(g, repo))) };
+}
+
 /**
  * Refuses (403 DENIED) moving `repo:tag` from `currentDigest` to another digest, or deleting it
  * (`newDigest` null), when an immutable-tags rule covers it. Creating a tag (currentDigest null)
  * and re-pushing the same digest are always allowed. Applies in every auth mode.
+ * `currentDigest` may be a function: it is only called when a rule covers the repository.
  */
 export async function assertTagMutable(
   c: Context<any>,
   repo: string,
   tag: string,
-  currentDigest: string | null,
+  currentDigest: Lazy<string | null>,
   newDigest: string | null,
 ): Promise<void> {
-  if (currentDigest === null || currentDigest === newDigest) return;
-  const r = tagChangeAllowed(await rulesFor(c), repo, tag, currentDigest, newDigest);
+  if (currentDigest === null) return;
+  const { rules, any } = await repoHasImmutableTags(c, repo);
+  if (!any) return;
+  const current = await resolve(currentDigest);
+  const r = tagChangeAllowed(rules, repo, tag, current, newDigest);
   if (r.allowed) return;
   throw oci(
     "DENIED",
     `tag "${tag}" in ${repo} is immutable (policy rule ${r.rule.id}): it cannot be ${newDigest === null ? "deleted" : "moved to another manifest"}; push a new tag instead`,
-    { repository: repo, tag, rule: r.rule.id, current: currentDigest },
+    { repository: repo, tag, rule: r.rule.id, current },
     403,
   );
+}
+
+/**
+ * Refuses (403 DENIED) deleting manifest `digest` from `repo` while an immutable tag points at it
+ * (DELETE by digest would remove the tag with it). `tags` are the tags of `repo` pointing at
+ * `digest`; as a function it is only called when a rule covers the repository.
+ */
+export async function assertManifestDeletable(c: Context<any>, repo: string, digest: string, tags: Lazy<string[]>): Promise<void> {
+  const { rules, any } = await repoHasImmutableTags(c, repo);
+  if (!any) return;
+  for (const tag of await resolve(tags)) {
+    const r = tagChangeAllowed(rules, repo, tag, digest, null);
+    if (r.allowed) continue;
+    throw oci(
+      "DENIED",
+      `manifest ${digest} is tagged "${tag}" in ${repo}, an immutable tag (policy rule ${r.rule.id}): it cannot be deleted`,
+      { repository: repo, tag, rule: r.rule.id, digest },
+      403,
+    );
+  }
 }

@@ -1,7 +1,7 @@
 // Token auth with real clients: a registry started in token mode with an ADMIN_PASSWORD, users
 // and a robot created through the admin API, `skopeo login` and `--creds` pushes into the
-// pusher's own namespace, the same push refused for another user, and a repository made public
-// by a policy and pulled with `--no-creds`.
+// pusher's own namespace, the same push refused for another user, a repository made public
+// by a policy and pulled with `--no-creds`, catalog filtering, mount sources and immutable tags.
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -117,6 +117,40 @@ describe.skipIf(!enabled)("token auth with skopeo", () => {
     expect(push.code).not.toBe(0);
     // Signed-in users may pull a public repository too.
     await skopeo.run("inspect", ["--raw", "--creds", `bob:${BOB_PW}`, skopeo.ref("alice/busybox:1")]);
+  });
+
+  test("the catalog only lists repositories the caller may pull", async () => {
+    const bob = { Authorization: `Basic ${Buffer.from(`bob:${BOB_PW}`).toString("base64")}` };
+    const r = await request(reg, "GET", "/v2/_catalog", { headers: bob });
+    expect(r.status, show(r)).toBe(200);
+    expect(r.json().repositories).toEqual(["alice/busybox", "bob/busybox"]); // own + public, not alice/ci/busybox
+    const all = await request(reg, "GET", "/v2/_catalog", { headers: admin });
+    expect(all.json().repositories).toEqual(["alice/busybox", "alice/ci/busybox", "bob/busybox"]);
+    expect((await request(reg, "GET", "/v2/_catalog")).status).toBe(401);
+  });
+
+  test("a cross-repository mount needs pull on the source", async () => {
+    const layer = layout.images.amd64.manifest.layers[0].digest;
+    const alice = { Authorization: `Basic ${Buffer.from(`alice:${ALICE_PW}`).toString("base64")}` };
+    const bob = { Authorization: `Basic ${Buffer.from(`bob:${BOB_PW}`).toString("base64")}` };
+    const denied = await request(reg, "POST", `/v2/bob/mounted/blobs/uploads/?mount=${layer}&from=alice/ci/busybox`, { headers: bob });
+    expect(denied.status, show(denied)).toBe(202); // a plain upload session instead: nothing leaks
+    const allowed = await request(reg, "POST", `/v2/alice/mounted/blobs/uploads/?mount=${layer}&from=alice/ci/busybox`, { headers: alice });
+    expect(allowed.status, show(allowed)).toBe(201);
+  });
+
+  test("immutable tags cannot be moved, only re-pushed unchanged", async () => {
+    await adminPost("/admin/policies", { id: "alice-releases", kind: "immutable-tags", repositories: "alice/busybox", tags: ["1", "v*"] });
+    const creds = ["--dest-creds", `alice:${ALICE_PW}`];
+    const moved = await copy([...creds, `oci:${layout.dir}:arm64`, skopeo.ref("alice/busybox:1")], true);
+    expect(moved.code).not.toBe(0);
+    expect(moved.stderr).toMatch(/immutable|denied/i);
+    await copy([...creds, "--preserve-digests", src(), skopeo.ref("alice/busybox:1")]); // same digest: fine
+    await copy([...creds, `oci:${layout.dir}:arm64`, skopeo.ref("alice/busybox:2")]); // not covered
+    const del = await skopeo.run("delete", ["--creds", `alice:${ALICE_PW}`, skopeo.ref("alice/busybox:1")], { allowFail: true });
+    expect(del.code).not.toBe(0);
+    const raw = await skopeo.run("inspect", ["--raw", "--no-creds", skopeo.ref("alice/busybox:1")]);
+    expect(raw.stdout).toContain(layout.images.amd64.manifest.layers[0].digest);
   });
 
   test("explain says why", async () => {

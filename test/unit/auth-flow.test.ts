@@ -6,7 +6,7 @@ import { createExecutionContext, runInDurableObject, waitOnExecutionContext } fr
 import { Hono } from "hono";
 import { decode } from "hono/jwt";
 import { describe, expect, it } from "vitest";
-import { adminRoutes, assertTagMutable, authMiddleware, mayPull, principalOf, tokenRoutes } from "../../src/auth";
+import { adminRoutes, assertManifestDeletable, assertTagMutable, authMiddleware, mayPull, principalOf, tokenRoutes } from "../../src/auth";
 import { OciError, oci } from "../../src/oci/errors";
 import type { AccountStore } from "../../src/stores/account-store";
 
@@ -28,6 +28,14 @@ function testApp() {
     const tag = c.req.query("tag");
     if (tag) {
       await assertTagMutable(c, c.req.query("repo")!, tag, c.req.query("current") || null, c.req.query("new") || null);
+    }
+    const deleting = c.req.query("delete");
+    if (deleting) {
+      // Lazily supplied tags: the lookup must only happen when a rule covers the repository.
+      await assertManifestDeletable(c, c.req.query("repo")!, deleting, async () => {
+        if (c.req.query("lookup") === "forbidden") throw new Error("tags looked up although no rule covers the repository");
+        return (c.req.query("tags") ?? "").split(",").filter(Boolean);
+      });
     }
     return c.json({ principal: principalOf(c), mayPullFrom: from ? await mayPull(c, from) : null });
   });
@@ -589,6 +597,18 @@ describe("public repositories, mayPull and immutable tags", () => {
     expect((await tag(`tag=v1&new=${A}`)).status).toBe(200); // new tag
     expect((await tag(`tag=v1&current=${A}&new=${A}`)).status).toBe(200); // same digest
     expect((await tag(`tag=latest&current=${A}&new=${B}`)).status).toBe(200); // not covered
+    // Deleting the manifest by digest would drop the tag with it.
+    const del = (q: string) => call(`/v2/admin-owned/app/manifests/x?repo=admin-owned/app&delete=${A}&${q}`, { method: "DELETE", headers: asAdmin });
+    const refused = await del("tags=latest,v1");
+    expect(refused.status).toBe(403);
+    expect((await errorOf(refused)).message).toMatch(/tagged "v1" in admin-owned\/app, an immutable tag \(policy rule releases\)/);
+    expect((await del("tags=latest,dev")).status).toBe(200);
+    expect((await del("tags=")).status).toBe(200);
+    // Repositories no rule covers never pay for the tag lookup.
+    const other = await call(`/v2/elsewhere/app/manifests/x?repo=elsewhere/app&delete=${A}&lookup=forbidden`, { method: "DELETE", headers: asAdmin });
+    expect(other.status).toBe(200);
+    const lazy = await call(`/v2/elsewhere/app/manifests/x?repo=elsewhere/app&tag=v1&current=${A}&new=${B}`, { method: "PUT", headers: asAdmin });
+    expect(lazy.status).toBe(200);
     // Immutability holds in open mode too.
     const open = await call(`/v2/admin-owned/app/manifests/x?repo=admin-owned/app&tag=v2&current=${A}&new=${B}`, { method: "PUT" }, { AUTH_MODE: "open" });
     expect(open.status).toBe(403);
