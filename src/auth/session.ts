@@ -44,10 +44,12 @@ export function robotPrincipal(shortName: string): Principal {
   return { kind: "robot", name: `robot$${shortName}`, id: `robot:${shortName}` };
 }
 
-/** Principal from a token's sub claim (the principal id). */
+/**
+ * Principal from a token's sub claim (the principal id). Tokens minted in open mode (sub "open")
+ * are refused: they must not carry over into token mode when the signing key does.
+ */
 export function principalFromId(id: string): Principal | null {
   if (id === "anonymous") return ANONYMOUS;
-  if (id === "open") return OPEN;
   if (id.startsWith("user:") && id.length > 5) return userPrincipal(id.slice(5));
   if (id.startsWith("robot:") && id.length > 6) return robotPrincipal(id.slice(6));
   return null;

@@ -125,6 +125,14 @@ describe("the /v2 gate in token mode", () => {
     expect(r.headers.get("WWW-Authenticate")).toBe('Bearer realm="https://auth.example/token",service="reg.example"');
   });
 
+  it("a malformed TOKEN_SIGNING_KEYS fails closed with a message that names the variable, not the secret", async () => {
+    const r = await call("/v2/x/y/tags/list", {}, { ...TOKEN_VARS, TOKEN_SIGNING_KEYS: '[{"kid":"a","secret":"too-short-secret"}]' });
+    expect(r.status).toBe(503);
+    const e = await errorOf(r);
+    expect(e.message).toMatch(/TOKEN_SIGNING_KEYS/);
+    expect(e.message).not.toContain("too-short-secret");
+  });
+
   it("refuses unknown Authorization schemes", async () => {
     const r = await call("/v2/", { headers: { Authorization: "Digest x" } });
     expect(r.status).toBe(401);
@@ -626,6 +634,14 @@ describe("open mode", () => {
     // The admin API is open only when no ADMIN_PASSWORD is set.
     expect((await call("/admin/users", {}, vars)).status).toBe(200);
     expect((await call("/admin/users", {}, { AUTH_MODE: "open", ADMIN_PASSWORD: ADMIN_PW })).status).toBe(401);
+  });
+
+  it("tokens minted in open mode are refused in token mode", async () => {
+    const t = await getToken("scope=repository:x/y:pull,push", {}, { AUTH_MODE: "open" });
+    expect(decode(t.token).payload.sub).toBe("open");
+    const r = await call("/v2/x/y/tags/list", { headers: bearer(t.token) });
+    expect(r.status).toBe(401);
+    expect(r.headers.get("WWW-Authenticate")).toContain('error="invalid_token"');
   });
 
   it("anything but AUTH_MODE=open is token mode", async () => {
