@@ -2,6 +2,8 @@
 // Mounted only when BENCH_ROUTES=true; never enable in production. Owned by the bench tooling.
 //
 //   PUT    /_bench/r2/:key   body → env.BUCKET.put(key, request.body), untouched (needs Content-Length)
+//   PUT    /_bench/r2mp/:key?part=BYTES   body → R2 multipart upload, parts of `part` bytes (default
+//          16 MiB, ≥ 5 MiB) buffered one at a time: the ceiling for chunked uploads; GET it via /r2/:key
 //   GET    /_bench/r2/:key   streams the object back (Content-Type + Content-Length set)
 //   HEAD   /_bench/r2/:key   size only
 //   DELETE /_bench/r2/:key   deletes the object
@@ -43,6 +45,46 @@ benchRoutes.put("/r2/:key", async (c) => {
   const obj = await c.env.BUCKET.put(key, body);
   const ms = Date.now() - t0;
   return c.json({ key, size: obj?.size ?? null, etag: obj?.etag ?? null, ms }, 201);
+});
+
+benchRoutes.put("/r2mp/:key", async (c) => {
+  const key = keyOf(c.req.param("key"));
+  if (!key) return benchError(400, "key must match " + KEY_RE.source);
+  const partRaw = Number(c.req.query("part") ?? 16 * 1024 * 1024);
+  if (!Number.isInteger(partRaw) || partRaw < 5 * 1024 * 1024 || partRaw > 256 * 1024 * 1024) return benchError(400, "part must be 5 MiB..256 MiB");
+  const body = c.req.raw.body;
+  if (!body) return benchError(400, "PUT a body");
+  const t0 = Date.now();
+  const upload = await c.env.BUCKET.createMultipartUpload(key);
+  const parts: R2UploadedPart[] = [];
+  try {
+    const reader = body.getReader({ mode: "byob" });
+    let buf = new ArrayBuffer(partRaw);
+    let fill = 0;
+    let done = false;
+    while (!done) {
+      while (fill < partRaw) {
+        const r = await reader.readAtLeast(Math.min(READ_AT_LEAST, partRaw - fill), new Uint8Array(buf, fill, partRaw - fill));
+        if (r.value) {
+          buf = r.value.buffer as ArrayBuffer;
+          fill += r.value.byteLength;
+        }
+        if (r.done) {
+          done = true;
+          break;
+        }
+      }
+      if (fill > 0 || parts.length === 0) {
+        parts.push(await upload.uploadPart(parts.length + 1, new Uint8Array(buf, 0, fill)));
+        fill = 0;
+      }
+    }
+    const obj = await upload.complete(parts);
+    return c.json({ key, size: obj.size, parts: parts.length, ms: Date.now() - t0 }, 201);
+  } catch (err) {
+    await upload.abort().catch(() => {});
+    throw err;
+  }
 });
 
 async function getObject(c: import("hono").Context<{ Bindings: Env }>, head: boolean): Promise<Response> {
