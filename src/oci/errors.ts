@@ -28,6 +28,7 @@ export type ErrorCode = keyof typeof ErrorCodes;
 /** Wire code: a few internal codes map onto the spec's names. */
 const wireCode: Partial<Record<ErrorCode, string>> = {
   RANGE_INVALID: "BLOB_UPLOAD_INVALID",
+  PAGINATION_NUMBER_INVALID: "UNSUPPORTED",
   TOO_LARGE: "SIZE_INVALID",
   METHOD_UNKNOWN: "UNSUPPORTED",
   INTERNAL: "UNKNOWN",

@@ -13,16 +13,21 @@ import { tooLarge } from "../storage/ingest";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
-function parseReference(reference: string): Reference {
+/**
+ * On reads and deletes (`lookup`), a reference that cannot be a tag names nothing: 404, as
+ * the reference registry and the conformance suite expect. On PUT it is a client error.
+ */
+function parseReference(reference: string, lookup = false): Reference {
   if (isDigestLike(reference)) return { tag: null, digest: parseDigest(reference, "manifest digest") };
   if (!isValidTag(reference)) {
+    if (lookup) throw manifestUnknown(reference);
     throw oci("MANIFEST_INVALID", `invalid tag "${truncate(reference)}": tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`, { tag: truncate(reference) });
   }
   return { tag: reference, digest: null };
 }
 
 export async function get(c: Ctx, name: string, reference: string, head: boolean): Promise<Response> {
-  const ref = parseReference(reference);
+  const ref = parseReference(reference, true);
   const m = await trustStoreFor(c.env, name).manifest(name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
   if (!m) throw manifestUnknown(reference);
   const accept = c.req.header("Accept");
@@ -89,7 +94,7 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
 
 export async function remove(c: Ctx, name: string, reference: string): Promise<Response> {
   if (!config(c.env).deleteEnabled) throw deletesDisabled();
-  const ref = parseReference(reference);
+  const ref = parseReference(reference, true);
   const trust = trustStoreFor(c.env, name);
   const removed = ref.digest ? await trust.deleteManifest(name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);

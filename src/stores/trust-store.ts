@@ -162,9 +162,12 @@ export class TrustStore extends DurableObject<Env> {
   /** Tags of a repository, lexically sorted; null when the repository does not exist. */
   tags(repo: string, n: number | null, last: string | null): Page<string> | null {
     if (!this.repoExists(repo)) return null;
+    // The spec's "lexical order" is case-insensitive alphanumeric; ties broken by bytes.
     const limit = n === null ? -1 : n + 1;
+    const after = last ?? "";
     const rows = this.sql.exec<{ tag: string }>(
-      `SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag LIMIT ?`, repo, last ?? "", limit).toArray().map((r) => r.tag);
+      `SELECT tag FROM tags WHERE repo = ? AND (lower(tag) > lower(?) OR (lower(tag) = lower(?) AND tag > ?))
+       ORDER BY lower(tag), tag LIMIT ?`, repo, after, after, after, limit).toArray().map((r) => r.tag);
     return paginate(rows, n);
   }
 
