@@ -5,10 +5,11 @@ import { config } from "../env";
 import { oci } from "./errors";
 import { parseDigest } from "./grammar";
 import { trustStoreFor } from "../stores";
+import { memberBlob } from "../storage/backfill";
 
 export async function get(c: Ctx, name: string, digestParam: string, head: boolean): Promise<Response> {
   const { digest } = parseDigest(digestParam);
-  const member = await trustStoreFor(c.env, name).blob(name, digest);
+  const member = await memberBlob(c.env, name, digest);
   if (!member) throw blobUnknown(digest);
   const etag = `"${digest}"`;
   const base: Record<string, string> = {

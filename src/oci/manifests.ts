@@ -6,6 +6,7 @@ import { oci } from "./errors";
 import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } from "./grammar";
 import { acceptable, parseManifest, requiredBlobs, requiredManifests } from "./manifest";
 import { blobStoreFor, trustStoreFor } from "../stores";
+import { memberManifest } from "../storage/backfill";
 import { assertClaim, computeAll } from "../digest/verify";
 import { digestPolicy } from "./uploads";
 import { deletesDisabled } from "./blobs";
@@ -28,7 +29,7 @@ function parseReference(reference: string, lookup = false): Reference {
 
 export async function get(c: Ctx, name: string, reference: string, head: boolean): Promise<Response> {
   const ref = parseReference(reference, true);
-  const m = await trustStoreFor(c.env, name).manifest(name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
+  const m = await memberManifest(c.env, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
   if (!m) throw manifestUnknown(reference);
   const accept = c.req.header("Accept");
   if (!acceptable(accept, m.mediaType)) {

@@ -7,6 +7,7 @@ import { uploadSessionFor, trustStoreFor } from "../stores";
 import type { UploadState } from "../stores/upload-session";
 import { ingest, tooLarge } from "../storage/ingest";
 import { commitBlob } from "../storage/handoff";
+import { memberBlob } from "../storage/backfill";
 import { assertClaim, createHashers, finishHashers, saveHashers, streamingAlgorithms, type DigestPolicy, type Computed } from "../digest/verify";
 import { Hasher } from "../digest/hasher";
 import { principalId } from "./principal";
@@ -59,8 +60,7 @@ async function tryMount(c: Ctx, name: string, d: ParsedDigest, from: string | nu
   if (from === null || from === name) return null; // automatic mount is decided by the tenant-boundary rules
   const { isValidName } = await import("./grammar");
   if (!isValidName(from)) return null;
-  const trust = trustStoreFor(c.env, from);
-  const src = await trust.blob(from, d.digest);
+  const src = await memberBlob(c.env, from, d.digest);
   if (!src || src.kind !== "blob") return null;
   await trustStoreFor(c.env, name).link(name, { digest: d.digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });
   return created(name, d.digest);

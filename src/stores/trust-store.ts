@@ -43,6 +43,9 @@ export type PutManifestResult =
   | { ok: true; previousTagDigest: string | null }
   | { ok: false; missingBlobs: string[]; missingManifests: string[] };
 
+/** 1: tags/manifests/referrers; 2: per-repository blob membership (with backfill). */
+const SCHEMA_VERSION = 2;
+
 export interface Page<T> {
   items: T[];
   /** Present when more items follow: the `last` value to continue from. */
@@ -77,17 +80,64 @@ export class TrustStore extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS repos (
         repo TEXT PRIMARY KEY, created_at INTEGER NOT NULL
       ) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     `);
+    this.migrate();
+  }
+
+  /**
+   * Schema 2 added per-repository blob membership. Repositories stored before it (tags and
+   * manifests, bytes in the shared store) are flagged for a membership backfill, so an upgrade
+   * loses no access and grants none.
+   */
+  private migrate(): void {
+    const version = Number(this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`).toArray()[0]?.value ?? 0);
+    if (version >= SCHEMA_VERSION) return;
+    this.ctx.storage.transactionSync(() => {
+      const cols = this.sql.exec<{ name: string }>(`PRAGMA table_info(repos)`).toArray().map((r) => r.name);
+      if (!cols.includes("needs_backfill")) this.sql.exec(`ALTER TABLE repos ADD COLUMN needs_backfill INTEGER NOT NULL DEFAULT 0`);
+      if (version > 0 || this.sql.exec(`SELECT 1 FROM tags LIMIT 1`).toArray().length) {
+        // Data from before the membership index: every repository with tags must be walked.
+        this.sql.exec(`INSERT INTO repos (repo, created_at, needs_backfill) SELECT DISTINCT repo, ?, 1 FROM tags WHERE true
+          ON CONFLICT (repo) DO UPDATE SET needs_backfill = 1`, Date.now());
+      }
+      this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(SCHEMA_VERSION));
+    });
   }
 
   // ---- membership -------------------------------------------------------------------------
 
-  /** A blob readable through `repo` (manifests are readable through the blobs endpoint too). */
-  blob(repo: string, digest: string): Member | null {
+  /**
+   * A blob readable through `repo` (manifests are readable through the blobs endpoint too).
+   * "backfill" means: not a member yet, but the repository predates the membership index and
+   * must be walked first (see backfillRoots).
+   */
+  blob(repo: string, digest: string): Member | null | "backfill" {
     const row = this.sql.exec<{ kind: MemberKind; size: number; r2_key: string; media_type: string | null }>(
       `SELECT kind, size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? ORDER BY kind LIMIT 1`,
       repo, digest).toArray()[0];
-    return row ? { digest, kind: row.kind, size: row.size, r2Key: row.r2_key, mediaType: row.media_type } : null;
+    if (row) return { digest, kind: row.kind, size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
+    return this.needsBackfill(repo) ? "backfill" : null;
+  }
+
+  needsBackfill(repo: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ? AND needs_backfill = 1`, repo).toArray().length > 0;
+  }
+
+  /** Repositories still waiting for a membership backfill. */
+  pendingBackfills(): string[] {
+    return this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE needs_backfill = 1 ORDER BY repo`).toArray().map((r) => r.repo);
+  }
+
+  /** Manifest digests a backfill walks from: every tag's target and every known manifest. */
+  backfillRoots(repo: string): string[] {
+    return this.sql.exec<{ digest: string }>(
+      `SELECT digest FROM tags WHERE repo = ? UNION SELECT digest FROM members WHERE repo = ? AND kind = 'manifest'`, repo, repo)
+      .toArray().map((r) => r.digest);
+  }
+
+  finishBackfill(repo: string): void {
+    this.sql.exec(`UPDATE repos SET needs_backfill = 0 WHERE repo = ?`, repo);
   }
 
   /** Record that `repo` holds these bytes. Idempotent. */
@@ -130,14 +180,14 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   /** Resolve a tag or digest to a manifest of this repository. */
-  manifest(repo: string, reference: string, isDigest: boolean): ManifestRecord | null {
+  manifest(repo: string, reference: string, isDigest: boolean): ManifestRecord | null | "backfill" {
     const digest = isDigest
       ? reference
       : this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, reference).toArray()[0]?.digest;
-    if (!digest) return null;
-    const row = this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
+    const row = digest === undefined ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
       `SELECT size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
-    return row ? { digest, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type } : null;
+    if (row) return { digest: digest!, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
+    return this.needsBackfill(repo) ? "backfill" : null;
   }
 
   tagDigest(repo: string, tag: string): string | null {

@@ -1,0 +1,71 @@
+// Membership backfill for repositories stored before the membership index existed: walk every
+// tagged or known manifest (and, through indexes, their children) and make the manifests and the
+// blobs they reference members of that repository. Runs lazily on a read miss and as an admin task.
+import type { Env } from "../env";
+import { blobStoreFor, trustStoreFor } from "../stores";
+import { parseManifest, requiredBlobs, requiredManifests } from "../oci/manifest";
+
+export async function backfillRepo(env: Env, repo: string): Promise<{ manifests: number; blobs: number }> {
+  const trust = trustStoreFor(env, repo);
+  const queue = await trust.backfillRoots(repo);
+  const seen = new Set<string>();
+  let manifests = 0;
+  let blobs = 0;
+  while (queue.length) {
+    const digest = queue.pop()!;
+    if (seen.has(digest)) continue;
+    seen.add(digest);
+    const stored = await blobStoreFor(env, digest).get(digest);
+    if (!stored) continue; // bytes gone: nothing to grant
+    const obj = await env.BUCKET.get(stored.r2Key);
+    if (!obj) continue;
+    const bytes = new Uint8Array(await obj.arrayBuffer());
+    let parsed;
+    try {
+      parsed = parseManifest(bytes, obj.httpMetadata?.contentType ?? null);
+    } catch {
+      continue; // not a manifest we can read: grant nothing through it
+    }
+    for (const d of requiredBlobs(parsed)) {
+      const b = await blobStoreFor(env, d.digest).get(d.digest);
+      if (!b) continue;
+      await trust.link(repo, { digest: d.digest, kind: "blob", size: b.size, r2Key: b.r2Key, mediaType: null });
+      blobs++;
+    }
+    for (const child of requiredManifests(parsed)) queue.push(child.digest);
+    await trust.putManifest({
+      repo, manifest: { digest, size: stored.size, r2Key: stored.r2Key, mediaType: parsed.mediaType }, tag: null,
+      subject: parsed.subject?.digest ?? null, artifactType: parsed.artifactType ?? null, annotations: parsed.annotations ?? null,
+      requiredBlobs: [], requiredManifests: [],
+    });
+    manifests++;
+  }
+  await trust.finishBackfill(repo);
+  return { manifests, blobs };
+}
+
+export async function backfillAll(env: Env): Promise<Record<string, { manifests: number; blobs: number }>> {
+  const out: Record<string, { manifests: number; blobs: number }> = {};
+  for (const repo of await trustStoreFor(env).pendingBackfills()) out[repo] = await backfillRepo(env, repo);
+  return out;
+}
+
+/** Read a blob membership, backfilling a pre-index repository once on a miss. */
+export async function memberBlob(env: Env, repo: string, digest: string) {
+  const trust = trustStoreFor(env, repo);
+  const got = await trust.blob(repo, digest);
+  if (got !== "backfill") return got;
+  await backfillRepo(env, repo);
+  const again = await trust.blob(repo, digest);
+  return again === "backfill" ? null : again;
+}
+
+/** Resolve a manifest of `repo`, backfilling a pre-index repository once on a miss. */
+export async function memberManifest(env: Env, repo: string, reference: string, isDigest: boolean) {
+  const trust = trustStoreFor(env, repo);
+  const got = await trust.manifest(repo, reference, isDigest);
+  if (got !== "backfill") return got;
+  await backfillRepo(env, repo);
+  const again = await trust.manifest(repo, reference, isDigest);
+  return again === "backfill" ? null : again;
+}

@@ -1,0 +1,66 @@
+// Upgrade path: repositories stored before the membership index keep working (and grant nothing new).
+import { env } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { bytes, expectError, makeImage, pushBlob, putManifest, req } from "./helpers";
+import type { TrustStore } from "../../src/stores/trust-store";
+import { backfillAll } from "../../src/storage/backfill";
+
+const trust = () => env.TRUST_STORE.get(env.TRUST_STORE.idFromName("registry")) as DurableObjectStub<TrustStore>;
+
+/** Make `repo` look like data written by a cloister before schema 2: tags and bytes, no membership rows. */
+async function makeLegacy(repo: string) {
+  await runInDurableObject(trust(), async (instance, state) => {
+    state.storage.sql.exec(`DELETE FROM members WHERE repo = ?`, repo);
+    state.storage.sql.exec(`DELETE FROM repos WHERE repo = ?`, repo);
+    state.storage.sql.exec(`UPDATE meta SET value = '1' WHERE key = 'schema'`);
+    (instance as unknown as { migrate(): void }).migrate();
+  });
+}
+
+describe("membership backfill for pre-index data", () => {
+  it("the schema migration flags repositories that have tags", async () => {
+    const img = await makeImage("legacy/flag", { seed: 1 });
+    expect((await putManifest("legacy/flag", "v1", img.manifest)).status).toBe(201);
+    await makeLegacy("legacy/flag");
+    expect(await trust().needsBackfill("legacy/flag")).toBe(true);
+  });
+
+  it("lazily restores access to manifests and their blobs on a read miss", async () => {
+    const img = await makeImage("legacy/app", { seed: 2, layers: 2 });
+    expect((await putManifest("legacy/app", "v1", img.manifest)).status).toBe(201);
+    const stray = await pushBlob("legacy/app", bytes(20, 3)); // uploaded, never referenced by a manifest
+    await pushBlob("legacy/other", bytes(30, 4));
+    const elsewhere = await pushBlob("legacy/other", bytes(31, 5));
+    await makeLegacy("legacy/app");
+
+    expect((await req(`/v2/legacy/app/blobs/${img.layers[1]}`)).status).toBe(200);
+    expect(await trust().needsBackfill("legacy/app")).toBe(false);
+    expect((await req("/v2/legacy/app/manifests/v1")).status).toBe(200);
+    expect((await req(`/v2/legacy/app/blobs/${img.config}`)).status).toBe(200);
+    // grants nothing that no manifest of this repository references
+    await expectError(req(`/v2/legacy/app/blobs/${elsewhere}`), 404, "BLOB_UNKNOWN");
+    await expectError(req(`/v2/legacy/app/blobs/${stray}`), 404, "BLOB_UNKNOWN");
+  });
+
+  it("restores a manifest read by tag, and index children, through the lazy path", async () => {
+    const a = await makeImage("legacy/idx", { seed: 6 });
+    expect((await putManifest("legacy/idx", a.digest, a.manifest)).status).toBe(201);
+    const index = new TextEncoder().encode(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json", manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: a.digest, size: a.manifest.length }] }));
+    expect((await putManifest("legacy/idx", "multi", index, "application/vnd.oci.image.index.v1+json")).status).toBe(201);
+    await makeLegacy("legacy/idx");
+    expect((await req("/v2/legacy/idx/manifests/multi")).status).toBe(200);
+    expect((await req(`/v2/legacy/idx/manifests/${a.digest}`)).status).toBe(200);
+    expect((await req(`/v2/legacy/idx/blobs/${a.layers[0]}`)).status).toBe(200);
+  });
+
+  it("the admin task backfills every flagged repository", async () => {
+    const img = await makeImage("legacy/task", { seed: 7 });
+    expect((await putManifest("legacy/task", "v1", img.manifest)).status).toBe(201);
+    await makeLegacy("legacy/task");
+    const report = await backfillAll(env as never);
+    expect(report["legacy/task"]).toEqual({ manifests: 1, blobs: 2 });
+    expect(await trust().pendingBackfills()).toEqual([]);
+    expect((await runInDurableObject(trust(), (_i, s) => s.storage.sql.exec(`SELECT count(*) AS n FROM members WHERE repo = 'legacy/task'`).one().n))).toBe(3);
+  });
+});
