@@ -10,8 +10,9 @@ import * as manifests from "./oci/manifests";
 import * as listing from "./oci/listing";
 import * as referrers from "./oci/referrers";
 import { benchRoutes } from "./bench";
+import { adminRoutes, authMiddleware, tokenRoutes, type AuthVariables } from "./auth";
 
-export type AppEnv = { Bindings: Env; Variables: { route: V2Route } };
+export type AppEnv = { Bindings: Env; Variables: { route: V2Route } & AuthVariables };
 export type Ctx = import("hono").Context<AppEnv>;
 
 export function buildApp() {
@@ -29,6 +30,12 @@ export function buildApp() {
   });
 
   app.route("/_bench", benchRoutes);
+
+  // Auth (docs/auth.md): the /v2 gate runs before dispatch; token service; admin API.
+  app.use("/v2/*", authMiddleware());
+  app.use("/v2", authMiddleware());
+  app.route("/token", tokenRoutes);
+  app.route("/admin", adminRoutes);
 
   app.all("/v2/*", async (c) => {
     // Use the raw path so encoded slashes and dots never become part of a name.

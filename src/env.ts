@@ -17,6 +17,14 @@ export interface Env {
   UPLOAD_PART_BYTES?: string;
   DELETE_ENABLED?: string;
   BENCH_ROUTES?: string;
+  // Auth (read by src/auth/config.ts; see docs/auth.md)
+  AUTH_MODE?: string;
+  ADMIN_PASSWORD?: string;
+  TOKEN_SIGNING_KEYS?: string;
+  AUTH_REALM?: string;
+  AUTH_SERVICE?: string;
+  TOKEN_TTL_SECONDS?: string;
+  REFRESH_TOKEN_TTL_SECONDS?: string;
   [key: string]: unknown;
 }
 

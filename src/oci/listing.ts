@@ -2,6 +2,7 @@
 import type { Ctx } from "../app";
 import { oci } from "./errors";
 import { trustStoreFor } from "../stores";
+import { mayPull } from "../auth";
 import { nextLink, parsePage } from "./pagination";
 
 const MAX_PAGE = 1000;
@@ -22,5 +23,8 @@ export async function catalog(c: Ctx): Promise<Response> {
   const page = await trustStoreFor(c.env).catalog(n ?? MAX_PAGE, last);
   const headers: Record<string, string> = {};
   if (page.next !== null) headers.Link = nextLink("/v2/_catalog", { n: String(n ?? MAX_PAGE), last: page.next });
-  return c.json({ repositories: page.items }, 200, headers);
+  // Only repositories this principal may pull (a page may come out shorter than n).
+  const visible: string[] = [];
+  for (const repo of page.items) if (await mayPull(c, repo)) visible.push(repo);
+  return c.json({ repositories: visible }, 200, headers);
 }

@@ -11,6 +11,7 @@ import { assertClaim, computeAll } from "../digest/verify";
 import { digestPolicy } from "./uploads";
 import { deletesDisabled } from "./blobs";
 import { tooLarge } from "../storage/ingest";
+import { assertManifestDeletable, assertTagMutable } from "../auth";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -63,6 +64,11 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     digest = ref.digest.digest;
   }
 
+  if (ref.tag !== null) {
+    const tag = ref.tag; // immutable tags (docs/auth.md): the lookup only runs when a rule covers the repo
+    await assertTagMutable(c, name, tag, () => trustStoreFor(c.env, name).tagDigest(name, tag), digest);
+  }
+
   // Bytes → BlobStore → TrustStore. The key is content-addressed, so re-pushes overwrite in place.
   const r2Key = `manifests/sha256/${computed.sha256}`;
   await c.env.BUCKET.put(r2Key, body, { httpMetadata: { contentType: parsed.mediaType } });
@@ -97,6 +103,13 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
   if (!config(c.env).deleteEnabled) throw deletesDisabled();
   const ref = parseReference(reference, true);
   const trust = trustStoreFor(c.env, name);
+  if (ref.digest) {
+    const d = ref.digest.digest;
+    await assertManifestDeletable(c, name, d, () => trust.tagsOf(name, d));
+  } else {
+    const tag = ref.tag;
+    await assertTagMutable(c, name, tag, () => trust.tagDigest(name, tag), null);
+  }
   const removed = ref.digest ? await trust.deleteManifest(name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });

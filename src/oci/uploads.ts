@@ -11,6 +11,7 @@ import { memberBlob } from "../storage/backfill";
 import { assertClaim, createHashers, finishHashers, saveHashers, streamingAlgorithms, type DigestPolicy, type Computed } from "../digest/verify";
 import { Hasher } from "../digest/hasher";
 import { principalId } from "./principal";
+import { mayPull } from "../auth";
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const MIN_CHUNK = 5 * 1024 * 1024;
@@ -60,6 +61,7 @@ async function tryMount(c: Ctx, name: string, d: ParsedDigest, from: string | nu
   if (from === null || from === name) return null; // automatic mount is decided by the tenant-boundary rules
   const { isValidName } = await import("./grammar");
   if (!isValidName(from)) return null;
+  if (!(await mayPull(c, from))) return null; // source not readable by this principal: plain upload, nothing leaks
   const src = await memberBlob(c.env, from, d.digest);
   if (!src || src.kind !== "blob") return null;
   await trustStoreFor(c.env, name).link(name, { digest: d.digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });

@@ -205,6 +205,11 @@ export class TrustStore extends DurableObject<Env> {
     });
   }
 
+  /** Tags of `repo` pointing at manifest `digest`. */
+  tagsOf(repo: string, digest: string): string[] {
+    return this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, digest).toArray().map((r) => r.tag);
+  }
+
   deleteTag(repo: string, tag: string): boolean {
     return this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag).rowsWritten > 0;
   }
