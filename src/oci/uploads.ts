@@ -2,7 +2,7 @@
 import type { Ctx } from "../app";
 import { config, type Env } from "../env";
 import { oci } from "./errors";
-import { parseDigest, type ParsedDigest } from "./grammar";
+import { isValidName, parseDigest, type ParsedDigest } from "./grammar";
 import { uploadSessionFor, trustStoreFor } from "../stores";
 import type { UploadState } from "../stores/upload-session";
 import { ingest, tooLarge } from "../storage/ingest";
@@ -15,6 +15,8 @@ import { mayPull } from "../auth";
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const MIN_CHUNK = 5 * 1024 * 1024;
+/** Repositories tried for a mount without `from`. */
+const AUTO_MOUNT_CANDIDATES = 50;
 
 export function digestPolicy(env: Env, _repo: string): DigestPolicy {
   return { blake3InSha256: String(env.BLAKE3_IN_SHA256 ?? "true").toLowerCase() !== "false" };
@@ -57,15 +59,23 @@ async function openSession(c: Ctx, name: string): Promise<Response> {
   });
 }
 
+/**
+ * Link an existing blob into `name` without uploading it. With `from`, only from that repository
+ * and only if the caller may pull it; without `from`, from any repository holding the blob that
+ * the caller may pull. Anything else falls back to a normal session, indistinguishable from
+ * "not there".
+ */
 async function tryMount(c: Ctx, name: string, d: ParsedDigest, from: string | null): Promise<Response | null> {
-  if (from === null || from === name) return null; // automatic mount is decided by the tenant-boundary rules
-  const { isValidName } = await import("./grammar");
-  if (!isValidName(from)) return null;
-  if (!(await mayPull(c, from))) return null; // source not readable by this principal: plain upload, nothing leaks
-  const src = await memberBlob(c.env, from, d.digest);
-  if (!src || src.kind !== "blob") return null;
-  await trustStoreFor(c.env, name).link(name, { digest: d.digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });
-  return created(name, d.digest);
+  const sources = from !== null ? [from] : await trustStoreFor(c.env).reposWithBlob(d.digest, AUTO_MOUNT_CANDIDATES);
+  for (const source of sources) {
+    if (source === name || !isValidName(source)) continue;
+    if (!(await mayPull(c, source))) continue; // not readable by this principal: nothing leaks
+    const src = await memberBlob(c.env, source, d.digest);
+    if (!src || src.kind !== "blob") continue;
+    await trustStoreFor(c.env, name).link(name, { digest: d.digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });
+    return created(name, d.digest);
+  }
+  return null;
 }
 
 /** POST ?digest= with the whole blob as body. */

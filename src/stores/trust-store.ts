@@ -65,6 +65,7 @@ export class TrustStore extends DurableObject<Env> {
         created_at INTEGER NOT NULL,
         PRIMARY KEY (repo, digest, kind)
       ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS members_by_digest ON members(digest, kind);
       CREATE TABLE IF NOT EXISTS tags (
         repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL, updated_at INTEGER NOT NULL,
         PRIMARY KEY (repo, tag)
@@ -145,6 +146,12 @@ export class TrustStore extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => {
       this.insertMember(repo, member);
     });
+  }
+
+  /** Repositories holding blob `digest` (candidates for a mount without `from`). */
+  reposWithBlob(digest: string, limit: number): string[] {
+    return this.sql.exec<{ repo: string }>(`SELECT repo FROM members WHERE digest = ? AND kind = 'blob' ORDER BY repo LIMIT ?`, digest, limit)
+      .toArray().map((r) => r.repo);
   }
 
   /** Remove a blob from one repository only; bytes stay for garbage collection. */

@@ -162,9 +162,13 @@ describe("cross-repository mount", () => {
     expect(fallback.status).toBe(202);
     expect(fallback.headers.get("Location")).toMatch(/\/v2\/mnt\/dst\/blobs\/uploads\//);
 
+    // Without `from`: mounted from a repository the caller may pull (everything, in open mode).
     const noFrom = await req(`/v2/mnt/other/blobs/uploads/?mount=${digest}`, { method: "POST" });
-    expect(noFrom.status).toBe(202);
-    await expectError(req(`/v2/mnt/other/blobs/${digest}`), 404, "BLOB_UNKNOWN");
+    expect(noFrom.status).toBe(201);
+    expect((await req(`/v2/mnt/other/blobs/${digest}`)).status).toBe(200);
+    const nowhere = await req(`/v2/mnt/other/blobs/uploads/?mount=${missing}`, { method: "POST" });
+    expect(nowhere.status).toBe(202);
+    await expectError(req(`/v2/mnt/other/blobs/${missing}`), 404, "BLOB_UNKNOWN");
     await expectError(req(`/v2/mnt/dst/blobs/uploads/?mount=bad&from=mnt/src`, { method: "POST" }), 400, "DIGEST_INVALID");
   });
 });
