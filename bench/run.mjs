@@ -6,7 +6,7 @@ import { tmpdir, loadavg, cpus } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomFile } from "./lib/data.mjs";
-import { keepAliveAgent, BenchError, MB, incidents } from "./lib/http.mjs";
+import { keepAliveAgent, bulkAgent, BenchError, MB, incidents } from "./lib/http.mjs";
 import { pushMonolithic, pullAndVerify } from "./lib/oci.mjs";
 import { killAllGroupsSync, rssBytes } from "./lib/proc.mjs";
 import { startCloister, startDistribution, benchRoutesProblem } from "./lib/servers.mjs";
@@ -195,7 +195,10 @@ async function main() {
     distribution: null,
     cloisterRegistryOk: false,
     initialWorkerRss: null,
+    /** Keep-alive agent (small requests; maxSockets 1 = one connection). */
     agent: (maxSockets = 1) => keepAliveAgent(maxSockets),
+    /** New connection per request (large transfers). */
+    bulkAgent: () => bulkAgent(),
     registries() {
       const out = [];
       if (opts.targetList.includes("cloister") && this.cloisterRegistryOk) out.push(this.cloister);

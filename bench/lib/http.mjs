@@ -6,6 +6,14 @@ import { pipeline } from "node:stream";
 export const MB = 1e6;
 export const MiB = 1024 * 1024;
 
+/**
+ * A fresh connection per request, for large transfers. Twice, under heavy machine load, a large GET
+ * sent on a keep-alive connection right after a large PUT got no answer from local wrangler.
+ */
+export function bulkAgent() {
+  return new http.Agent({ keepAlive: false });
+}
+
 /** A keep-alive agent; maxSockets 1 keeps a sequential run on one connection. */
 export function keepAliveAgent(maxSockets = 1) {
   return new http.Agent({ keepAlive: true, maxSockets, keepAliveMsecs: 10_000 });

@@ -1,6 +1,6 @@
 // OCI Distribution client flows used by the bench: monolithic and chunked pushes, pulls.
 import { createReadStream } from "node:fs";
-import { request, expectStatus, BenchError, StallError, incidents, keepAliveAgent, MiB } from "./http.mjs";
+import { request, expectStatus, BenchError, StallError, incidents, bulkAgent, MiB } from "./http.mjs";
 
 const OCTET = "application/octet-stream";
 const READ_HWM = MiB; // file read chunk size for streamed bodies
@@ -118,7 +118,7 @@ export async function getWithStallRetry(what, get, agent) {
   } catch (err) {
     if (!(err instanceof StallError)) throw err;
     incidents.push(`${what}: ${err.message}; retried once on a new connection`);
-    const fresh = keepAliveAgent(1);
+    const fresh = bulkAgent();
     try {
       return { res: await get(fresh), retried: true };
     } finally {

@@ -59,6 +59,7 @@ export async function startCloister({ repo, workdir, source, log }) {
       await proc.kill();
       lastErr = err;
       if (/address already in use|EADDRINUSE/i.test(readLog(logFile))) continue; // port race: retry
+      if (source !== "head" && /could not build/.test(err.message)) err.message += `\n(the ${source} tree may hold someone's unfinished edit: --source head benches the last commit)`;
       throw err;
     }
     log(`cloister: wrangler dev ready at ${base} (source: ${source}, tree ${tree}, log ${logFile})`);

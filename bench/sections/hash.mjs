@@ -11,7 +11,7 @@ export default {
   async run(ctx) {
     const file = await ctx.file("hashBody", ctx.opts.hashMib, ["sha512", "blake3"]);
     const expected = { none: "", native: file.digest.slice(7), sha256: file.digest.slice(7), sha512: file.sha512, blake3: file.blake3 };
-    const agent = ctx.agent();
+    const agent = ctx.bulkAgent();
     const rows = [];
     const metrics = {};
     const notes = [];

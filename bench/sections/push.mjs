@@ -19,7 +19,7 @@ export default {
       chPull: { label: `chunked pull ${layerMib} MiB (verified)`, unit: "MB/s", values: {} },
     };
     for (const t of ctx.registries()) {
-      const agent = ctx.agent();
+      const agent = ctx.bulkAgent();
       const name = "bench/layer";
       try {
         let t0 = performance.now();

@@ -51,7 +51,7 @@ export default {
   async run(ctx) {
     const { layerMib, chunkMib } = ctx.opts;
     const file = await ctx.file("layerA", layerMib);
-    const agent = ctx.agent();
+    const agent = ctx.bulkAgent();
     const metrics = {};
     const rows = [];
     const notes = [];
