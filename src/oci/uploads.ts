@@ -12,14 +12,24 @@ import { assertClaim, createHashers, finishHashers, saveHashers, streamingAlgori
 import { Hasher } from "../digest/hasher";
 import { principalId } from "./principal";
 import { mayPull } from "../auth";
+import { matchGlob } from "../auth/policy";
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const MIN_CHUNK = 5 * 1024 * 1024;
 /** Repositories tried for a mount without `from`. */
 const AUTO_MOUNT_CANDIDATES = 50;
 
-export function digestPolicy(env: Env, _repo: string): DigestPolicy {
-  return { blake3InSha256: String(env.BLAKE3_IN_SHA256 ?? "true").toLowerCase() !== "false" };
+/**
+ * BLAKE3_IN_SHA256: "true" (default) or "false", or a comma-separated list of repository globs
+ * ("*" within a segment, "**" across) where build-cache/v1 `sha256:<BLAKE3>` claims are accepted.
+ */
+export function digestPolicy(env: Env, repo: string): DigestPolicy {
+  const raw = String(env.BLAKE3_IN_SHA256 ?? "true").trim();
+  const lower = raw.toLowerCase();
+  if (lower === "true" || lower === "*" || lower === "**") return { blake3InSha256: true };
+  if (lower === "false" || lower === "" || lower === "off") return { blake3InSha256: false };
+  const globs = raw.split(",").map((g) => g.trim()).filter(Boolean);
+  return { blake3InSha256: globs.some((g) => matchGlob(g, repo)) };
 }
 
 /** POST /v2/<name>/blobs/uploads/ — start a session, upload monolithically (?digest=), or mount. */

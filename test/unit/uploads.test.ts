@@ -3,6 +3,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { bytes, expectBytes, expectError, patch, req, reqWith, sha256, startUpload, streamOf, withQuery } from "./helpers";
 import { Hasher } from "../../src/digest/hasher";
+import { blake3 } from "@noble/hashes/blake3.js";
 import { base64ToBytes } from "../../src/digest/verify";
 import type { UploadSession, UploadState } from "../../src/stores/upload-session";
 
@@ -314,3 +315,34 @@ async function pushBlobCounted(repo: string, data: Uint8Array) {
   expect(res.status).toBe(201);
   return digest;
 }
+
+describe("build-cache/v1 overload switch (BLAKE3_IN_SHA256)", () => {
+  const b3claim = (data: Uint8Array) => "sha256:" + [...blake3(data)].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+  it("accepts BLAKE3 claims only in repositories matching the configured globs", async () => {
+    const data = bytes(5000, 61);
+    const vars = { BLAKE3_IN_SHA256: "cache/**, ci/*-cache" };
+    const ok1 = await reqWith(vars, `/v2/cache/a/b/blobs/uploads/?digest=${b3claim(data)}`, { method: "POST", body: data });
+    expect(ok1.status).toBe(201);
+    const ok2 = await reqWith(vars, `/v2/ci/x-cache/blobs/uploads/?digest=${b3claim(data)}`, { method: "POST", body: data });
+    expect(ok2.status).toBe(201);
+    const refused = await reqWith(vars, `/v2/ci/x/blobs/uploads/?digest=${b3claim(data)}`, { method: "POST", body: data });
+    expect(refused.status).toBe(400);
+    // genuine SHA-256 still works everywhere
+    expect((await reqWith(vars, `/v2/ci/x/blobs/uploads/?digest=${await sha256(data)}`, { method: "POST", body: data })).status).toBe(201);
+  });
+
+  it("false turns the overload off but keeps native blake3: digests", async () => {
+    const data = bytes(3000, 62);
+    const vars = { BLAKE3_IN_SHA256: "false" };
+    expect((await reqWith(vars, `/v2/off/a/blobs/uploads/?digest=${b3claim(data)}`, { method: "POST", body: data })).status).toBe(400);
+    const native = b3claim(data).replace("sha256:", "blake3:");
+    expect((await reqWith(vars, `/v2/off/a/blobs/uploads/?digest=${native}`, { method: "POST", body: data })).status).toBe(201);
+    const loc = (await reqWith(vars, "/v2/off/b/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    expect((await reqWith(vars, loc, { method: "PATCH", body: data })).status).toBe(202);
+    expect((await reqWith(vars, withQuery(loc, `digest=${native}`), { method: "PUT" })).status).toBe(201);
+    const got = await req(`/v2/off/b/blobs/${native}`);
+    expect(got.headers.get("Docker-Content-Digest")).toBe(native);
+    await expectBytes(new Uint8Array(await got.arrayBuffer()), data);
+  });
+});
