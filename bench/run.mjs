@@ -259,6 +259,7 @@ async function main() {
     if (s.needs.includes("registries")) {
       if (opts.targetList.includes("cloister") && problems.cloisterRegistry) rec.notes.push(`cloister skipped: ${problems.cloisterRegistry}`);
       if (problems.distribution) rec.notes.push(`distribution skipped: ${problems.distribution}`);
+      for (const t of ["cloister", "distribution"]) if (!opts.targetList.includes(t) && t !== "distribution") rec.notes.push(`${t} skipped: not in --targets`);
       if (ctx.registries().length === 0) unmet.push("no registry available");
     }
     if (unmet.length) {
