@@ -8,6 +8,8 @@
 //   npm test -- <vitest args>     extra args go to both vitest runs (e.g. -t "pattern", a file filter)
 //   E2E_TARGET=distribution npm test -- --e2e   run the e2e suite against docker-registry
 import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -50,10 +52,29 @@ function runNode(script, argv, label) {
 const extract = await runNode(join(root, "scripts/extract-wasm.mjs"), [], "extract-wasm");
 if (extract.code !== 0) process.exit(extract.code);
 
+// Each run also writes a JSON report, so the summary can count tests across both suites.
+const reportDir = mkdtempSync(join(tmpdir(), "cloister-test-"));
+const reporters = (name) => ["--reporter=default", "--reporter=json", `--outputFile.json=${join(reportDir, name + ".json")}`];
 const results = [];
-if (only !== "e2e") results.push(await runNode(vitest, ["run", ...args], "unit + integration (workerd, vitest.config.ts)"));
-if (only !== "unit") results.push(await runNode(vitest, ["run", "--config", "vitest.e2e.config.ts", ...args], "end-to-end (real clients, vitest.e2e.config.ts)"));
+if (only !== "e2e") results.push(await runNode(vitest, ["run", ...reporters("unit"), ...args], "unit + integration (workerd, vitest.config.ts)"));
+if (only !== "unit") results.push(await runNode(vitest, ["run", "--config", "vitest.e2e.config.ts", ...reporters("e2e"), ...args], "end-to-end (real clients, vitest.e2e.config.ts)"));
+
+let passed = 0, failed = 0, skipped = 0;
+for (const name of ["unit", "e2e"]) {
+  try {
+    const j = JSON.parse(readFileSync(join(reportDir, name + ".json"), "utf8"));
+    passed += j.numPassedTests ?? 0;
+    failed += (j.numFailedTests ?? 0) + (j.numRuntimeErrorTestSuites ?? 0);
+    skipped += (j.numPendingTests ?? 0) + (j.numTodoTests ?? 0);
+  } catch {
+    // that suite did not run or crashed before reporting; its exit code says so
+  }
+}
+rmSync(reportDir, { recursive: true, force: true });
+const crashed = results.filter((r) => r.code !== 0).length;
+if (crashed && failed === 0) failed = crashed; // a suite failed without a countable test failure
 
 console.log("\n=== summary ===");
 for (const r of results) console.log(`${r.code === 0 ? "PASS" : "FAIL"}  ${r.label}  (${r.secs}s${r.signal ? `, ${r.signal}` : ""})`);
+console.log(`tests: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
 process.exit(results.some((r) => r.code !== 0) ? 1 : 0);
