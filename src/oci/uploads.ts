@@ -169,7 +169,7 @@ async function append(c: Ctx, name: string, id: string, session: ReturnType<type
       : `chunk starts at ${expectOffset} but the upload has ${begun.offset} bytes; send the next chunk from offset ${begun.offset}`;
     throw oci("RANGE_INVALID", msg, { offset: begun.offset }, 416, progressHeaders(name, id, begun.offset));
   }
-  const { state, lease } = begun;
+  const { state, lease, reservedKey } = begun;
   const policy = digestPolicy(c.env, name);
   let committed = false;
   try {
@@ -179,7 +179,7 @@ async function append(c: Ctx, name: string, id: string, session: ReturnType<type
     const hashers = createHashers(algs, state.hashStates);
     const res = await ingest({
       bucket: c.env.BUCKET, layout: state.layout, offset: state.offset, partSize: state.partSize, hashers,
-      body: c.req.raw.body, contentLength: contentLength(c), maxBytes: cfg.maxBodyBytes, final, keyPrefix: `data/${id}/`,
+      body: c.req.raw.body, contentLength: contentLength(c), maxBytes: cfg.maxBodyBytes, final, keyPrefix: `data/${id}/`, reservedKey,
       register: async (add) => {
         if (!(await session.renew(lease, add))) throw oci("BLOB_UPLOAD_UNKNOWN", "upload session ended while this request was writing");
       },

@@ -32,6 +32,8 @@ export interface IngestInput {
   final: boolean;
   /** Prefix of every key this upload writes. */
   keyPrefix: string;
+  /** A key already recorded in the session, used for the first object this request writes. */
+  reservedKey?: string;
   /** Record keys / multipart uploads in the session before writing them (also renews the lease). */
   register(add: { keys?: string[]; multipart?: { key: string; uploadId: string } }): Promise<void>;
 }
@@ -57,8 +59,7 @@ export async function ingest(inp: IngestInput): Promise<IngestResult> {
 
 /** Whole body to one object, hashed on the way, with backpressure from R2. */
 async function singlePut(inp: IngestInput, length: number): Promise<IngestResult> {
-  const key = newKey(inp.keyPrefix);
-  await inp.register({ keys: [key] });
+  const key = await claimKey(inp);
   const { readable, writable } = new FixedLengthStream(length);
   const put = inp.bucket.put(key, readable, { httpMetadata: { contentType: "application/octet-stream" } });
   put.catch(() => {}); // surfaced below
@@ -170,8 +171,7 @@ async function partsWrite(inp: IngestInput): Promise<IngestResult> {
     if (inp.final) {
       if (!mp) {
         // Everything fits in one part: a plain object serves faster than a one-part multipart.
-        const key = newKey(inp.keyPrefix);
-        await inp.register({ keys: [key] });
+        const key = await claimKey(inp);
         await bucket.put(key, buf.subarray(0, fill), { httpMetadata: { contentType: "application/octet-stream" } });
         return { layout: { kind: "single", key, size: fill }, offset, obsolete };
       }
@@ -185,8 +185,7 @@ async function partsWrite(inp: IngestInput): Promise<IngestResult> {
 
     let tail: { key: string; size: number } | null = null;
     if (fill > 0) {
-      tail = { key: newKey(inp.keyPrefix), size: fill };
-      await inp.register({ keys: [tail.key] });
+      tail = { key: await claimKey(inp), size: fill };
       await bucket.put(tail.key, buf.subarray(0, fill));
     }
     if (inflight) await inflight;
@@ -205,8 +204,7 @@ async function finalizeLayout(inp: IngestInput, layout: UploadLayout): Promise<I
   const { bucket } = inp;
   switch (layout.kind) {
     case "empty": {
-      const key = newKey(inp.keyPrefix);
-      await inp.register({ keys: [key] });
+      const key = await claimKey(inp);
       await bucket.put(key, new Uint8Array(0), { httpMetadata: { contentType: "application/octet-stream" } });
       return { layout: { kind: "single", key, size: 0 }, offset: 0, obsolete: [] };
     }
@@ -230,6 +228,18 @@ async function finalizeLayout(inp: IngestInput, layout: UploadLayout): Promise<I
 
 function newKey(prefix: string): string {
   return prefix + crypto.randomUUID();
+}
+
+/** The next object key for this request, registered in the session before it is written. */
+async function claimKey(inp: IngestInput): Promise<string> {
+  if (inp.reservedKey) {
+    const key = inp.reservedKey;
+    inp.reservedKey = undefined;
+    return key;
+  }
+  const key = newKey(inp.keyPrefix);
+  await inp.register({ keys: [key] });
+  return key;
 }
 
 function truncated(got: number, want: number) {

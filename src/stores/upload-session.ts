@@ -31,7 +31,7 @@ export interface UploadState {
 }
 
 export type BeginResult =
-  | { ok: true; state: UploadState; lease: string }
+  | { ok: true; state: UploadState; lease: string; reservedKey: string }
   | { ok: false; reason: "unknown" }
   | { ok: false; reason: "offset"; offset: number }
   | { ok: false; reason: "busy"; offset: number };
@@ -77,8 +77,12 @@ export class UploadSession extends DurableObject<Env> {
     if (expectOffset !== null && expectOffset !== s.offset) return { ok: false, reason: "offset", offset: s.offset };
     const token = crypto.randomUUID();
     s.lease = { token, until: now + LEASE_MS };
+    // One object key registered up front saves the writer a round trip for the common
+    // one-object request (cleanup deletes it if it is never written).
+    const reservedKey = `data/${s.id}/${crypto.randomUUID()}`;
+    s.keys.push(reservedKey);
     await this.save(s);
-    return { ok: true, state: s, lease: token };
+    return { ok: true, state: s, lease: token, reservedKey };
   }
 
   /** Extend the lease and record keys/multipart uploads before they are written, so cleanup finds them. */
