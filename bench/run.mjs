@@ -16,13 +16,15 @@ import push from "./sections/push.mjs";
 import small from "./sections/small.mjs";
 import hash from "./sections/hash.mjs";
 import memory from "./sections/memory.mjs";
+import boundary from "./sections/boundary.mjs";
+import buildcache from "./sections/buildcache.mjs";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 // ---- Sections, in run order. A section is {id, title, needs[], run(ctx) → {rows, metrics, notes}}.
 // needs: "benchRoutes" (cloister's /_bench routes), "registries" (runs against every registry that
 // works; reasons printed for the others), "cloisterRegistry" (cloister's /v2 must work), "workerPid".
-const SECTIONS = [r2, push, small, hash, memory];
+const SECTIONS = [r2, push, small, hash, boundary, buildcache, memory];
 
 // ---- Targets: ratios checked at the end. {num, den, min} → num/den ≥ min; {value, max} → value < max.
 const CHECKS = [
@@ -43,6 +45,9 @@ const INFO = [
   { label: "raw R2: multipart get / single-put get", num: "r2.mp_get_MBps", den: "r2.get_MBps" },
   { label: "small: cloister POST ?digest= / POST + PUT", num: "small.postDigest.cloister.blobs_per_s", den: "small.monolithic.cloister.blobs_per_s" },
   { label: "in-Worker sha256 (WASM) / native DigestStream", num: "hash.sha256.worker_MBps", den: "hash.native.worker_MBps" },
+  { label: "boundary HEAD p50: non-member elsewhere / member", num: "boundary.elsewhere.p50_ms", den: "boundary.member.p50_ms" },
+  { label: "boundary HEAD p50: nowhere / elsewhere", num: "boundary.nowhere.p50_ms", den: "boundary.elsewhere.p50_ms" },
+  { label: "build-cache: BLAKE3-claim push / SHA-256 push (4 MiB chunks)", num: "buildcache.blake3_MBps", den: "buildcache.sha256_MBps" },
 ];
 
 // ---- Options
