@@ -17,14 +17,34 @@ export async function tags(c: Ctx, name: string): Promise<Response> {
   return c.json({ name, tags: page.items }, 200, headers);
 }
 
+/**
+ * Only repositories the caller may pull, filtered before paging: a page, its length and its
+ * Link cursor say nothing about repositories the caller cannot see.
+ */
 export async function catalog(c: Ctx): Promise<Response> {
   const url = new URL(c.req.url);
   const { n, last } = parsePage(url, MAX_PAGE);
-  const page = await trustStoreFor(c.env).catalog(n ?? MAX_PAGE, last);
-  const headers: Record<string, string> = {};
-  if (page.next !== null) headers.Link = nextLink("/v2/_catalog", { n: String(n ?? MAX_PAGE), last: page.next });
-  // Only repositories this principal may pull (a page may come out shorter than n).
+  const want = n ?? MAX_PAGE;
   const visible: string[] = [];
-  for (const repo of page.items) if (await mayPull(c, repo)) visible.push(repo);
+  let more = false;
+  if (want > 0) {
+    const trust = trustStoreFor(c.env);
+    let cursor = last;
+    scan: for (;;) {
+      const page = await trust.catalog(MAX_PAGE, cursor);
+      for (const repo of page.items) {
+        if (!(await mayPull(c, repo))) continue;
+        if (visible.length === want) {
+          more = true; // one more visible repository exists: offer a next page
+          break scan;
+        }
+        visible.push(repo);
+      }
+      if (page.next === null) break;
+      cursor = page.next;
+    }
+  }
+  const headers: Record<string, string> = {};
+  if (more) headers.Link = nextLink("/v2/_catalog", { n: String(want), last: visible[visible.length - 1] });
   return c.json({ repositories: visible }, 200, headers);
 }
