@@ -8,7 +8,7 @@ import type { UploadState } from "../stores/upload-session";
 import { ingest, tooLarge } from "../storage/ingest";
 import { commitBlob } from "../storage/handoff";
 import { memberBlob } from "../storage/backfill";
-import { assertClaim, createHashers, finishHashers, saveHashers, streamingAlgorithms, type DigestPolicy, type Computed } from "../digest/verify";
+import { assertClaim, createHashers, finishHashers, missingAlgorithm, saveHashers, streamingAlgorithms, type DigestPolicy, type Computed } from "../digest/verify";
 import { Hasher } from "../digest/hasher";
 import { principalId } from "./principal";
 import { mayPull } from "../auth";
@@ -55,7 +55,11 @@ export async function start(c: Ctx, name: string): Promise<Response> {
 async function openSession(c: Ctx, name: string): Promise<Response> {
   const cfg = config(c.env);
   const id = crypto.randomUUID();
-  await uploadSessionFor(c.env, id).open({ id, repo: name, principal: principalId(c), ttlSeconds: cfg.uploadTtlSeconds, partSize: cfg.uploadPartBytes });
+  // A client may declare the digest algorithm it will close with, so that hash is computed
+  // (resumably) while the chunks stream instead of by a read at close (cloister extension).
+  const declared = new URL(c.req.url).searchParams.get("digest-algorithm");
+  const algorithms: ("blake3" | "sha512")[] = declared === "blake3" || declared === "sha512" ? [declared] : [];
+  await uploadSessionFor(c.env, id).open({ id, repo: name, principal: principalId(c), ttlSeconds: cfg.uploadTtlSeconds, partSize: cfg.uploadPartBytes, algorithms });
   return new Response(null, {
     status: 202,
     headers: {
@@ -93,7 +97,7 @@ async function monolithic(c: Ctx, name: string, claim: ParsedDigest): Promise<Re
   const cfg = config(c.env);
   checkBodyLimit(c, cfg.maxBodyBytes);
   const policy = digestPolicy(c.env, name);
-  const hashers = createHashers(streamingAlgorithms(claim, policy));
+  const hashers = createHashers(streamingAlgorithms(claim));
   const keyPrefix = `data/${crypto.randomUUID()}/`;
   const written: string[] = [];
   try {
@@ -103,7 +107,7 @@ async function monolithic(c: Ctx, name: string, claim: ParsedDigest): Promise<Re
       register: async (add) => { if (add.keys) written.push(...add.keys); },
     });
     if (res.layout.kind !== "single") throw new Error("monolithic upload did not produce one object");
-    const computed = finishHashers(hashers);
+    const computed = await completeHashes(c.env.BUCKET, res.layout.key, claim, finishHashers(hashers), policy);
     assertClaim(claim, computed, policy);
     await commitBlob(c.env, name, { digest: claim.digest, size: res.layout.size, r2Key: res.layout.key, contentSha256: computed.sha256! });
     return created(name, claim.digest);
@@ -175,7 +179,7 @@ async function append(c: Ctx, name: string, id: string, session: ReturnType<type
   try {
     const algs = Object.keys(state.hashStates).length
       ? (Object.keys(state.hashStates) as ReturnType<typeof streamingAlgorithms>)
-      : streamingAlgorithms(state.offset === 0 && claim ? claim : null, policy);
+      : streamingAlgorithms(state.offset === 0 && claim ? claim : null, state.algorithms ?? []);
     const hashers = createHashers(algs, state.hashStates);
     const res = await ingest({
       bucket: c.env.BUCKET, layout: state.layout, offset: state.offset, partSize: state.partSize, hashers,
@@ -192,11 +196,7 @@ async function append(c: Ctx, name: string, id: string, session: ReturnType<type
       return next;
     }
     if (res.layout.kind !== "single") throw new Error("final upload did not produce one object");
-    let computed: Computed = finishHashers(hashers);
-    if (!computed[claim!.algorithm] && claim!.algorithm !== "sha256") {
-      // The claim's algorithm was not known while streaming (e.g. a chunked sha512 upload): read once more.
-      computed = { ...computed, ...(await hashObject(c.env.BUCKET, res.layout.key, claim!.algorithm)) };
-    }
+    const computed = await completeHashes(c.env.BUCKET, res.layout.key, claim!, finishHashers(hashers), policy);
     try {
       assertClaim(claim!, computed, policy);
     } catch (err) {
@@ -212,6 +212,15 @@ async function append(c: Ctx, name: string, id: string, session: ReturnType<type
   } finally {
     if (!committed) await session.release(lease).catch(() => {});
   }
+}
+
+/**
+ * Add the hash the claim still needs (an algorithm not known while streaming, or BLAKE3 for a
+ * build-cache/v1 claim whose SHA-256 check failed) by reading the written object once.
+ */
+async function completeHashes(bucket: R2Bucket, key: string, claim: ParsedDigest, computed: Computed, policy: DigestPolicy): Promise<Computed> {
+  const more = missingAlgorithm(claim, computed, policy);
+  return more ? { ...computed, ...(await hashObject(bucket, key, more)) } : computed;
 }
 
 async function hashObject(bucket: R2Bucket, key: string, algorithm: ParsedDigest["algorithm"]): Promise<Computed> {

@@ -4,6 +4,7 @@
 // on different isolates, but only one may stream at a time.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import type { HashAlgorithm } from "../digest/hasher";
 
 export type UploadLayout =
   | { kind: "empty" }
@@ -20,6 +21,8 @@ export interface UploadState {
   expiresAt: number;
   offset: number;
   partSize: number;
+  /** Extra hash algorithms the client declared at POST (computed while streaming). */
+  algorithms?: HashAlgorithm[];
   layout: UploadLayout;
   /** Saved resumable hash states by algorithm (base64), covering `offset` bytes. */
   hashStates: Record<string, string>;
@@ -49,11 +52,11 @@ export class UploadSession extends DurableObject<Env> {
   }
 
   /** Create the session. */
-  async open(init: { id: string; repo: string; principal: string; ttlSeconds: number; partSize: number }): Promise<UploadState> {
+  async open(init: { id: string; repo: string; principal: string; ttlSeconds: number; partSize: number; algorithms?: HashAlgorithm[] }): Promise<UploadState> {
     const now = Date.now();
     const state: UploadState = {
       id: init.id, repo: init.repo, principal: init.principal, createdAt: now,
-      expiresAt: now + init.ttlSeconds * 1000, offset: 0, partSize: init.partSize,
+      expiresAt: now + init.ttlSeconds * 1000, offset: 0, partSize: init.partSize, algorithms: init.algorithms ?? [],
       layout: { kind: "empty" }, hashStates: {}, keys: [], multiparts: {}, lease: null,
     };
     await this.save(state);

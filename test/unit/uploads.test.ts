@@ -346,3 +346,32 @@ describe("build-cache/v1 overload switch (BLAKE3_IN_SHA256)", () => {
     await expectBytes(new Uint8Array(await got.arrayBuffer()), data);
   });
 });
+
+describe("BLAKE3 verification cost", () => {
+  const b3 = (data: Uint8Array) => [...blake3(data)].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+  it("ordinary uploads hash only SHA-256 while streaming; a BLAKE3 claim is still verified at close", async () => {
+    const data = bytes(6 * MiB + 1, 71);
+    const loc = await startUpload("bc/lazy");
+    expect((await patch(loc, data.subarray(0, 5 * MiB + 7), 0)).status).toBe(202);
+    const state = await runInDurableObject(sessionStub(idOf(loc)), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    expect(Object.keys(state.hashStates)).toEqual(["sha256"]);
+    expect((await patch(loc, data.subarray(5 * MiB + 7), 5 * MiB + 7)).status).toBe(202);
+    const res = await req(withQuery(loc, `digest=sha256:${b3(data)}`), { method: "PUT" });
+    expect(res.status).toBe(201);
+    await expectBytes(await pull("bc/lazy", `sha256:${b3(data)}`), data);
+  });
+
+  it("a chunked upload that declares digest-algorithm=blake3 carries resumable BLAKE3 state across PATCHes", async () => {
+    const data = bytes(5 * MiB + 99, 72);
+    const res = await req("/v2/bc/declared/blobs/uploads/?digest-algorithm=blake3", { method: "POST" });
+    const loc = res.headers.get("Location")!;
+    const cut = 5 * MiB + 1;
+    expect((await patch(loc, data.subarray(0, cut), 0)).status).toBe(202);
+    const state = await runInDurableObject(sessionStub(idOf(loc)), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    expect(Object.keys(state.hashStates).sort()).toEqual(["blake3", "sha256"]);
+    expect(Hasher.resume("blake3", base64ToBytes(state.hashStates.blake3)).digestHex()).toBe(b3(data.subarray(0, cut)));
+    expect((await patch(loc, data.subarray(cut), cut)).status).toBe(202);
+    expect((await req(withQuery(loc, `digest=sha256:${b3(data)}`), { method: "PUT" })).status).toBe(201);
+  });
+});
