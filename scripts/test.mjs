@@ -57,10 +57,11 @@ const reportDir = mkdtempSync(join(tmpdir(), "cloister-test-"));
 const reporters = (name) => ["--reporter=default", "--reporter=json", `--outputFile.json=${join(reportDir, name + ".json")}`];
 const results = [];
 if (only !== "e2e") results.push(await runNode(vitest, ["run", ...reporters("unit"), ...args], "unit + integration (workerd, vitest.config.ts)"));
+if (only !== "e2e") results.push(await runNode(vitest, ["run", "--config", "vitest.auth.config.ts", ...reporters("auth"), ...args], "conformance with token auth (workerd, vitest.auth.config.ts)"));
 if (only !== "unit") results.push(await runNode(vitest, ["run", "--config", "vitest.e2e.config.ts", ...reporters("e2e"), ...args], "end-to-end (real clients, vitest.e2e.config.ts)"));
 
 let passed = 0, failed = 0, skipped = 0;
-for (const name of ["unit", "e2e"]) {
+for (const name of ["unit", "auth", "e2e"]) {
   try {
     const j = JSON.parse(readFileSync(join(reportDir, name + ".json"), "utf8"));
     passed += j.numPassedTests ?? 0;

@@ -7,15 +7,27 @@ import type { Env } from "../../src/env";
 
 export const BASE = "http://registry.test";
 
+/**
+ * Credentials every request carries when the suite runs in token mode (vitest.auth.config.ts
+ * sets TEST_CREDENTIALS): the same tests then prove the API works through the auth gate.
+ */
+function withCredentials(init: RequestInit): RequestInit {
+  const creds = (env as unknown as { TEST_CREDENTIALS?: string }).TEST_CREDENTIALS;
+  if (!creds) return init;
+  const headers = new Headers(init.headers);
+  if (!headers.has("Authorization")) headers.set("Authorization", "Basic " + btoa(creds));
+  return { ...init, headers };
+}
+
 /** A request through the deployed Worker entry (wrangler.toml + test bindings). */
 export function req(path: string, init: RequestInit = {}): Promise<Response> {
-  return exports.default.fetch(new Request(BASE + path, init));
+  return exports.default.fetch(new Request(BASE + path, withCredentials(init)));
 }
 
 /** A request through a fresh app with some variables overridden (e.g. body caps). */
 export async function reqWith(vars: Partial<Record<string, string>>, path: string, init: RequestInit = {}): Promise<Response> {
   const ctx = createExecutionContext();
-  const res = await buildApp().fetch(new Request(BASE + path, init), { ...(env as unknown as Env), ...vars }, ctx);
+  const res = await buildApp().fetch(new Request(BASE + path, withCredentials(init)), { ...(env as unknown as Env), ...vars }, ctx);
   await waitOnExecutionContext(ctx);
   return res;
 }
