@@ -5,7 +5,7 @@ import { oci } from "./errors";
 import { isValidName, parseDigest, type ParsedDigest } from "./grammar";
 import { uploadSessionFor, trustStoreFor } from "../stores";
 import type { UploadState } from "../stores/upload-session";
-import { ingest, tooLarge } from "../storage/ingest";
+import { ingest, readChunks, tooLarge } from "../storage/ingest";
 import { commitBlob } from "../storage/handoff";
 import { memberBlob } from "../storage/backfill";
 import { assertClaim, createHashers, finishHashers, missingAlgorithm, saveHashers, streamingAlgorithms, type DigestPolicy, type Computed } from "../digest/verify";
@@ -227,7 +227,6 @@ async function hashObject(bucket: R2Bucket, key: string, algorithm: ParsedDigest
   const obj = await bucket.get(key);
   if (!obj) throw new Error(`object ${key} vanished`);
   const h = Hasher.create(algorithm);
-  const { readChunks } = await import("../storage/ingest");
   for await (const chunk of readChunks(obj.body)) h.update(chunk);
   return { [algorithm]: h.digestHex() };
 }
