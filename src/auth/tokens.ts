@@ -152,6 +152,12 @@ export async function verifyJwt<T extends JWTPayload>(
   return { ok: true, claims: claims as T };
 }
 
+/** The registered claims every token carries (5 s of clock-skew allowance on nbf). */
+function registeredClaims(opts: { subject: string; audience: string; ttl: number; now?: number }) {
+  const t = opts.now ?? Math.floor(Date.now() / 1000);
+  return { iss: TOKEN_ISSUER, sub: opts.subject, aud: opts.audience, exp: t + opts.ttl, nbf: t - 5, iat: t, jti: randomId(16) };
+}
+
 export async function issueAccessToken(opts: {
   keys: readonly SigningKey[];
   subject: string;
@@ -160,17 +166,7 @@ export async function issueAccessToken(opts: {
   ttl: number;
   now?: number;
 }): Promise<{ token: string; claims: AccessClaims }> {
-  const t = opts.now ?? Math.floor(Date.now() / 1000);
-  const claims: AccessClaims = {
-    iss: TOKEN_ISSUER,
-    sub: opts.subject,
-    aud: opts.audience,
-    exp: t + opts.ttl,
-    nbf: t - 5,
-    iat: t,
-    jti: randomId(16),
-    access: opts.access,
-  };
+  const claims: AccessClaims = { ...registeredClaims(opts), access: opts.access };
   return { token: await signJwt(claims, opts.keys), claims };
 }
 
@@ -182,17 +178,6 @@ export async function issueRefreshToken(opts: {
   ttl: number;
   now?: number;
 }): Promise<string> {
-  const t = opts.now ?? Math.floor(Date.now() / 1000);
-  const claims: RefreshClaims = {
-    iss: TOKEN_ISSUER,
-    sub: opts.subject,
-    aud: opts.audience,
-    exp: t + opts.ttl,
-    nbf: t - 5,
-    iat: t,
-    jti: randomId(16),
-    use: "refresh",
-    ep: opts.epoch,
-  };
+  const claims: RefreshClaims = { ...registeredClaims(opts), use: "refresh", ep: opts.epoch };
   return signJwt(claims, opts.keys);
 }
