@@ -13,7 +13,8 @@
 // Keys are stored under the "_bench/" prefix so they never collide with registry objects.
 import { Hono } from "hono";
 import type { Env } from "./env";
-import { Hasher, toHex, type HashAlgorithm } from "./digest/hasher";
+import { Hasher, type HashAlgorithm } from "./digest/hasher";
+import { toHex } from "./util/encoding";
 
 export const benchRoutes = new Hono<{ Bindings: Env }>();
 benchRoutes.use("*", async (c, next) => {

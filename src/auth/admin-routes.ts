@@ -4,7 +4,8 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { OciError, oci } from "../oci/errors";
-import { b64url, hashPassword, randomBytes, sha256Hex } from "./crypto";
+import { hashPassword, randomBytes, sha256Hex } from "./crypto";
+import { bytesToBase64url } from "../util/encoding";
 import { challengeHeader } from "./middleware";
 import {
   ACTIONS,
@@ -226,7 +227,7 @@ adminRoutes.post("/robots", async (c) => {
   const t = Math.floor(Date.now() / 1000);
   const expiresAt = b.expiresAt ?? (b.expiresInSeconds !== undefined ? t + b.expiresInSeconds : null);
   if (expiresAt !== null && expiresAt <= t) throw bad("expiresAt is in the past");
-  const secret = `cloister_${b64url(randomBytes(32))}`;
+  const secret = `cloister_${bytesToBase64url(randomBytes(32))}`;
   const res = await storeOf(c).createRobot({
     name: short,
     owner: b.owner,

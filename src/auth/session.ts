@@ -5,7 +5,8 @@ import { classifyAccount, type AccountStore } from "../stores/account-store";
 import { accountStoreFor } from "../stores/index";
 import type { Env } from "../env";
 import { authConfig, type AuthConfig, type SigningKey } from "./config";
-import { bytesEqual, sha256Hex, stringsEqual, verifyPassword } from "./crypto";
+import { sha256Hex, stringsEqual, verifyPassword } from "./crypto";
+import { base64ToBytes } from "../util/encoding";
 import { parseRule, withBuiltins, type Rule, type Subject } from "./policy";
 import type { AccessEntry } from "./tokens";
 
@@ -112,10 +113,7 @@ export function parseBasic(header: string | undefined): { username: string; pass
   if (!m) return null;
   let text: string;
   try {
-    const bin = atob(m[1]);
-    const bytes = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(base64ToBytes(m[1]));
   } catch {
     return null;
   }
@@ -177,10 +175,7 @@ export async function login(c: AnyCtx, cfg: AuthConfig, username: string, passwo
         result = { ok: true, principal: userPrincipal(username), epoch: rec.epoch };
       }
     } else if (rec.kind === "robot" && who.kind === "robot") {
-      const enc = new TextEncoder();
-      const got = enc.encode(await sha256Hex(password));
-      const want = enc.encode(rec.secretSha256);
-      if (bytesEqual(got, want.byteLength === got.byteLength ? want : new Uint8Array(got.byteLength)) && want.byteLength === got.byteLength) {
+      if (await stringsEqual(await sha256Hex(password), rec.secretSha256)) {
         ok = true; // the secret is right; expiry is reported, not counted as a guess
         result =
           rec.expiresAt !== null && rec.expiresAt <= Math.floor(Date.now() / 1000)

@@ -2,7 +2,8 @@
 // out, and refresh tokens. Signing keys come from TOKEN_SIGNING_KEYS or the AccountStore.
 import { sign, verify, decode } from "hono/jwt";
 import { isValidName } from "../oci/grammar";
-import { b64url, randomId } from "./crypto";
+import { randomId } from "./crypto";
+import { bytesToBase64url } from "../util/encoding";
 import type { SigningKey } from "./config";
 import { TOKEN_ISSUER } from "./config";
 import { allowedActions, type Action, type Rule, type Subject } from "./policy";
@@ -104,7 +105,7 @@ export function accessCovers(access: readonly AccessEntry[], type: string, name:
 }
 
 function jwk(key: SigningKey) {
-  return { kty: "oct", k: b64url(new TextEncoder().encode(key.secret)), alg: "HS256", kid: key.kid };
+  return { kty: "oct", k: bytesToBase64url(new TextEncoder().encode(key.secret)), alg: "HS256", kid: key.kid };
 }
 
 /** Signs with the first key; the header carries its kid. */

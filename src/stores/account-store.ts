@@ -5,6 +5,7 @@
 // or returns a plaintext secret.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import { bytesToBase64url } from "../util/encoding";
 
 /** Failures within THROTTLE_WINDOW seconds that lock an account. */
 export const THROTTLE_MAX_FAILURES = 5;
@@ -371,12 +372,7 @@ export class AccountStore extends DurableObject<Env> {
   }
 
   private addKey(): string {
-    const rand = (n: number) => {
-      const b = crypto.getRandomValues(new Uint8Array(n));
-      let s = "";
-      for (const x of b) s += String.fromCharCode(x);
-      return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-    };
+    const rand = (n: number) => bytesToBase64url(crypto.getRandomValues(new Uint8Array(n)));
     const kid = `k-${rand(6)}`;
     this.sql.exec("INSERT INTO signing_keys (kid, secret, created_at) VALUES (?, ?, ?)", kid, rand(32), now());
     return kid;
