@@ -101,7 +101,8 @@ const createRobotSchema = z
 
 // ---- authentication ---------------------------------------------------------------------------
 
-async function requireAdmin(c: Ctx, next: () => Promise<void>) {
+/** The admin gate: the admin API's, also mounted in front of /_bench (src/app.ts). */
+export async function requireAdmin(c: Ctx, next: () => Promise<void>) {
   const cfg = configOf(c);
   const need = { type: "registry", name: "admin", actions: ["*"] };
   const challenge = { "WWW-Authenticate": `${challengeHeader(cfg, need)}, Basic realm="cloister admin"` };
@@ -191,10 +192,8 @@ adminRoutes.put("/users/:name/password", async (c) => {
 });
 
 // sign-in locks
-adminRoutes.get("/locks/:account", async (c) => {
-  const s = await storeOf(c).throttleState(c.req.param("account"));
-  return c.json({ account: c.req.param("account"), ...(s ?? { failures: 0, lockedUntil: 0, lockouts: 0, inflight: 0 }) });
-});
+// Per client address (the 100 most recent), plus the account-wide failure count and delay.
+adminRoutes.get("/locks/:account", async (c) => c.json(await storeOf(c).throttleState(c.req.param("account"))));
 adminRoutes.delete("/locks/:account", async (c) => {
   await storeOf(c).unlock(c.req.param("account"));
   return c.body(null, 204);
