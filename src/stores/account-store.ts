@@ -123,8 +123,10 @@ export class AccountStore extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS login_inflight (
         account TEXT NOT NULL, addr TEXT NOT NULL, guess TEXT NOT NULL, n INTEGER NOT NULL, started_at INTEGER NOT NULL,
         PRIMARY KEY (account, addr, guess));
+      CREATE INDEX IF NOT EXISTS login_inflight_age ON login_inflight(started_at);
       CREATE TABLE IF NOT EXISTS login_account (
         account TEXT PRIMARY KEY, failures INTEGER NOT NULL, window_start INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS login_account_age ON login_account(window_start);
     `);
   }
 
@@ -210,6 +212,9 @@ export class AccountStore extends DurableObject<Env> {
         if (th) this.sql.exec("DELETE FROM login_throttle WHERE account = ? AND addr = ?", account, addr);
         return;
       }
+      // Attempts that were already running when the lock landed (the same credential sent in
+      // parallel) do not extend it: the lock counts distinct, completed guesses.
+      if (th && Number(th.locked_until) > t) return;
       let failures = th ? Number(th.failures) : 0;
       let windowStart = th ? Number(th.window_start) : 0;
       let lockouts = th ? Number(th.lockouts) : 0;

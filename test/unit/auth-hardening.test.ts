@@ -139,6 +139,21 @@ describe("sign-in throttling strangers cannot turn against an account (issue 9 d
     expect(await fails(5)).toBe(30);
   });
 
+  it("the same wrong credential sent in parallel locks once and does not extend the lock", async () => {
+    const s = store();
+    const acct = "same-wrong";
+    const ip = "203.0.113.60";
+    for (let i = 0; i < 10; i++) expect((await s.loginBegin(acct, ip, "same")).status).toBe("ok");
+    const ends = [];
+    for (let i = 0; i < 10; i++) ends.push((await s.loginEnd(acct, ip, "same", false)).lockedFor);
+    expect(ends).toEqual([0, 0, 0, 0, 30, 0, 0, 0, 0, 0]);
+    await runInDurableObject(s, (_o: AccountStore, state: DurableObjectState) => {
+      state.storage.sql.exec("UPDATE login_throttle SET locked_until = ? WHERE account = ?", Math.floor(Date.now() / 1000) - 1, acct);
+    });
+    // After the lock, the address gets its five guesses again (not a stale count of 10).
+    for (let i = 0; i < 5; i++) expect((await s.loginBegin(acct, ip, `next-${i}`)).status).toBe("ok");
+  });
+
   it("IPv6 clients are counted per /64, and the admin API shows and lifts locks per address", async () => {
     await createUser("sixer");
     for (let i = 0; i < 5; i++) expect((await token(`2001:db8:1:2::${i + 1}`, "sixer", `wrong-${i}`)).status).toBe(401);
