@@ -124,4 +124,49 @@ export function have(cmd: string): boolean {
   return spawnSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" }).status === 0;
 }
 
+/** CI is set to something other than "", "0" or "false" (GitHub, GitLab and .ci/run set CI=true). */
+export const inCI = !!process.env.CI && !/^(0|false)$/i.test(process.env.CI);
+
+/** Debian package that provides each client binary (for the error message). */
+const PACKAGE: Record<string, string> = {
+  skopeo: "skopeo",
+  umoci: "umoci",
+  curl: "curl",
+  unshare: "util-linux",
+  "docker-registry": "docker-registry",
+  "/usr/bin/docker": "docker.io",
+  dockerd: "docker.io",
+  podman: "podman",
+  buildah: "buildah",
+  containerd: "containerd",
+  ctr: "containerd",
+};
+
+export interface ClientCheck {
+  missing: string[];
+  /** true only outside CI with a client missing: the file's tests are skipped (loudly). */
+  skip: boolean;
+  /** Throws (in CI) when a client is missing; call it first in beforeAll. */
+  assert(): void;
+}
+
+/**
+ * The clients an e2e file needs. Outside CI a missing client skips the file with a loud
+ * warning; under CI=true it never skips: assert() throws, so every test of the file fails
+ * (and scripts/test.mjs also fails a CI run that skipped anything).
+ */
+export function needClients(file: string, cmds: string[]): ClientCheck {
+  const missing = cmds.filter((c) => (c.startsWith("/") ? !existsSync(c) : !have(c)));
+  const pkgs = [...new Set(missing.map((c) => PACKAGE[c] ?? c))];
+  const msg = `${file}: missing ${missing.join(", ")} (apt-get install ${pkgs.join(" ")})`;
+  if (missing.length && !inCI) console.warn(`\n!!! SKIPPING ${msg}; under CI=true this fails !!!\n`);
+  return {
+    missing,
+    skip: missing.length > 0 && !inCI,
+    assert() {
+      if (missing.length) throw new Error(`${msg}; CI=true, so this is a failure, not a skip`);
+    },
+  };
+}
+
 export { existsSync };
