@@ -6,17 +6,15 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startRegistry, type RunningRegistry } from "./helpers/registry";
+import { type RunningRegistry } from "./helpers/registry";
 import { needClients } from "./helpers/exec";
-import { request, describe as show } from "./helpers/http";
 import { busyboxPath, DOCKER_V2S2 } from "./helpers/images";
 import { writeDeterministicFile } from "./helpers/data";
 import { Docker, DOCKER_CLI } from "./helpers/docker";
+import { adminAuth, basic, startTokenRegistry } from "./helpers/token";
+import { expectBlobsServed, expectNoTags, servedManifest } from "./helpers/checks";
 
-const ADMIN_PW = "e2e-admin-password";
 const ALICE_PW = "alice-docker-password";
-const BOB_PW = "bob-docker-password";
-const basic = (u: string, p: string) => ({ Authorization: `Basic ${Buffer.from(`${u}:${p}`).toString("base64")}` });
 const LARGE = 150_000_000;
 
 const clients = needClients("docker.e2e", [DOCKER_CLI, "dockerd", "busybox"]);
@@ -28,11 +26,7 @@ beforeAll(async () => {
   if (clients.skip) return;
   clients.assert();
   work = mkdtempSync(join(tmpdir(), "cloister-e2e-docker-"));
-  [reg, docker] = await Promise.all([startRegistry({ vars: { AUTH_MODE: "token", ADMIN_PASSWORD: ADMIN_PW } }), Docker.start()]);
-  for (const [name, password] of [["alice", ALICE_PW], ["bob", BOB_PW]]) {
-    const r = await request(reg, "POST", "/admin/users", { headers: { ...basic("admin", ADMIN_PW), "Content-Type": "application/json" }, body: JSON.stringify({ name, password }) });
-    expect(r.status, `create ${name}: ${show(r)}`).toBe(201);
-  }
+  [reg, docker] = await Promise.all([startTokenRegistry({ alice: ALICE_PW, bob: "bob-docker-password" }), Docker.start()]);
   await build("e2e/tiny:1", {});
 });
 
@@ -62,29 +56,15 @@ async function push(ref: string): Promise<string> {
   return m![1];
 }
 
-/** The manifest as the registry serves it to `user`, checked against docker's digest. */
-async function manifest(repo: string, tag: string, digest: string, auth: Record<string, string>) {
-  const r = await request(reg, "GET", `/v2/${repo}/manifests/${tag}`, { headers: { ...auth, Accept: DOCKER_V2S2 } });
-  expect(r.status, show(r)).toBe(200);
-  expect(r.headers["docker-content-digest"]).toBe(digest);
-  expect(`sha256:${r.sha256}`).toBe(digest);
-  expect(r.headers["content-type"]).toBe(DOCKER_V2S2);
-  return r.json() as { config: { digest: string }; layers: { digest: string; size: number }[] };
-}
-
-/** Every layer blob of `m` is served whole and hashes to its digest (streamed, not kept). */
-async function expectLayers(repo: string, m: { layers: { digest: string; size: number }[] }, auth: Record<string, string>) {
-  for (const l of m.layers) {
-    const r = await request(reg, "GET", `/v2/${repo}/blobs/${l.digest}`, { headers: auth, discardBody: true });
-    expect(r.status, show(r)).toBe(200);
-    expect(r.size).toBe(l.size);
-    expect(`sha256:${r.sha256}`).toBe(l.digest);
-  }
+/** The manifest the registry serves for docker's digest: Docker v2s2, blobs intact. */
+async function expectPushed(repo: string, tag: string, digest: string) {
+  const m = await servedManifest(reg, repo, tag, digest, basic("alice", ALICE_PW));
+  expect(m.mediaType).toBe(DOCKER_V2S2);
+  await expectBlobsServed(reg, repo, [m.json.config!, ...m.json.layers!], basic("alice", ALICE_PW));
+  return m.json as { config: { digest: string }; layers: { digest: string; size: number }[] };
 }
 
 describe.skipIf(clients.skip)("docker in token mode", () => {
-  const alice = () => basic("alice", ALICE_PW);
-
   test("docker login: a wrong password is refused, the right one succeeds", async () => {
     const bad = await docker.login(reg.host, "alice", "not-her-password", { allowFail: true });
     expect(bad.code).not.toBe(0);
@@ -97,12 +77,11 @@ describe.skipIf(clients.skip)("docker in token mode", () => {
     const ref = `${reg.host}/alice/busybox:1`;
     await docker.run(["tag", "e2e/tiny:1", ref]);
     const digest = await push(ref);
-    const m = await manifest("alice/busybox", "1", digest, alice());
+    const m = await expectPushed("alice/busybox", "1", digest);
     // docker's image ID is the digest of its config: the registry got the very same config.
     const local = await docker.inspect("e2e/tiny:1");
     expect(m.config.digest).toBe(local.Id);
     expect(m.layers.length).toBe(local.RootFS.Layers.length);
-    await expectLayers("alice/busybox", m, alice());
   });
 
   test("pull after removing the local image gives back the same image", async () => {
@@ -123,9 +102,7 @@ describe.skipIf(clients.skip)("docker in token mode", () => {
     const denied = await docker.run(["push", ref], { allowFail: true });
     expect(denied.code).not.toBe(0);
     expect(denied.stderr + denied.stdout).toMatch(/denied|unauthorized|authentication required/i);
-    const tags = await request(reg, "GET", "/v2/bob/busybox/tags/list", { headers: basic("admin", ADMIN_PW) });
-    if (tags.status === 200) expect(tags.json().tags ?? []).toEqual([]);
-    else expect(tags.status, show(tags)).toBe(404);
+    await expectNoTags(reg, "bob/busybox", adminAuth());
 
     await docker.run(["logout", reg.host]);
     const anon = await docker.run(["pull", `${reg.host}/alice/busybox:1`], { allowFail: true });
@@ -143,10 +120,9 @@ describe.skipIf(clients.skip)("docker in token mode", () => {
     const t0 = Date.now();
     const digest = await push(ref);
     const t1 = Date.now();
-    const m = await manifest("alice/large", "1", digest, alice());
+    const m = await expectPushed("alice/large", "1", digest);
     const big = m.layers.find((l) => l.size >= LARGE);
     expect(big, `a layer of at least ${LARGE} bytes in ${JSON.stringify(m.layers)}`).toBeTruthy();
-    await expectLayers("alice/large", m, alice());
 
     const id = (await docker.inspect(ref)).Id;
     await docker.run(["rmi", ref, "e2e/large:1"]);

@@ -34,6 +34,12 @@ function mountsUnder(dir: string): string[] {
   return mounts.sort((a, b) => b.length - a.length);
 }
 
+/** Lazily unmounts whatever a client left mounted under `dir`, then removes it. */
+export async function unmountAndRemove(dir: string): Promise<void> {
+  for (const m of mountsUnder(dir)) await run("umount", ["-l", m], { allowFail: true });
+  rmSync(dir, { recursive: true, force: true });
+}
+
 /** GET http://unix:<socket><path>; resolves with the status or rejects. */
 export function unixGet(socketPath: string, path: string, timeoutMs = 2000): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -97,8 +103,7 @@ export async function startDaemon(o: {
       } catch {}
       live.delete(p);
     }
-    for (const m of mountsUnder(o.dir)) await run("umount", ["-l", m], { allowFail: true });
-    rmSync(o.dir, { recursive: true, force: true });
+    await unmountAndRemove(o.dir);
   };
 
   const started = Date.now();

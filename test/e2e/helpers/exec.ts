@@ -30,8 +30,8 @@ export function run(cmd: string, args: string[], o: RunOptions = {}): Promise<Ru
     if (fd !== undefined) closeSync(fd);
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
+    child.stdout!.on("data", (d) => (stdout += d));
+    child.stderr!.on("data", (d) => (stderr += d));
     const timer = setTimeout(() => {
       stderr += `\n[killed after ${o.timeoutMs} ms]`;
       child.kill("SIGKILL");
@@ -69,28 +69,44 @@ const SYSTEM_BLOB_INFO_CACHE_DIR = "/var/lib/containers/cache";
  * saw before; we hide it behind a tmpfs in a private mount namespace when possible, and
  * otherwise delete the cache file before each invocation.
  */
+export interface ContainersSandbox {
+  dir: string;
+  env: NodeJS.ProcessEnv;
+  /** a signature policy that accepts anything */
+  policy: string;
+}
+
+/**
+ * A temp dir with what every containers/image client (skopeo, podman, buildah) reads from the
+ * system otherwise: policy, registries.conf, auth file, HOME/TMPDIR/XDG dirs.
+ */
+export function containersSandbox(prefix: string): ContainersSandbox {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  for (const d of ["home", "tmp", "run"]) mkdirSync(join(dir, d));
+  const policy = join(dir, "policy.json");
+  writeFileSync(policy, JSON.stringify({ default: [{ type: "insecureAcceptAnything" }] }));
+  writeFileSync(join(dir, "registries.conf"), 'unqualified-search-registries = []\n');
+  writeFileSync(join(dir, "auth.json"), "{}\n");
+  const env = {
+    PATH: process.env.PATH,
+    HOME: join(dir, "home"),
+    TMPDIR: join(dir, "tmp"),
+    XDG_RUNTIME_DIR: join(dir, "run"),
+    XDG_DATA_HOME: join(dir, "home"),
+    XDG_CONFIG_HOME: join(dir, "home"),
+    CONTAINERS_REGISTRIES_CONF: join(dir, "registries.conf"),
+    REGISTRY_AUTH_FILE: join(dir, "auth.json"),
+  };
+  return { dir, env, policy };
+}
+
 export class Skopeo {
   readonly dir: string;
   private env: NodeJS.ProcessEnv;
   private policy: string;
 
   constructor(private reg: RunningRegistry) {
-    this.dir = mkdtempSync(join(tmpdir(), "cloister-e2e-skopeo-"));
-    for (const d of ["home", "tmp", "run"]) mkdirSync(join(this.dir, d));
-    this.policy = join(this.dir, "policy.json");
-    writeFileSync(this.policy, JSON.stringify({ default: [{ type: "insecureAcceptAnything" }] }));
-    writeFileSync(join(this.dir, "registries.conf"), 'unqualified-search-registries = []\n');
-    writeFileSync(join(this.dir, "auth.json"), "{}\n");
-    this.env = {
-      PATH: process.env.PATH,
-      HOME: join(this.dir, "home"),
-      TMPDIR: join(this.dir, "tmp"),
-      XDG_RUNTIME_DIR: join(this.dir, "run"),
-      XDG_DATA_HOME: join(this.dir, "home"),
-      XDG_CONFIG_HOME: join(this.dir, "home"),
-      CONTAINERS_REGISTRIES_CONF: join(this.dir, "registries.conf"),
-      REGISTRY_AUTH_FILE: join(this.dir, "auth.json"),
-    };
+    ({ dir: this.dir, env: this.env, policy: this.policy } = containersSandbox("cloister-e2e-skopeo-"));
   }
 
   /** docker://HOST/<ref> */
