@@ -69,6 +69,20 @@ const SYSTEM_BLOB_INFO_CACHE_DIR = "/var/lib/containers/cache";
  * saw before; we hide it behind a tmpfs in a private mount namespace when possible, and
  * otherwise delete the cache file before each invocation.
  */
+/**
+ * Runs a containers/image client (skopeo, podman, buildah) without root's shared blob-info
+ * cache: in a private mount namespace with a tmpfs over the cache dir, or else after deleting
+ * the cache file.
+ */
+export function runWithoutSharedCache(cmd: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
+  if (canUnshare()) {
+    const script = `mkdir -p ${SYSTEM_BLOB_INFO_CACHE_DIR} && mount -t tmpfs none ${SYSTEM_BLOB_INFO_CACHE_DIR} && exec "$0" "$@"`;
+    return run("unshare", ["--mount", "--", "sh", "-c", script, cmd, ...args], o);
+  }
+  rmSync(join(SYSTEM_BLOB_INFO_CACHE_DIR, "blob-info-cache-v1.boltdb"), { force: true });
+  return run(cmd, args, o);
+}
+
 export interface ContainersSandbox {
   dir: string;
   env: NodeJS.ProcessEnv;
@@ -123,12 +137,7 @@ export class Skopeo {
       delete: ["--tls-verify=false"],
     };
     const full = ["--policy", this.policy, "--tmpdir", join(this.dir, "tmp"), sub, ...(tls[sub] ?? []), ...args];
-    if (canUnshare()) {
-      const script = `mkdir -p ${SYSTEM_BLOB_INFO_CACHE_DIR} && mount -t tmpfs none ${SYSTEM_BLOB_INFO_CACHE_DIR} && exec skopeo "$@"`;
-      return run("unshare", ["--mount", "--", "sh", "-c", script, "skopeo", ...full], { env: this.env, ...o });
-    }
-    rmSync(join(SYSTEM_BLOB_INFO_CACHE_DIR, "blob-info-cache-v1.boltdb"), { force: true });
-    return run("skopeo", full, { env: this.env, ...o });
+    return runWithoutSharedCache("skopeo", full, { env: this.env, ...o });
   }
 
   cleanup() {

@@ -1,10 +1,11 @@
 // podman and buildah with private storage: vfs driver (no overlay mounts, works in any
 // container), --root/--runroot in a temp dir, cgroupfs and file events for podman, private
-// storage.conf/containers.conf/registries.conf/policy/auth file (containersSandbox), so nothing
-// under /var/lib/containers, /run/containers or ~/.config is read or written.
+// storage.conf/containers.conf/registries.conf/policy/auth file (containersSandbox) and root's
+// shared blob-info cache hidden (runWithoutSharedCache), so nothing under /var/lib/containers,
+// /run/containers or ~/.config is read or written.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { containersSandbox, run, type ContainersSandbox, type RunOptions, type RunResult } from "./exec";
+import { containersSandbox, runWithoutSharedCache, type ContainersSandbox, type RunOptions, type RunResult } from "./exec";
 import { unmountAndRemove } from "./daemon";
 
 /** Subcommands that resolve a signature policy (pointed at the sandbox's accept-anything one). */
@@ -34,7 +35,7 @@ export class StorageClient {
   /** `<cmd> <private storage flags> <sub> [--signature-policy P] <args>` */
   run(sub: string, args: string[], o: Omit<RunOptions, "env"> = {}): Promise<RunResult> {
     const policy = POLICY_SUBCOMMANDS.has(sub) ? ["--signature-policy", this.sb.policy] : [];
-    return run(this.cmd, [...this.global, sub, ...policy, ...args], { ...o, env: this.sb.env });
+    return runWithoutSharedCache(this.cmd, [...this.global, sub, ...policy, ...args], { ...o, env: this.sb.env });
   }
 
   /** `login --tls-verify=false` with the password on stdin. */
