@@ -36,3 +36,10 @@ export async function expectNoTags(reg: RunningRegistry, repo: string, auth: Rec
   if (r.status === 200) expect(r.json().tags ?? []).toEqual([]);
   else expect(r.status, show(r)).toBe(404);
 }
+
+/** The tags the registry lists for `repo`. */
+export async function tagsOf(reg: RunningRegistry, repo: string, auth: Record<string, string>): Promise<string[]> {
+  const r = await request(reg, "GET", `/v2/${repo}/tags/list`, { headers: auth });
+  expect(r.status, show(r)).toBe(200);
+  return r.json().tags ?? [];
+}
