@@ -82,5 +82,5 @@ console.log(`tests: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} 
 // A -t filter marks the tests it leaves out as skipped; only whole runs are held to the CI rule.
 const filtered = args.some((a) => a === "-t" || a.startsWith("--testNamePattern"));
 const ci = !!process.env.CI && !/^(0|false)$/i.test(process.env.CI) && !filtered;
-if (ci && skipped > 0) console.log(`FAIL  CI=true and ${skipped} test(s) skipped: every test must run in CI (see the SKIPPING lines above)`);
+if (ci && skipped > 0) console.log(`FAIL  CI=true and ${skipped} test(s) skipped: every test must run in CI (skips come from a missing client, test.skip or a failed beforeAll)`);
 process.exit(results.some((r) => r.code !== 0) || (ci && skipped > 0) ? 1 : 0);
