@@ -1,4 +1,5 @@
-// Runs real client binaries (skopeo, umoci, curl) with captured output and useful errors.
+// Runs real client binaries with captured output and useful errors; sandboxes for
+// containers/image clients; which clients a file needs (skip locally, fail in CI).
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync, openSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
