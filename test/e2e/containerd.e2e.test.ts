@@ -29,10 +29,11 @@ beforeAll(async () => {
   if (clients.skip) return;
   clients.assert();
   work = mkdtempSync(join(tmpdir(), "cloister-e2e-containerd-"));
-  [reg, containerd, layout] = await Promise.all([
-    startTokenRegistry({ alice: ALICE_PW, bob: BOB_PW }),
-    Containerd.start(),
-    buildLayout(join(work, "layout"), work),
+  // Assign each as soon as it is up, so afterAll stops it even if another fails to start.
+  await Promise.all([
+    startTokenRegistry({ alice: ALICE_PW, bob: BOB_PW }).then((r) => (reg = r)),
+    Containerd.start().then((c) => (containerd = c)),
+    buildLayout(join(work, "layout"), work).then((l) => (layout = l)),
   ]);
   hosts = ["--hosts-dir", containerd.hostsDir(reg.host)];
 });

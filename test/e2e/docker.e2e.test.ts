@@ -26,7 +26,8 @@ beforeAll(async () => {
   if (clients.skip) return;
   clients.assert();
   work = mkdtempSync(join(tmpdir(), "cloister-e2e-docker-"));
-  [reg, docker] = await Promise.all([startTokenRegistry({ alice: ALICE_PW, bob: "bob-docker-password" }), Docker.start()]);
+  // Assign each as soon as it is up, so afterAll stops it even if the other fails to start.
+  await Promise.all([startTokenRegistry({ alice: ALICE_PW, bob: "bob-docker-password" }).then((r) => (reg = r)), Docker.start().then((d) => (docker = d))]);
   await build("e2e/tiny:1", {});
 });
 

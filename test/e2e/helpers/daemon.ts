@@ -16,9 +16,11 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
+// Daemons still running when the test process exits (a crash, or stop() never reached) are
+// killed with their descendants, e.g. dockerd's containerd, which leaves dockerd's group.
 const live = new Set<number>();
 process.once("exit", () => {
-  for (const pid of live) {
+  for (const pid of [...live].flatMap((p) => [p, ...descendants(p).map((d) => d.pid)])) {
     try {
       process.kill(pid, "SIGKILL");
     } catch {}
