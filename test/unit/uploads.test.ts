@@ -10,6 +10,18 @@ import type { UploadSession, UploadState } from "../../src/stores/upload-session
 const MiB = 1024 * 1024;
 const idOf = (location: string) => location.split("/").pop()!;
 const sessionStub = (id: string) => env.UPLOAD_SESSION.get(env.UPLOAD_SESSION.idFromName(id)) as DurableObjectStub<UploadSession>;
+const OPEN_PRINCIPAL = "open";
+const repoOf = (location: string) => location.slice("/v2/".length, location.indexOf("/blobs/uploads/"));
+/** The session's state as the routes see it (open mode: the principal is "open"). */
+async function sessionState(location: string): Promise<UploadState> {
+  const s = await sessionStub(idOf(location)).get(repoOf(location), OPEN_PRINCIPAL);
+  expect(s).not.toBeNull();
+  return s as UploadState;
+}
+/** One SQL statement inside the session object (rows, counts). */
+function sessionSql<T extends Record<string, SqlStorageValue>>(location: string, query: string, ...bindings: SqlStorageValue[]): Promise<T[]> {
+  return runInDurableObject(sessionStub(idOf(location)), (_i, s) => s.storage.sql.exec<T>(query, ...bindings).toArray());
+}
 
 async function pull(repo: string, digest: string): Promise<Uint8Array> {
   const res = await req(`/v2/${repo}/blobs/${digest}`);
@@ -118,7 +130,7 @@ describe("chunked uploads", () => {
     const loc = await startUpload("up/resume");
     const cut = 5 * MiB + 1;
     expect((await patch(loc, data.subarray(0, cut), 0)).status).toBe(202);
-    const state = await runInDurableObject(sessionStub(idOf(loc)), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    const state = await sessionState(loc);
     expect(state.offset).toBe(cut);
     const h = Hasher.resume("sha256", base64ToBytes(state.hashStates.sha256));
     expect("sha256:" + h.digestHex()).toBe(await sha256(data.subarray(0, cut)));
@@ -213,15 +225,17 @@ describe("session lifecycle", () => {
     expect((await patch(loc, bytes(6 * MiB, 21), 0)).status).toBe(202);
     expect((await patch(loc, bytes(6 * MiB, 22), 6 * MiB)).status).toBe(202);
     const id = idOf(loc);
-    const state = await runInDurableObject(sessionStub(id), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    const state = await sessionState(loc);
     expect(state.layout.kind).toBe("multipart");
+    const parts = (await sessionSql<{ partNumber: number; etag: string }>(loc, "SELECT number AS partNumber, etag FROM parts ORDER BY number")).map((p) => ({ ...p }));
+    expect(parts.length).toBe(2);
     const res = await req(loc, { method: "DELETE" });
     expect(res.status).toBe(204);
     await expectError(req(loc), 404, "BLOB_UPLOAD_UNKNOWN");
     expect((await env.BUCKET.list({ prefix: `data/${id}/` })).objects).toHaveLength(0);
     if (state.layout.kind === "multipart") {
       const mp = env.BUCKET.resumeMultipartUpload(state.layout.key, state.layout.uploadId);
-      await expect(mp.complete(state.layout.parts)).rejects.toThrow();
+      await expect(mp.complete(parts)).rejects.toThrow();
     }
   });
 
@@ -243,11 +257,7 @@ describe("session lifecycle", () => {
     const id = idOf(loc);
     const stub = sessionStub(id);
     expect((await env.BUCKET.list({ prefix: `data/${id}/` })).objects.length).toBeGreaterThan(0);
-    await runInDurableObject(stub, async (_i, s) => {
-      const st = (await s.storage.get<UploadState>("state"))!;
-      st.expiresAt = Date.now() - 1;
-      await s.storage.put("state", st);
-    });
+    await sessionSql(loc, "UPDATE session SET expires_at = ?", Date.now() - 1);
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     await expectError(req(loc), 404, "BLOB_UPLOAD_UNKNOWN");
     expect((await env.BUCKET.list({ prefix: `data/${id}/` })).objects).toHaveLength(0);
@@ -354,7 +364,7 @@ describe("BLAKE3 verification cost", () => {
     const data = bytes(6 * MiB + 1, 71);
     const loc = await startUpload("bc/lazy");
     expect((await patch(loc, data.subarray(0, 5 * MiB + 7), 0)).status).toBe(202);
-    const state = await runInDurableObject(sessionStub(idOf(loc)), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    const state = await sessionState(loc);
     expect(Object.keys(state.hashStates)).toEqual(["sha256"]);
     expect((await patch(loc, data.subarray(5 * MiB + 7), 5 * MiB + 7)).status).toBe(202);
     const res = await req(withQuery(loc, `digest=sha256:${b3(data)}`), { method: "PUT" });
@@ -368,7 +378,7 @@ describe("BLAKE3 verification cost", () => {
     const loc = res.headers.get("Location")!;
     const cut = 5 * MiB + 1;
     expect((await patch(loc, data.subarray(0, cut), 0)).status).toBe(202);
-    const state = await runInDurableObject(sessionStub(idOf(loc)), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    const state = await sessionState(loc);
     expect(Object.keys(state.hashStates).sort()).toEqual(["blake3", "sha256"]);
     expect(Hasher.resume("blake3", base64ToBytes(state.hashStates.blake3)).digestHex()).toBe(b3(data.subarray(0, cut)));
     expect((await patch(loc, data.subarray(cut), cut)).status).toBe(202);
