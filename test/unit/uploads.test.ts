@@ -519,7 +519,7 @@ describe("bounded session state (issue 16)", () => {
     const objects = await sessionSql<{ key: string }>(loc, "SELECT key FROM objects ORDER BY key");
     expect(objects.map((o) => o.key).sort()).toEqual([state.layout.key, state.layout.tail!.key].sort());
     const stored = await env.BUCKET.list({ prefix: `data/${idOf(loc)}/` });
-    expect(stored.objects.map((o) => o.key)).toEqual([state.layout.tail!.key]);
+    expect(stored.objects.map((o: R2Object) => o.key)).toEqual([state.layout.tail!.key]);
     // The session row holds no list that grows with the upload.
     const [row] = await sessionSql<{ n: number }>(loc, "SELECT length(layout) + length(hash_states) + length(algorithms) AS n FROM session");
     expect(row.n).toBeLessThan(1024);
