@@ -125,7 +125,12 @@ async function partsWrite(inp: IngestInput): Promise<Written> {
   const startMultipart = async () => {
     const key = newKey(inp.keyPrefix);
     const created = await bucket.createMultipartUpload(key, { httpMetadata: { contentType: "application/octet-stream" } });
-    await inp.register({ keys: [key], multipart: { key, uploadId: created.uploadId } });
+    try {
+      await inp.register({ keys: [key], multipart: { key, uploadId: created.uploadId } });
+    } catch (err) {
+      await created.abort().catch(() => {}); // not recorded anywhere: nothing else would abort it
+      throw err;
+    }
     return created;
   };
   /** Upload `data` as the next part; resolves once the previous part finished (its buffer is free). */

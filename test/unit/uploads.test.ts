@@ -495,6 +495,31 @@ describe("write leases: busy is retryable, a dead writer's lease lapses (issue 9
     expect(done.status).toBe(202);
     expect(done.headers.get("Range")).toBe(`0-${data.length - 1}`);
   });
+  it("a writer whose lease was taken over commits nothing and gets 503; what it wrote is deleted", async () => {
+    const vars = { UPLOAD_LEASE_SECONDS: "1" };
+    const loc = (await reqWith(vars, "/v2/lease/taken/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    expect((await reqWith(vars, loc, { method: "PATCH", headers: { "Content-Range": "0-99" }, body: bytes(100, 88) })).status).toBe(202);
+    const body = manualStream();
+    const first = reqWith(vars, loc, { method: "PATCH", body: body.stream, duplex: "half" } as RequestInit);
+    body.push(bytes(6 * MiB, 89));
+    await leaseTaken(loc);
+    // Another request takes the upload over (as if this writer had stalled past its lease).
+    await sessionSql(loc, "UPDATE session SET lease_token = 'someone-else', lease_until = ?", Date.now() + 60_000);
+    await sleep(600); // a renewal tick (every 250 ms) notices
+    body.push(bytes(MiB, 90));
+    body.end();
+    const res = await first;
+    const msg = await expectError(res, 503, "TOOMANYREQUESTS");
+    expect(msg).toContain("lost its write lease");
+    await sessionSql(loc, "UPDATE session SET lease_token = NULL, lease_until = 0");
+    expect((await reqWith(vars, loc)).headers.get("Range")).toBe("0-99");
+    const objects = await sessionSql<{ key: string }>(loc, "SELECT key FROM objects");
+    const state = await sessionState(loc);
+    expect(state.layout.kind).toBe("single");
+    expect(objects.map((o) => o.key)).toEqual([(state.layout as { key: string }).key]);
+    const stored = await env.BUCKET.list({ prefix: `data/${idOf(loc)}/` });
+    expect(stored.objects.map((o: R2Object) => o.key)).toEqual([(state.layout as { key: string }).key]);
+  });
 });
 
 describe("bounded session state (issue 16)", () => {
