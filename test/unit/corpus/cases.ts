@@ -171,6 +171,11 @@ function imageManifest(fx: Fixtures, extra: Record<string, unknown> = {}): Recor
 
 const json = (v: unknown) => JSON.stringify(v);
 
+/** Grow the "pad" annotation so the JSON text is exactly `size` bytes (ASCII). */
+function padTo(text: string, size: number): string {
+  return text.replace('"pad":""', `"pad":"${"x".repeat(size - text.length)}"`);
+}
+
 function nested(depth: number, open = "[", close = "]", inner = "0"): string {
   return open.repeat(depth) + inner + close.repeat(depth);
 }
@@ -334,7 +339,10 @@ function manifestBodies(fx: Fixtures, r: Rng): { why: string; body: Uint8Array |
     { why: "digest-mismatch", body: okText, ref: "sha256:" + hex64(r), status: [400], codes: ["DIGEST_INVALID"] },
     { why: "digest-sha512-mismatch", body: okText, ref: "sha512:" + r.hex(128), status: [400], codes: ["DIGEST_INVALID"] },
     { why: "digest-unsupported", body: okText, ref: "md5:" + r.hex(32), status: [400], codes: ["DIGEST_INVALID"] },
-    // Size: one byte over MAX_MANIFEST_BYTES (32 MiB in the test pool) is 413.
+    // A referrer's annotations are indexed: 4,000 KiB must be refused or stored, not a 500.
+    { why: "referrer-annotation-4000KiB", body: json(imageManifest(fx, { subject: { mediaType: OCI_MANIFEST, digest: fx.manifest.digest, size: 1 }, annotations: { big: "x".repeat(4000 * KiB) } })), status: [201, 400, 413] },
+    // Size: exactly MAX_MANIFEST_BYTES (32 MiB in the test pool) is accepted; one byte more is 413.
+    { why: "exactly-max-manifest-bytes", body: padTo(json(imageManifest(fx, { annotations: { pad: "" } })), 32 * MiB), status: [201] },
     { why: "over-max-manifest-bytes", body: json(imageManifest(fx, { annotations: { pad: "" } })).replace('"pad":""', `"pad":"${"x".repeat(32 * MiB)}"`), status: [413], codes: ["SIZE_INVALID"] },
   ];
 }
