@@ -38,6 +38,13 @@ const KNOWN_FAILING: Record<string, string> = {
   "content-range/upload/PATCH-chunked/0-999999999999999999…(402)": "202: Content-Range length not checked without Content-Length",
   "content-range/upload/PATCH-chunked/0-111111111111111111…(70002)": "202: Content-Range length not checked without Content-Length",
   "big/upload/PATCH-chunked/content-range-1MiB": "202: Content-Range length not checked without Content-Length",
+  // uploads.ts (upload-leases): the closing PUT does not compare Content-Range with Content-Length
+  // (PATCH does); it ingests the bytes, fails the digest check and ends the session.
+  "content-range/upload/PUT-spare/0-5": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
+  "content-range/upload/PUT-spare/0-0": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
+  "content-range/upload/PUT-spare/0-99999999999999999999": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
+  "content-range/upload/PUT-spare/0-999999999999999999…(402)": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
+  "content-range/upload/PUT-spare/0-111111111111111111…(70002)": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
   // Defect 4 (manifests.ts, storage-hardening): a manifest PUT refused for missing references
   // (MANIFEST_BLOB_UNKNOWN) has already written its bytes to R2 and BlobStore.
   "manifest/PUT/missing-config-blob": "refused, but its bytes were stored in R2 (issue 9 defect 4)",
@@ -218,7 +225,7 @@ describe("bad-input corpus", () => {
     const up = await req(`/v2/${REPO}/blobs/uploads/`, { method: "POST" });
     const otherUp = await req(`/v2/${OTHER}/blobs/uploads/`, { method: "POST" });
     const spares: string[] = [];
-    for (let i = 0; i < 8; i++) spares.push((await req(`/v2/${REPO}/blobs/uploads/`, { method: "POST" })).headers.get("Docker-Upload-UUID")!);
+    for (let i = 0; i < 12; i++) spares.push((await req(`/v2/${REPO}/blobs/uploads/`, { method: "POST" })).headers.get("Docker-Upload-UUID")!);
     expect(up.status).toBe(202);
     expect(otherUp.status).toBe(202);
     fx = {
@@ -301,10 +308,10 @@ describe("bad-input corpus", () => {
   it("token mode: a subset plus malformed credentials, token and admin requests", async () => {
     // Every 8th case, minus those that bring their own Authorization. The fixture sessions were
     // opened in open mode, so to the admin they are another principal's: 404 is then right too.
-    const sessions = [fx.upload, ...fx.spares];
+    // Cases on the spare sessions probe open-mode upload bugs and are left out here.
     const subset = corpus
-      .filter((c, i) => i % 8 === 0 && !c.headers?.Authorization)
-      .map((c) => (sessions.some((id) => c.path.includes(id)) ? { ...c, status: [...c.status, 404], codes: c.codes?.length ? [...c.codes, "BLOB_UPLOAD_UNKNOWN"] : c.codes } : c));
+      .filter((c, i) => i % 8 === 0 && !c.headers?.Authorization && !fx.spares.some((id) => c.path.includes(id)))
+      .map((c) => (c.path.includes(fx.upload) ? { ...c, status: [...c.status, 404], codes: c.codes?.length ? [...c.codes, "BLOB_UPLOAD_UNKNOWN"] : c.codes } : c));
     const admin = token(adminBasic);
     const started = Date.now();
     const results = await runAll(subset, admin);

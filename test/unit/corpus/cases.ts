@@ -529,6 +529,9 @@ export function generateCorpus(fx: Fixtures, seed = 0x9e3779b9): Case[] {
     // Without Content-Length (chunked, as docker sends), the range's length must still be checked
     // against the bytes that arrive; a spare session takes these, since a miss would append.
     if (startsAtZero) add({ id: `content-range/upload/PATCH-chunked/${label}`, group: "content-range", method: "PATCH", path: `/v2/${repo}/blobs/uploads/${fx.spares[spare++ % fx.spares.length]}`, headers, body, status, codes: ["BLOB_UPLOAD_INVALID", "SIZE_INVALID"] });
+    // A closing PUT whose Content-Range disagrees with its Content-Length must be refused for
+    // that, not closed with the bytes it carried (spare sessions again: a miss ends the session).
+    if (startsAtZero) add({ id: `content-range/upload/PUT-spare/${label}`, group: "content-range", method: "PUT", path: `/v2/${repo}/blobs/uploads/${fx.spares[spare++ % fx.spares.length]}?digest=${blob.digest}`, headers: { ...headers, "Content-Length": String(body.length) }, body, status, codes: ["BLOB_UPLOAD_INVALID", "SIZE_INVALID"] });
     if (startsAtZero) continue;
     add({ id: `content-range/upload/PUT/${label}`, group: "content-range", method: "PUT", path: `/v2/${repo}/blobs/uploads/${fx.upload}?digest=${blob.digest}`, headers: { "Content-Range": cr, "Content-Type": "application/octet-stream" }, body, status, codes: ["BLOB_UPLOAD_INVALID", "SIZE_INVALID", "DIGEST_INVALID"] });
   }
