@@ -7,8 +7,8 @@
 //   and buildah fall back to plain HTTP without a 10 s wait.
 // - Variables and secrets come from the environment or .dev.vars and reach wrangler through a
 //   private env file, never argv (scripts/dev-env.mjs).
-// - SIGINT, SIGTERM and SIGHUP, and the death of the parent (npm does not forward signals to
-//   its child), take the whole tree down: wrangler runs in its own process group, which is
+// - SIGINT, SIGTERM and SIGHUP, and the death of a parent npm (which does not forward signals
+//   to its child), take the whole tree down: wrangler runs in its own process group, which is
 //   sent SIGTERM and, after a grace period, SIGKILL.
 //
 // Other arguments go to wrangler unchanged; `--no-front` runs wrangler on the public port
@@ -206,9 +206,13 @@ async function stop(code) {
   process.exit(code);
 }
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(sig, () => stop(0));
-// npm (and any parent that dies without signalling us) leaves us re-parented: stop then too.
-const parent = process.ppid;
-setInterval(() => process.ppid !== parent && stop(0), 250).unref();
+// Under npm (or yarn/pnpm: they set npm_lifecycle_event), the death of the package manager
+// leaves us re-parented without a signal: stop then too. Not when run directly, so that
+// `nohup node scripts/start.mjs &` outlives the shell that started it.
+if (process.env.npm_lifecycle_event) {
+  const parent = process.ppid;
+  setInterval(() => process.ppid !== parent && stop(0), 250).unref();
+}
 child.on("exit", (code, signal) => {
   if (stopping) return;
   log(`wrangler exited (${signal ?? `code ${code}`})`);
