@@ -82,6 +82,11 @@ try {
   process.exit(2);
 }
 if (fromEnv.length) log(`from the environment: ${fromEnv.join(", ")}`);
+// From here on every exit path goes through stop(), which also removes the env file.
+let child = null;
+let front = null;
+let stopping = false;
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(sig, () => stop(0));
 
 const authMode = String(cliVars.get("AUTH_MODE") ?? vars.AUTH_MODE ?? "token").trim().toLowerCase();
 if (authMode === "open") {
@@ -106,10 +111,8 @@ const canConnect = (port) =>
   });
 
 const internalPort = noFront ? publicPort : await freePort();
-let stopping = false;
 let markReady;
 const ready = new Promise((r) => (markReady = r));
-let front = null;
 if (!noFront) {
   try {
     // Claim the public port before wrangler starts: a busy port fails at once. Connections that
@@ -123,8 +126,7 @@ if (!noFront) {
     });
   } catch (e) {
     log(`cannot listen on ${publicIp}:${publicPort}: ${e.code ?? e.message}`);
-    envFile.remove();
-    process.exit(1);
+    stop(1);
   }
 }
 
@@ -140,7 +142,7 @@ for (const name of Object.keys(vars)) delete childEnv[name]; // already in the e
 const require = createRequire(import.meta.url);
 const wrangler = join(dirname(require.resolve("wrangler/package.json")), "bin/wrangler.js");
 // detached: its own process group, so one kill reaches wrangler, workerd and esbuild.
-const child = spawn(process.execPath, [wrangler, ...wranglerArgs], { cwd: root, env: childEnv, stdio: ["ignore", "pipe", "pipe"], detached: true });
+child = spawn(process.execPath, [wrangler, ...wranglerArgs], { cwd: root, env: childEnv, stdio: ["ignore", "pipe", "pipe"], detached: true });
 
 // wrangler's "Ready on http://127.0.0.1:<internal port>" would send users to the wrong port, and
 // "Using secrets defined in /tmp/…" names our temporary file.
@@ -181,19 +183,22 @@ relay(child.stderr, process.stderr);
 })();
 
 // --- stopping ---------------------------------------------------------------------------------
-const groupAlive = () => {
+// Function declarations (hoisted): a signal or a busy port may call stop() before wrangler runs.
+function groupAlive() {
+  if (!child?.pid) return false;
   try {
     process.kill(-child.pid, 0);
     return true;
   } catch {
     return false;
   }
-};
-const killGroup = (sig) => {
+}
+function killGroup(sig) {
+  if (!child?.pid) return;
   try {
     process.kill(-child.pid, sig);
   } catch {}
-};
+}
 async function stop(code) {
   if (stopping) return;
   stopping = true;
@@ -205,7 +210,6 @@ async function stop(code) {
   envFile.remove();
   process.exit(code);
 }
-for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(sig, () => stop(0));
 // Under npm (or yarn/pnpm: they set npm_lifecycle_event), the death of the package manager
 // leaves us re-parented without a signal: stop then too. Not when run directly, so that
 // `nohup node scripts/start.mjs &` outlives the shell that started it.

@@ -3,10 +3,10 @@
 // secrets come from the environment, never argv; SIGINT/SIGTERM on start.mjs and SIGTERM on
 // npm (which forwards nothing) take the whole process tree down and free the port within 5 s.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { createHash, randomBytes } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
 import { run } from "./helpers/exec";
@@ -219,6 +219,24 @@ describe("npm start", () => {
       if (cmdline.includes(password) || cmdline.includes(keySecret)) leaks.push(`${ent}: ${cmdline.replace(/\0/g, " ")}`);
     }
     expect(leaks).toEqual([]);
+    // The secrets travel in a private env file named on wrangler's command line: mode 0600 in a
+    // 0700 directory while running, removed at stop.
+    const envFiles = pids
+      .map((pid) => {
+        try {
+          const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+          const at = argv.indexOf("--env-file");
+          return at >= 0 ? (argv[at + 1] ?? "") : "";
+        } catch {
+          return "";
+        }
+      })
+      .filter((f) => f !== "");
+    const envFile = envFiles[0];
+    expect(envFile, "wrangler gets --env-file").toBeTruthy();
+    expect(statSync(envFile).mode & 0o777).toBe(0o600);
+    expect(statSync(dirname(envFile)).mode & 0o777).toBe(0o700);
+    expect(readFileSync(envFile, "utf8")).toContain(password);
     expect(reg.output()).not.toContain(password);
     expect(reg.output()).not.toContain(keySecret);
     expect(reg.output()).not.toMatch(/NO AUTHENTICATION/i);
@@ -226,6 +244,7 @@ describe("npm start", () => {
     const stop = await killAndWait(reg.child.pid!, "SIGTERM", port, pids);
     expect(stop.free, `port still bound ${stop.ms} ms after SIGTERM`).toBe(true);
     expect(stop.left, "processes left after SIGTERM").toEqual([]);
+    expect(existsSync(dirname(envFile)), "env file removed at stop").toBe(false);
   });
 
   it("via npm: `kill <npm pid>` frees the port and leaves no process; --var ADMIN_PASSWORD: is warned about", async () => {
