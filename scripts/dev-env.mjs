@@ -56,15 +56,19 @@ export function devVars(root, environ, { readDevVars = true } = {}) {
   return { vars, fromEnv };
 }
 
-// dotenv syntax: a double-quoted value keeps everything but needs \n, " and \ escaped... except
-// that dotenv un-escapes only \n. Values with a newline or both quote kinds are refused instead.
+// wrangler reads the file with dotenv, then dotenv-expand: `$NAME` and `${…}` would be expanded
+// (to "" here), so every `$` is written as `\$`, which dotenv-expand turns back into `$`. dotenv
+// has no escapes inside quotes, so the value is quoted with a quote character it does not contain
+// (double quotes last: dotenv turns `\n` in them into a newline). What cannot be carried that
+// way is refused with a message rather than passed on changed.
 function quote(name, value) {
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`variable name ${JSON.stringify(name)} is not valid in an env file`);
-  if (/[\r\n]/.test(value)) throw new Error(`${name} contains a newline, which an env file cannot carry`);
-  if (!value.includes("'")) return `${name}='${value}'`;
-  if (!value.includes('"')) return `${name}="${value}"`;
-  if (!value.includes("`")) return `${name}=\`${value}\``;
-  throw new Error(`${name} contains ', " and \` at once, which an env file cannot carry`);
+  if (/[\r\n]/.test(value)) throw new Error(`${name} contains a line break, which an env file cannot carry`);
+  if (value.endsWith("\\")) throw new Error(`${name} ends with a backslash, which an env file cannot carry`);
+  const v = value.replace(/\$/g, "\\$");
+  for (const q of ["'", "`"]) if (!v.includes(q)) return `${name}=${q}${v}${q}`;
+  if (!v.includes('"') && !/\\[nr]/.test(v)) return `${name}="${v}"`;
+  throw new Error(`${name} contains ', \` and " at once, which an env file cannot carry`);
 }
 
 /** Writes vars to a fresh 0600 file in a 0700 temp dir; returns its path and a remover. */

@@ -188,7 +188,9 @@ describe("npm start", () => {
 
   it("token mode from the environment: secrets never in argv, TOKEN_SIGNING_KEYS used; SIGTERM stops the tree", async () => {
     const port = await freePort();
-    const password = "pw-" + randomBytes(12).toString("hex");
+    // Characters an env file could mangle: $NAME and ${…} (dotenv-expand), \$, quotes, #, spaces.
+    const passwordId = "pw-" + randomBytes(12).toString("hex");
+    const password = passwordId + ' $HOME${PATH}\\$x "#` ';
     const keySecret = randomBytes(24).toString("hex");
     const reg = await launch(process.execPath, [startScript], port, {
       AUTH_MODE: "token",
@@ -216,7 +218,7 @@ describe("npm start", () => {
       try {
         cmdline = readFileSync(`/proc/${ent}/cmdline`, "utf8");
       } catch {}
-      if (cmdline.includes(password) || cmdline.includes(keySecret)) leaks.push(`${ent}: ${cmdline.replace(/\0/g, " ")}`);
+      if (cmdline.includes(passwordId) || cmdline.includes(keySecret)) leaks.push(`${ent}: ${cmdline.replace(/\0/g, " ")}`);
     }
     expect(leaks).toEqual([]);
     // The secrets travel in a private env file named on wrangler's command line: mode 0600 in a
@@ -236,8 +238,8 @@ describe("npm start", () => {
     expect(envFile, "wrangler gets --env-file").toBeTruthy();
     expect(statSync(envFile).mode & 0o777).toBe(0o600);
     expect(statSync(dirname(envFile)).mode & 0o777).toBe(0o700);
-    expect(readFileSync(envFile, "utf8")).toContain(password);
-    expect(reg.output()).not.toContain(password);
+    expect(readFileSync(envFile, "utf8")).toContain(passwordId);
+    expect(reg.output()).not.toContain(passwordId);
     expect(reg.output()).not.toContain(keySecret);
     expect(reg.output()).not.toMatch(/NO AUTHENTICATION/i);
 
