@@ -73,10 +73,10 @@ function quote(name, value) {
 
 /** Writes vars to a fresh 0600 file in a 0700 temp dir; returns its path and a remover. */
 export function writeEnvFile(vars) {
+  const text = Object.entries(vars).map(([k, v]) => quote(k, String(v))).join("\n") + "\n"; // may throw: before mkdtemp
   const dir = mkdtempSync(join(tmpdir(), "cloister-start-"));
   chmodSync(dir, 0o700);
   const path = join(dir, "vars.env");
-  const text = Object.entries(vars).map(([k, v]) => quote(k, String(v))).join("\n") + "\n";
   writeFileSync(path, text, { mode: 0o600 });
   return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -15,12 +15,22 @@ import { freePort, offlineEnv, repoRoot } from "./helpers/registry";
 const STOP_LIMIT_MS = 5000;
 const temps: string[] = [];
 const started: ChildProcess[] = [];
-afterAll(() => {
-  // A failed test must not leave a registry behind: kill what this file started, by group.
+afterAll(async () => {
+  // A failed test must not leave a registry behind. start.mjs runs wrangler in a group of its
+  // own, so killing start.mjs's group is not enough: SIGKILL every process of each tree.
+  // SIGTERM first, so start.mjs also removes its env file; SIGKILL whatever is left after 5 s.
   for (const c of started) {
+    const pids = living([c.pid!, ...tree(c.pid!).map((p) => p.pid)]);
+    if (pids.length === 0) continue;
     try {
-      process.kill(-c.pid!, "SIGKILL");
+      process.kill(c.pid!, "SIGTERM");
     } catch {}
+    for (const t0 = Date.now(); living(pids).length && Date.now() - t0 < STOP_LIMIT_MS; ) await new Promise((r) => setTimeout(r, 100));
+    for (const pid of living(pids)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    }
   }
   for (const d of temps) rmSync(d, { recursive: true, force: true });
 });
