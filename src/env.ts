@@ -3,6 +3,7 @@ import type { BlobStore } from "./stores/blob-store";
 import type { UploadSession } from "./stores/upload-session";
 import type { TrustStore } from "./stores/trust-store";
 import type { AccountStore } from "./stores/account-store";
+import type { AuditLog } from "./stores/audit-log";
 
 export interface Env {
   BUCKET: R2Bucket;
@@ -10,6 +11,7 @@ export interface Env {
   UPLOAD_SESSION: DurableObjectNamespace<UploadSession>;
   TRUST_STORE: DurableObjectNamespace<TrustStore>;
   ACCOUNT_STORE: DurableObjectNamespace<AccountStore>;
+  AUDIT_LOG: DurableObjectNamespace<AuditLog>;
   MAX_BODY_BYTES?: string;
   CHUNK_MAX_BYTES?: string;
   MAX_MANIFEST_BYTES?: string;
@@ -27,6 +29,10 @@ export interface Env {
   REGISTRY_HOSTS?: string;
   TOKEN_TTL_SECONDS?: string;
   REFRESH_TOKEN_TTL_SECONDS?: string;
+  // Audit (docs/audit.md)
+  AUDIT_RETENTION_DAYS?: string;
+  AUDIT_PULLS?: string;
+  AUDIT_PULL_SAMPLE?: string;
   [key: string]: unknown;
 }
 

@@ -22,6 +22,8 @@ import {
 import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFromId, rulesFor, setAuth, signingKeysFor, storeOf, subjectOf, throttled } from "./session";
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
 import { isValidName } from "../oci/grammar";
+import { auditRoutes } from "../admin/audit-routes";
+import { record } from "../audit/record";
 
 type Ctx = Context<any>;
 
@@ -149,6 +151,9 @@ adminRoutes.onError((err) => {
 adminRoutes.notFound((c) => notFound(`no admin route for ${c.req.method} ${new URL(c.req.url).pathname}`).toResponse());
 
 adminRoutes.use("*", requireAdmin);
+
+// The audit log (docs/audit.md), behind the same admin gate.
+adminRoutes.route("/audit", auditRoutes);
 
 adminRoutes.get("/whoami", (c) => c.json({ principal: authState(c)?.principal ?? null }));
 
