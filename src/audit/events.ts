@@ -17,7 +17,7 @@ export type AuditAction =
   | "robot.create" | "robot.delete"
   | "policy.create" | "policy.update" | "policy.delete"
   | "key.rotate" | "key.delete"
-  | "lock.unlock";
+  | "lock.lock" | "lock.unlock";
 
 export interface AuditEvent {
   id: string;

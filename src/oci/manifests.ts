@@ -12,6 +12,7 @@ import { digestPolicy } from "./uploads";
 import { deletesDisabled } from "./blobs";
 import { tooLarge } from "../storage/ingest";
 import { assertManifestDeletable, assertTagMutable } from "../auth";
+import { pullAudited, record } from "../audit/record";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -43,6 +44,7 @@ export async function get(c: Ctx, name: string, reference: string, head: boolean
     ETag: `"${m.digest}"`,
   };
   if (head) return new Response(null, { status: 200, headers });
+  if (pullAudited(c.env)) void record(c.env, { action: "pull.manifest", target: { repository: name, tag: ref.tag, digest: m.digest } }, "background");
   const obj = await c.env.BUCKET.get(m.r2Key);
   if (!obj) {
     console.error(`manifest ${m.digest} is indexed but its object ${m.r2Key} is missing`);
@@ -90,6 +92,7 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
       missingBlobs: result.missingBlobs.slice(0, 100), missingManifests: result.missingManifests.slice(0, 100),
     });
   }
+  await record(c.env, { action: "manifest.put", target: { repository: name, tag: ref.tag, digest }, outcome: { status: 201 }, details: { previous: result.previousTagDigest, mediaType: parsed.mediaType, size: body.length } });
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${digest}`,
     "Docker-Content-Digest": digest,
@@ -112,6 +115,7 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
   }
   const removed = ref.digest ? await trust.deleteManifest(name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);
+  await record(c.env, { action: ref.digest ? "manifest.delete" : "tag.delete", target: { repository: name, tag: ref.tag, digest: ref.digest?.digest ?? null }, outcome: { status: 202 } });
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
 }
 

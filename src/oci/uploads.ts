@@ -14,6 +14,7 @@ import {
 } from "../storage/uploads";
 import { principalId } from "./principal";
 import { mayPull } from "../auth";
+import { record } from "../audit/record";
 
 // Moved to the upload domain; re-exported for the manifest routes.
 export { digestPolicy } from "../storage/uploads";
@@ -71,6 +72,7 @@ async function tryMount(c: Ctx, name: string, d: ParsedDigest, from: string | nu
     const src = await memberBlob(c.env, source, d.digest);
     if (!src || src.kind !== "blob") continue;
     await trustStoreFor(c.env, name).link(name, { digest: d.digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });
+    await record(c.env, { action: "blob.mount", target: { repository: name, digest: d.digest }, outcome: { status: 201 }, details: { from: source, size: src.size } });
     return created(name, d.digest);
   }
   return null;

@@ -3,6 +3,7 @@
 // steps leaves only unreferenced bytes for GC, never a reference to missing bytes.
 import type { Env } from "../env";
 import { blobStoreFor, trustStoreFor } from "../stores";
+import { record } from "../audit/record";
 
 export interface VerifiedObject {
   digest: string;
@@ -23,6 +24,7 @@ export async function commitBlob(env: Env, repo: string, obj: VerifiedObject, ki
   }
   if (kind === "blob") {
     await trustStoreFor(env, repo).link(repo, { digest: obj.digest, kind, size: result.size, r2Key: result.r2Key, mediaType });
+    await record(env, { action: "blob.upload", target: { repository: repo, digest: obj.digest }, outcome: { status: 201 }, details: { size: result.size, deduplicated: !result.adoptedOffered } });
   }
   return result;
 }
