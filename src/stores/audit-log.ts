@@ -58,6 +58,10 @@ export class AuditLog extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.schema();
+  }
+
+  private schema(): void {
     // Day partitions use `events`; the index object uses `days` and `pruned`.
     this.sql.exec(`CREATE TABLE IF NOT EXISTS events (
       seq INTEGER PRIMARY KEY,
@@ -162,6 +166,7 @@ export class AuditLog extends DurableObject<Env> {
   /** Drop this whole partition (retention; called by the index after it took a checkpoint). */
   async destroy(): Promise<void> {
     await this.ctx.storage.deleteAll();
+    this.schema(); // this instance may still be asked (a late event for a pruned day)
   }
 
   // ---- index ------------------------------------------------------------------------------
