@@ -2,11 +2,14 @@
 // the OCI envelope, nothing large crosses a Durable Object call, and a refused write stores nothing.
 // The numbers here are the documented limits (docs/limits.md); they are written out, not imported,
 // so a change to a limit is a visible change to this test too.
-import { env } from "cloudflare:workers";
+import { env as workerEnv } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { bytes, expectError, makeImage, pushBlob, putManifest, req, sha256 } from "./helpers";
 import { blobStoreFor, trustStoreFor } from "../../src/stores";
+import type { Env } from "../../src/env";
+
+const env = workerEnv as unknown as Env;
 
 const OCI = "application/vnd.oci.image.manifest.v1+json";
 const INDEX = "application/vnd.oci.image.index.v1+json";
