@@ -10,7 +10,9 @@
 // issue-translation layer. Each rule lives in exactly one function below.
 import { oci } from "./errors";
 import { parseDigest, truncate, tryParseDigest } from "./grammar";
-import { MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES } from "./limits";
+import {
+  MAX_MANIFEST_JSON_CONTAINERS, MAX_MANIFEST_JSON_DEPTH, MAX_MANIFEST_JSON_MEMBERS, MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES,
+} from "./limits";
 
 export const MediaType = {
   OCI_MANIFEST: "application/vnd.oci.image.manifest.v1+json",
@@ -210,7 +212,43 @@ function checkDescriptorArray(v: unknown, name: string, max: number, what: strin
 
 // ---------------------------------------------------------------------------------------------
 
-function decodeJsonObject(body: Uint8Array): Json {
+/**
+ * Bound what JSON.parse will build: nesting depth, objects + arrays, and object members (a ':'
+ * outside strings), counted in one pass over the bytes. Strings are skipped with a native search
+ * for the closing quote. UTF-8 continuation bytes are never ASCII, so byte values are safe to test.
+ * Malformed JSON is left to JSON.parse to describe.
+ */
+function checkJsonShape(body: Uint8Array): void {
+  let depth = 0;
+  let containers = 0;
+  let members = 0;
+  const n = body.length;
+  for (let i = 0; i < n; i++) {
+    const b = body[i];
+    if (b === 0x22) {
+      for (;;) {
+        const close = body.indexOf(0x22, i + 1);
+        if (close < 0) return;
+        let backslashes = 0;
+        while (body[close - 1 - backslashes] === 0x5c) backslashes++;
+        i = close;
+        if ((backslashes & 1) === 0) break; // an even run of backslashes escapes itself, not the quote
+      }
+    } else if (b === 0x7b || b === 0x5b) {
+      if (++depth > MAX_MANIFEST_JSON_DEPTH) invalid(`manifest JSON nests deeper than ${MAX_MANIFEST_JSON_DEPTH} levels (MAX_MANIFEST_JSON_DEPTH)`);
+      if (++containers > MAX_MANIFEST_JSON_CONTAINERS) {
+        invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_CONTAINERS} objects and arrays (MAX_MANIFEST_JSON_CONTAINERS)`);
+      }
+    } else if (b === 0x7d || b === 0x5d) {
+      depth--;
+    } else if (b === 0x3a && ++members > MAX_MANIFEST_JSON_MEMBERS) {
+      invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_MEMBERS} object members (MAX_MANIFEST_JSON_MEMBERS)`);
+    }
+  }
+}
+
+function decodeJsonObject(body: Uint8Array, limits: boolean): Json {
+  if (limits) checkJsonShape(body);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
@@ -277,7 +315,7 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
   const limits = opts.limits ?? true;
   const maxRefs = limits ? MAX_MANIFEST_REFERENCES : Number.MAX_SAFE_INTEGER;
   const ct = normalizeContentType(contentType);
-  const doc = decodeJsonObject(body);
+  const doc = decodeJsonObject(body, limits);
   if (isSchema1(ct, doc)) invalid(SCHEMA1_REFUSAL);
   if (doc.schemaVersion !== 2) invalid(`schemaVersion must be 2, got ${has(doc, "schemaVersion") ? show(doc.schemaVersion) : "nothing"}`, "schemaVersion");
 

@@ -515,3 +515,39 @@ describe("push limits", () => {
     expect(indexedAnnotations(legacy)).toBeNull();
   });
 });
+
+describe("JSON shape limits (checked before JSON.parse)", () => {
+  const base = { schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [] };
+  const withExtra = (extraJson: string) => enc.encode(JSON.stringify(base).slice(0, -1) + `,"x":${extraJson}}`);
+
+  it("nesting: 64 levels parse, 65 are refused", () => {
+    // the manifest object itself is level 1
+    expect(parseManifest(withExtra("[".repeat(63) + "]".repeat(63)), null).kind).toBe("image");
+    invalid(withExtra("[".repeat(64) + "]".repeat(64)), null, "deeper than 64 levels");
+  });
+
+  it("objects and arrays: at most 200000", () => {
+    const n = 200_000 - 3; // + the manifest, config and layers
+    expect(parseManifest(withExtra("[" + "[],".repeat(n - 2) + "[]]"), null).kind).toBe("image");
+    invalid(withExtra("[" + "{},".repeat(n - 1) + "{}]"), null, "more than 200000 objects and arrays");
+  });
+
+  it("object members: at most 1000000", () => {
+    const inBase = 2 + 3 + 1 + 1; // schemaVersion, config's 3, layers, and "x"
+    const keys = (k: number) => "{" + Array.from({ length: k }, (_, i) => `"k${i}":0`).join(",") + "}";
+    expect(parseManifest(withExtra(keys(1_000_000 - inBase)), null).kind).toBe("image");
+    invalid(withExtra(keys(1_000_000 - inBase + 1)), null, "more than 1000000 object members");
+  });
+
+  it("brackets, braces, colons and escaped quotes inside strings are not structure", () => {
+    const tricky = { "a\\": "[[[{{{:::\"]]]", b: "\\", c: "[".repeat(1000) + ":".repeat(1000) };
+    const m = parseManifest(enc.encode(JSON.stringify({ ...base, annotations: tricky })), null);
+    expect(m.annotations).toEqual(tricky);
+    const deepInString = JSON.stringify({ ...base, annotations: { s: "\\\"" + "[".repeat(100) } });
+    expect(parseManifest(enc.encode(deepInString), null).annotations?.s).toBe("\\\"" + "[".repeat(100));
+  });
+
+  it("stored content read back without limits (backfill) is not shape-checked", () => {
+    expect(parseManifest(withExtra("[".repeat(100) + "]".repeat(100)), null, { limits: false }).kind).toBe("image");
+  });
+});
