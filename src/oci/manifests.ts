@@ -53,8 +53,9 @@ export async function get(c: Ctx, name: string, reference: string, head: boolean
 
 export async function put(c: Ctx, name: string, reference: string): Promise<Response> {
   const ref = parseReference(reference);
-  const body = await readCapped(c, config(c.env).maxManifestBytes);
-  const parsed = parseManifest(body, c.req.header("Content-Type"));
+  const cfg = config(c.env);
+  const body = await readCapped(c, cfg.maxManifestBytes);
+  const parsed = parseManifest(body, c.req.header("Content-Type"), { maxReferences: cfg.maxManifestReferences });
 
   const policy = digestPolicy(c.env, name);
   const computed = computeAll(body, ref.digest, policy);

@@ -5,7 +5,7 @@
 import { env as workerEnv } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { bytes, expectError, makeImage, pushBlob, putManifest, req, sha256 } from "./helpers";
+import { bytes, expectError, makeImage, pushBlob, putManifest, req, reqWith, sha256 } from "./helpers";
 import { blobStoreFor, trustStoreFor } from "../../src/stores";
 import type { Env } from "../../src/env";
 
@@ -277,6 +277,16 @@ describe("defect 5: references per manifest are capped and checked in batches", 
     const msg = await expectError(putManifest("lim/wide3", "v1", m), 400, "MANIFEST_BLOB_UNKNOWN");
     expect(msg).toContain("and 9990 more");
     expect(await r2Usage()).toEqual(before);
+  });
+
+  it("the MAX_MANIFEST_REFERENCES variable sets the cap (clamped to 100000)", async () => {
+    const img = await makeImage("lim/refvar", { seed: 25, layers: 3 }); // config + 3 layers = 4 references
+    const put = (vars: Record<string, string>) => reqWith(vars, "/v2/lim/refvar/manifests/v1", { method: "PUT", headers: { "Content-Type": OCI }, body: img.manifest });
+    expect(await expectError(put({ MAX_MANIFEST_REFERENCES: "3" }), 400, "MANIFEST_INVALID")).toMatch(/references 4 distinct.*at most 3 per manifest/);
+    expect((await put({ MAX_MANIFEST_REFERENCES: "4" })).status).toBe(201);
+    const wide = manyLayers(100_001, fakeDigest(3, 0xcf), 0x500);
+    const res = await reqWith({ MAX_MANIFEST_REFERENCES: "1000000" }, "/v2/lim/refvar/manifests/v2", { method: "PUT", headers: { "Content-Type": OCI }, body: wide });
+    expect(await expectError(res, 400, "MANIFEST_INVALID")).toMatch(/at most 100000 per manifest/);
   });
 
   it("an index with 10,001 children is refused with the limit", async () => {
