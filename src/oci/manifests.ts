@@ -1,11 +1,13 @@
 // /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2 under a
-// content-addressed key, indexed in BlobStore, and made readable per repository in TrustStore.
+// content-addressed key, indexed in BlobStore, and made readable per repository in TrustStore
+// (the handoff is storage/handoff.ts commitManifest).
 import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
 import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } from "./grammar";
-import { acceptable, indexedAnnotations, parseManifest, requiredBlobs, requiredManifests } from "./manifest";
-import { blobStoreFor, trustStoreFor } from "../stores";
+import { acceptable, parseManifest } from "./manifest";
+import { trustStoreFor } from "../stores";
+import { commitManifest } from "../storage/handoff";
 import { memberManifest } from "../storage/backfill";
 import { assertClaim, computeAll } from "../digest/verify";
 import { digestPolicy } from "./uploads";
@@ -70,34 +72,7 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     await assertTagMutable(c, name, tag, () => trustStoreFor(c.env, name).tagDigest(name, tag), digest);
   }
 
-  // A refused push stores nothing: check every reference before writing a byte. putManifest checks
-  // again inside its transaction; only a reference deleted between the two checks can leave the
-  // bytes and BlobStore row behind (unreferenced, for GC), never a reference to missing content.
-  const trust = trustStoreFor(c.env, name);
-  const blobs = requiredBlobs(parsed).map((d) => d.digest);
-  const children = requiredManifests(parsed).map((d) => d.digest);
-  if (blobs.length || children.length) {
-    const pre = await trust.missingReferences(name, blobs, children);
-    if (pre.missingBlobs.length || pre.missingManifests.length) throw referencesUnknown(name, pre.missingBlobs, pre.missingManifests);
-  }
-
-  // Bytes → BlobStore → TrustStore. The key is content-addressed, so re-pushes overwrite in place.
-  // Only what the index needs crosses to the stores (never the manifest's bytes).
-  const r2Key = `manifests/sha256/${computed.sha256}`;
-  await c.env.BUCKET.put(r2Key, body, { httpMetadata: { contentType: parsed.mediaType } });
-  const stored = await blobStoreFor(c.env, digest).commit({ digest, size: body.length, r2Key, contentSha256: computed.sha256! });
-
-  const result = await trust.putManifest({
-    repo: name,
-    manifest: { digest, size: body.length, r2Key: stored.r2Key, mediaType: parsed.mediaType },
-    tag: ref.tag,
-    subject: parsed.subject ? parsed.subject.digest : null,
-    artifactType: parsed.artifactType ?? null,
-    annotations: indexedAnnotations(parsed),
-    requiredBlobs: blobs,
-    requiredManifests: children,
-  });
-  if (!result.ok) throw referencesUnknown(name, result.missingBlobs, result.missingManifests);
+  await commitManifest(c.env, { repo: name, digest, sha256: computed.sha256!, body, parsed, tag: ref.tag });
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${digest}`,
     "Docker-Content-Digest": digest,
@@ -121,13 +96,6 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
   const removed = ref.digest ? await trust.deleteManifest(name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
-}
-
-function referencesUnknown(name: string, missingBlobs: string[], missingManifests: string[]) {
-  const missing = [...missingBlobs.map((d) => `blob ${d}`), ...missingManifests.map((d) => `manifest ${d}`)];
-  return oci("MANIFEST_BLOB_UNKNOWN", `manifest references content that is not in repository ${name}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ` and ${missing.length - 10} more` : ""}; push it first`, {
-    missingBlobs: missingBlobs.slice(0, 100), missingManifests: missingManifests.slice(0, 100),
-  });
 }
 
 function manifestUnknown(reference: string) {
