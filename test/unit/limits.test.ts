@@ -79,14 +79,14 @@ describe("defect 1: referrers annotation filters", () => {
     expect(await expectError(req(`/v2/lim/filters/referrers/${subject}?${filters(17)}`), 400, "UNSUPPORTED")).toMatch(/at most 16/);
   });
 
-  it("16 filters are evaluated, all must match, and keys with dots, spaces and quotes-free punctuation work", async () => {
+  it("16 filters are evaluated, all must match, and keys match exactly (dots, spaces, quotes, JSON-path characters)", async () => {
     const repo = "lim/filter16";
     const subject = fakeDigest(2, 1);
     const ann: Record<string, string> = {};
-    for (let i = 0; i < 16; i++) ann[`org.example.k${i}.x y/$[*]`] = `v${i}`;
+    for (let i = 0; i < 16; i++) ann[`org.example.k${i}.x y/$[*]"'`] = `v${i}`;
     const m = await referrer(repo, subject, ann);
     expect((await putManifest(repo, await sha256(m), m)).status).toBe(201);
-    const other = await referrer(repo, subject, { ...ann, "org.example.k15.x y/$[*]": "different" });
+    const other = await referrer(repo, subject, { ...ann, "org.example.k15.x y/$[*]\"'": "different" });
     expect((await putManifest(repo, await sha256(other), other)).status).toBe(201);
     const q = Object.entries(ann).map(([k, v]) => `annotation=${encodeURIComponent(`${k}=${v}`)}`).join("&");
     const res = await req(`/v2/${repo}/referrers/${subject}?${q}`);
@@ -96,7 +96,7 @@ describe("defect 1: referrers annotation filters", () => {
     // a filter on a key the referrer lacks matches nothing; a repeated key with two values matches nothing
     const none = await req(`/v2/${repo}/referrers/${subject}?annotation=absent=v0`);
     expect(((await none.json()) as Index).manifests).toEqual([]);
-    const both = await req(`/v2/${repo}/referrers/${subject}?annotation=${encodeURIComponent("org.example.k0.x y/$[*]=v0")}&annotation=${encodeURIComponent("org.example.k0.x y/$[*]=v1")}`);
+    const both = await req(`/v2/${repo}/referrers/${subject}?annotation=${encodeURIComponent("org.example.k0.x y/$[*]\"'=v0")}&annotation=${encodeURIComponent("org.example.k0.x y/$[*]\"'=v1")}`);
     expect(((await both.json()) as Index).manifests).toEqual([]);
   });
 
