@@ -14,6 +14,8 @@ const DEFAULT_PAGE = 100;
 /** A live tail ends after this long; EventSource clients reconnect with Last-Event-ID. */
 const STREAM_MAX_MS = 10 * 60_000;
 const STREAM_POLL_MS = 1000;
+/** A comment line this often: keeps proxies from closing an idle tail and notices a gone client. */
+const STREAM_HEARTBEAT_MS = 15_000;
 const CURSOR_RE = /^(\d{4}-\d{2}-\d{2})\.(\d{1,12})$/;
 
 const bad = (message: string) => oci("UNSUPPORTED", message, undefined, 400);
@@ -113,13 +115,20 @@ auditRoutes.get("/stream", async (c) => {
   return streamSSE(c, async (s) => {
     let pos = start ?? { day: dayOf(Date.now()), seq: (await auditLogFor(env, dayOf(Date.now())).summary()).count };
     const until = Date.now() + STREAM_MAX_MS;
+    let beat = Date.now();
     await s.writeSSE({ event: "ready", data: JSON.stringify({ after: `${pos.day}.${pos.seq}` }), id: `${pos.day}.${pos.seq}` });
     while (!s.aborted && Date.now() < until) {
       const rows = await auditLogFor(env, pos.day).query(f, { afterSeq: pos.seq, limit: MAX_QUERY_ROWS });
       for (const r of rows) await s.writeSSE({ event: "audit", data: r.body, id: `${pos.day}.${r.seq}` });
       if (rows.length) pos = { day: pos.day, seq: rows[rows.length - 1].seq };
       else if (pos.day < dayOf(Date.now())) pos = { day: dayOf(Date.now()), seq: 0 }; // midnight
-      else await s.sleep(STREAM_POLL_MS);
+      else {
+        await s.sleep(STREAM_POLL_MS);
+        if (Date.now() - beat >= STREAM_HEARTBEAT_MS) {
+          beat = Date.now();
+          await s.write(": heartbeat\n\n");
+        }
+      }
     }
   });
 });

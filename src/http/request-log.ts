@@ -27,32 +27,43 @@ export function requestLog(): MiddlewareHandler<any> {
       emit(info, c.res.status, declaredOut && c.req.method !== "HEAD" ? Number(declaredOut) : 0);
       return;
     }
-    // Known length: a native identity stream (no JS per chunk; blob GETs stay fast) and the
-    // declared length once the pipe completes. Unknown length (JSON lists, streams): count.
-    let counted = 0;
-    const pass =
-      declaredOut !== null
-        ? new IdentityTransformStream()
-        : new TransformStream<Uint8Array, Uint8Array>({
-            transform(chunk, ctl) {
-              counted += chunk.byteLength;
-              ctl.enqueue(chunk);
-            },
-          });
-    const done = body
-      .pipeTo(pass.writable as WritableStream<Uint8Array>)
-      .then(
-        () => emit(info, c.res.status, declaredOut !== null ? Number(declaredOut) : counted),
-        () => emit(info, c.res.status, declaredOut !== null ? null : counted, "client went away before the last byte"),
-      );
-    // Not waitUntil: the request lives while its body streams, and a body nobody reads (a test
-    // that ignores it) must not hold the request open; an aborted client ends the pipe too.
-    void done;
-    c.res = new Response(pass.readable, c.res);
+    if ((c.res.headers.get("Content-Type") ?? "").startsWith("text/event-stream")) {
+      // A live tail lasts minutes: logged when it starts, and not wrapped, so a client's
+      // disconnect reaches the stream's own abort handling directly.
+      emit(info, c.res.status, null, undefined, "stream started");
+      return;
+    }
+    // A lazy pass-through: it reads the body only when the runtime pulls the next chunk, so a
+    // body nobody reads leaves nothing pending (a background pipe kept such requests open), and
+    // the line is written when the last chunk has been handed over, or when the client left.
+    const reader = body.getReader();
+    let sent = 0;
+    const counted = new ReadableStream<Uint8Array>({
+      async pull(ctl) {
+        try {
+          const { done, value } = await reader.read();
+          if (done) {
+            ctl.close();
+            emit(info, c.res.status, sent);
+            return;
+          }
+          sent += value.byteLength;
+          ctl.enqueue(value);
+        } catch (e) {
+          emit(info, c.res.status, sent, `body failed: ${String(e).slice(0, 200)}`);
+          ctl.error(e);
+        }
+      },
+      cancel(reason) {
+        emit(info, c.res.status, sent, "client went away before the last byte");
+        return reader.cancel(reason);
+      },
+    });
+    c.res = new Response(counted, c.res);
   };
 }
 
-function emit(info: RequestInfo, status: number, bytesOut: number | null, error?: string) {
+function emit(info: RequestInfo, status: number, bytesOut: number | null, error?: string, note?: string) {
   const c = info.c;
   const url = new URL(c.req.url);
   const route = (c.var as { route?: { name?: string; digest?: string; reference?: string } }).route;
@@ -72,6 +83,7 @@ function emit(info: RequestInfo, status: number, bytesOut: number | null, error?
     repository: info.note.repository ?? route?.name ?? null,
     digest: info.note.digest ?? route?.digest ?? (reference && reference.includes(":") ? reference : null),
     ...(error ? { error } : {}),
+    ...(note ? { note } : {}),
   };
   console.log(JSON.stringify(line));
 }

@@ -359,6 +359,7 @@ describe("request log and request id", () => {
     });
     const res = await call(`/v2/audit/log/blobs/${d}?x=1`, { headers: { "X-Request-Id": "client-supplied-id-1" } });
     expect(res.headers.get("X-Request-Id")).toBe("client-supplied-id-1");
+    expect(res.headers.get("Content-Length")).toBe("4096"); // the wrapper keeps the declared length
     expect(lines.filter((l) => l.requestId === "client-supplied-id-1")).toHaveLength(0); // body not read yet
     expect((await res.arrayBuffer()).byteLength).toBe(4096);
     await new Promise((r) => setTimeout(r, 10));
