@@ -1,6 +1,5 @@
 // X-Request-Id and the structured request log: one JSON line per request (console.log, which
-// Workers Logs and Logpush index as fields), written when the response body's LAST byte has
-// been handed to the runtime, not when its headers were ready.
+// Workers Logs and Logpush index as fields), written when the response is ready.
 import type { MiddlewareHandler } from "hono";
 import { requestContext, type RequestInfo } from "./request-context";
 
@@ -21,45 +20,13 @@ export function requestLog(): MiddlewareHandler<any> {
     await requestContext.run(info, () => next());
     c.res.headers.set("X-Request-Id", info.requestId);
 
+    // Logged when the response is ready: for uploads that is after the whole request body was
+    // consumed and stored. Timing to the last byte of a response body needs a body wrapper; both
+    // tried (a pipe, a lazy pull-through) left cancelled or unread responses pending in workerd
+    // (test files never finished), so it is not done yet (docs/audit.md).
     const declaredOut = c.res.headers.get("Content-Length");
-    const body = c.res.body;
-    if (!body || c.req.method === "HEAD") {
-      emit(info, c.res.status, declaredOut && c.req.method !== "HEAD" ? Number(declaredOut) : 0);
-      return;
-    }
-    if ((c.res.headers.get("Content-Type") ?? "").startsWith("text/event-stream")) {
-      // A live tail lasts minutes: logged when it starts, and not wrapped, so a client's
-      // disconnect reaches the stream's own abort handling directly.
-      emit(info, c.res.status, null, undefined, "stream started");
-      return;
-    }
-    // A lazy pass-through: it reads the body only when the runtime pulls the next chunk, so a
-    // body nobody reads leaves nothing pending (a background pipe kept such requests open), and
-    // the line is written when the last chunk has been handed over, or when the client left.
-    const reader = body.getReader();
-    let sent = 0;
-    const counted = new ReadableStream<Uint8Array>({
-      async pull(ctl) {
-        try {
-          const { done, value } = await reader.read();
-          if (done) {
-            ctl.close();
-            emit(info, c.res.status, sent);
-            return;
-          }
-          sent += value.byteLength;
-          ctl.enqueue(value);
-        } catch (e) {
-          emit(info, c.res.status, sent, `body failed: ${String(e).slice(0, 200)}`);
-          ctl.error(e);
-        }
-      },
-      cancel(reason) {
-        emit(info, c.res.status, sent, "client went away before the last byte");
-        return reader.cancel(reason);
-      },
-    });
-    c.res = new Response(counted, c.res);
+    const sse = (c.res.headers.get("Content-Type") ?? "").startsWith("text/event-stream");
+    emit(info, c.res.status, c.req.method === "HEAD" || !c.res.body ? 0 : declaredOut && /^\d+$/.test(declaredOut) ? Number(declaredOut) : null, undefined, sse ? "stream started" : undefined);
   };
 }
 
