@@ -3,6 +3,7 @@ import type { BlobStore } from "./stores/blob-store";
 import type { UploadSession } from "./stores/upload-session";
 import type { TrustStore } from "./stores/trust-store";
 import type { AccountStore } from "./stores/account-store";
+import type { Catalog } from "./stores/catalog";
 
 export interface Env {
   BUCKET: R2Bucket;
@@ -10,6 +11,7 @@ export interface Env {
   UPLOAD_SESSION: DurableObjectNamespace<UploadSession>;
   TRUST_STORE: DurableObjectNamespace<TrustStore>;
   ACCOUNT_STORE: DurableObjectNamespace<AccountStore>;
+  CATALOG: DurableObjectNamespace<Catalog>;
   MAX_BODY_BYTES?: string;
   CHUNK_MAX_BYTES?: string;
   MAX_MANIFEST_BYTES?: string;

@@ -6,6 +6,7 @@ export { BlobStore } from "./stores/blob-store";
 export { UploadSession } from "./stores/upload-session";
 export { TrustStore } from "./stores/trust-store";
 export { AccountStore } from "./stores/account-store";
+export { Catalog } from "./stores/catalog";
 
 const app = buildApp();
 

@@ -12,6 +12,9 @@ import { digestPolicy } from "./uploads";
 import { deletesDisabled } from "./blobs";
 import { tooLarge } from "../storage/ingest";
 import { assertManifestDeletable, assertTagMutable } from "../auth";
+import { rulesFor } from "../auth/session";
+import { immutableRuleFor } from "../auth/policy";
+import { deleteManifest } from "../storage/holders";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -64,17 +67,12 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     digest = ref.digest.digest;
   }
 
-  if (ref.tag !== null) {
-    const tag = ref.tag; // immutable tags (docs/auth.md): the lookup only runs when a rule covers the repo
-    await assertTagMutable(c, name, tag, () => trustStoreFor(c.env, name).tagDigest(name, tag), digest);
-  }
-
-  // Bytes → BlobStore → TrustStore. The key is content-addressed, so re-pushes overwrite in place.
+  // Bytes → BlobStore (digest + holder) → TrustStore. The key is content-addressed, so re-pushes overwrite in place.
   const r2Key = `manifests/sha256/${computed.sha256}`;
   await c.env.BUCKET.put(r2Key, body, { httpMetadata: { contentType: parsed.mediaType } });
-  const stored = await blobStoreFor(c.env, digest).commit({ digest, size: body.length, r2Key, contentSha256: computed.sha256! });
+  const stored = await blobStoreFor(c.env, digest).commit({ digest, size: body.length, r2Key, contentSha256: computed.sha256! }, name);
 
-  const result = await trustStoreFor(c.env, name).putManifest({
+  const input = {
     repo: name,
     manifest: { digest, size: body.length, r2Key: stored.r2Key, mediaType: parsed.mediaType },
     tag: ref.tag,
@@ -83,7 +81,19 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     annotations: parsed.annotations ?? null,
     requiredBlobs: requiredBlobs(parsed).map((d) => d.digest),
     requiredManifests: requiredManifests(parsed).map((d) => d.digest),
-  });
+  };
+  // Immutable tags (docs/auth.md), atomically: the store refuses to move an existing tag; only
+  // then are the policy rules consulted, and the write is retried when no rule protects the tag.
+  const trust = trustStoreFor(c.env, name);
+  let result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
+  if (!result.ok && result.tagIsAt !== null) {
+    const rule = immutableRuleFor(await rulesFor(c), name, ref.tag!);
+    if (rule) {
+      throw oci("DENIED", `tag "${ref.tag}" in ${name} is immutable (policy rule ${rule.id}): it cannot be moved to another manifest; push a new tag instead`,
+        { repository: name, tag: ref.tag, rule: rule.id, current: result.tagIsAt }, 403);
+    }
+    result = await trust.putManifest({ ...input, ifTagMoves: "allow" });
+  }
   if (!result.ok) {
     const missing = [...result.missingBlobs.map((d) => `blob ${d}`), ...result.missingManifests.map((d) => `manifest ${d}`)];
     throw oci("MANIFEST_BLOB_UNKNOWN", `manifest references content that is not in repository ${name}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ` and ${missing.length - 10} more` : ""}; push it first`, {
@@ -110,7 +120,7 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
     const tag = ref.tag;
     await assertTagMutable(c, name, tag, () => trust.tagDigest(name, tag), null);
   }
-  const removed = ref.digest ? await trust.deleteManifest(name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
+  const removed = ref.digest ? await deleteManifest(c.env, name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
 }

@@ -3,11 +3,11 @@ import type { Ctx } from "../app";
 import { config, type Env } from "../env";
 import { oci } from "./errors";
 import { isValidName, parseDigest, type ParsedDigest } from "./grammar";
-import { uploadSessionFor, trustStoreFor } from "../stores";
+import { uploadSessionFor } from "../stores";
 import type { UploadState } from "../stores/upload-session";
 import { ingest, readChunks, tooLarge } from "../storage/ingest";
 import { commitBlob } from "../storage/handoff";
-import { memberBlob } from "../storage/backfill";
+import { mountBlob } from "../storage/holders";
 import { assertClaim, createHashers, finishHashers, missingAlgorithm, saveHashers, streamingAlgorithms, type DigestPolicy, type Computed } from "../digest/verify";
 import { Hasher } from "../digest/hasher";
 import { principalId } from "./principal";
@@ -16,8 +16,6 @@ import { matchGlob } from "../auth/policy";
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const MIN_CHUNK = 5 * 1024 * 1024;
-/** Repositories tried for a mount without `from`. */
-const AUTO_MOUNT_CANDIDATES = 50;
 
 /**
  * BLAKE3_IN_SHA256: "true" (default) or "false", or a comma-separated list of repository globs
@@ -80,16 +78,9 @@ async function openSession(c: Ctx, name: string): Promise<Response> {
  * "not there".
  */
 async function tryMount(c: Ctx, name: string, d: ParsedDigest, from: string | null): Promise<Response | null> {
-  const sources = from !== null ? [from] : await trustStoreFor(c.env).reposWithBlob(d.digest, AUTO_MOUNT_CANDIDATES);
-  for (const source of sources) {
-    if (source === name || !isValidName(source)) continue;
-    if (!(await mayPull(c, source))) continue; // not readable by this principal: nothing leaks
-    const src = await memberBlob(c.env, source, d.digest);
-    if (!src || src.kind !== "blob") continue;
-    await trustStoreFor(c.env, name).link(name, { digest: d.digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });
-    return created(name, d.digest);
-  }
-  return null;
+  if (from !== null && !isValidName(from)) return null;
+  const mounted = await mountBlob(c.env, name, d.digest, from !== null ? [from] : null, (repo) => mayPull(c, repo));
+  return mounted ? created(name, d.digest) : null;
 }
 
 /** POST ?digest= with the whole blob as body. */

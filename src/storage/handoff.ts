@@ -1,6 +1,7 @@
-// The content-addressed handoff, in ARCHITECTURE order: bytes are in R2 → record the digest in
-// BlobStore → record membership in TrustStore. Each step is idempotent, so a crash between
-// steps leaves only unreferenced bytes for GC, never a reference to missing bytes.
+// The content-addressed handoff, in ARCHITECTURE order: bytes are in R2 → record the digest and
+// its holder in BlobStore (one call) → record membership in the repository's TrustStore (which
+// adds the catalog row on first membership). Each step is idempotent, so a crash between steps
+// leaves only unreferenced bytes or an extra holder for GC, never a reference to missing bytes.
 import type { Env } from "../env";
 import { blobStoreFor, trustStoreFor } from "../stores";
 
@@ -17,7 +18,7 @@ export interface VerifiedObject {
  * bytes were already stored, the offered object is redundant and deleted here.
  */
 export async function commitBlob(env: Env, repo: string, obj: VerifiedObject, kind: "blob" | "manifest" = "blob", mediaType: string | null = null) {
-  const result = await blobStoreFor(env, obj.digest).commit(obj);
+  const result = await blobStoreFor(env, obj.digest).commit(obj, repo);
   if (!result.adoptedOffered && result.r2Key !== obj.r2Key) {
     await env.BUCKET.delete(obj.r2Key).catch(() => {});
   }

@@ -1,8 +1,14 @@
-// TrustStore: what each repository may serve. Per-repository membership (repo, digest, kind)
-// beside the shared content-addressed storage, tags, referrers and the catalog.
-// Every read of a blob or manifest goes through a membership row here first.
+// TrustStore: what ONE repository may serve (one object per repository, docs/adr/0008):
+// membership (digest, kind) beside the shared content-addressed storage, tags and referrers.
+// Every read of a blob or manifest goes through a membership row here first. Rows keep their
+// `repo` column (the pre-schema-3 layout, copied verbatim by the migration) and every method
+// still filters by it; ready() makes sure an object only ever answers for its own repository.
+// The object named LEGACY_TRUST_STORE holds the single-object layout of schema ≤ 2: it serves
+// only the migration (exports, progress, the alarm that drives it), never reads or writes.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import { catalogFor, groupByBlobShard, legacyTrustStore, trustStoreFor } from "./index";
+import { MAX_HOLD_BATCH } from "./blob-store";
 
 export type MemberKind = "blob" | "manifest";
 
@@ -37,14 +43,48 @@ export interface PutManifestInput {
   /** Digests that must already be members (blobs and child manifests); checked in the same transaction. */
   requiredBlobs: string[];
   requiredManifests: string[];
+  /**
+   * "refuse": store nothing when `tag` exists and points at another digest (answer `tagIsAt`), so
+   * an immutable tag is checked in the same transaction that would move it. Default "allow".
+   */
+  ifTagMoves?: "refuse" | "allow";
 }
 
 export type PutManifestResult =
   | { ok: true; previousTagDigest: string | null }
-  | { ok: false; missingBlobs: string[]; missingManifests: string[] };
+  | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null };
 
-/** 1: tags/manifests/referrers; 2: per-repository blob membership (with backfill). */
-const SCHEMA_VERSION = 2;
+/** 1: tags/manifests/referrers; 2: per-repository blob membership (with backfill); 3: one object per repository. */
+const SCHEMA_VERSION = 3;
+
+/** Rows per export batch of the migration, and a soft byte budget per batch (well under the RPC cap). */
+const EXPORT_ROWS = 200;
+const EXPORT_BYTES = 4 * 1024 * 1024;
+/** Repositories the migration alarm moves per run before it re-arms itself. */
+const MIGRATE_PER_ALARM = 20;
+
+type Table = "repos" | "members" | "tags" | "referrers";
+/** Tables a repository's rows live in, in export order, with their key columns after `repo`. */
+const EXPORT_TABLES: { table: Table; keys: string[] }[] = [
+  { table: "repos", keys: [] },
+  { table: "members", keys: ["digest", "kind"] },
+  { table: "tags", keys: ["tag"] },
+  { table: "referrers", keys: ["subject", "digest"] },
+];
+type Row = Record<string, string | number | null>;
+export interface ExportCursor { table: number; after: (string | number)[] | null }
+export interface ExportBatch { table: Table; rows: Row[]; next: ExportCursor | null }
+
+export interface MigrationStatus {
+  /** False when there is no pre-schema-3 data: nothing to migrate. */
+  legacy: boolean;
+  state: "none" | "idle" | "running" | "done";
+  repositories: number;
+  migrated: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  lastError: string | null;
+}
 
 export interface Page<T> {
   items: T[];
@@ -54,10 +94,22 @@ export interface Page<T> {
 
 export class TrustStore extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  /** "legacy": the pre-schema-3 single object (migration only); "repo": one repository's object. */
+  private role: "repo" | "legacy" = "repo";
+  /** The repository this object answers for (set on first use). */
+  private owner: string | null = null;
+  /** True once this object has taken over its repository's rows from the legacy object (or had none). */
+  private imported = false;
+  private cataloged = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.init();
+  }
+
+  /** Create or upgrade the schema and load this object's role (tests call it after writing old state). */
+  init(): void {
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS members (
         repo TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL,
@@ -84,26 +136,107 @@ export class TrustStore extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     `);
     this.migrate();
+    this.role = this.meta("role") === "legacy" ? "legacy" : "repo";
+    this.owner = this.meta("repo");
+    this.imported = this.meta("import") === "done";
+    this.cataloged = this.meta("cataloged") === "1";
   }
 
   /**
    * Schema 2 added per-repository blob membership. Repositories stored before it (tags and
    * manifests, bytes in the shared store) are flagged for a membership backfill, so an upgrade
-   * loses no access and grants none.
+   * loses no access and grants none. Schema 3 (one object per repository): an object that holds
+   * rows but no owner is the old single index and becomes the legacy object, read by the migration.
    */
   private migrate(): void {
-    const version = Number(this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`).toArray()[0]?.value ?? 0);
+    const version = Number(this.meta("schema") ?? 0);
     if (version >= SCHEMA_VERSION) return;
     this.ctx.storage.transactionSync(() => {
       const cols = this.sql.exec<{ name: string }>(`PRAGMA table_info(repos)`).toArray().map((r) => r.name);
       if (!cols.includes("needs_backfill")) this.sql.exec(`ALTER TABLE repos ADD COLUMN needs_backfill INTEGER NOT NULL DEFAULT 0`);
-      if (version > 0 || this.sql.exec(`SELECT 1 FROM tags LIMIT 1`).toArray().length) {
+      if (!cols.includes("migrated_at")) this.sql.exec(`ALTER TABLE repos ADD COLUMN migrated_at INTEGER`);
+      if (version < 2 && (version > 0 || this.sql.exec(`SELECT 1 FROM tags LIMIT 1`).toArray().length)) {
         // Data from before the membership index: every repository with tags must be walked.
         this.sql.exec(`INSERT INTO repos (repo, created_at, needs_backfill) SELECT DISTINCT repo, ?, 1 FROM tags WHERE true
           ON CONFLICT (repo) DO UPDATE SET needs_backfill = 1`, Date.now());
       }
-      this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(SCHEMA_VERSION));
+      if (this.meta("role") === null) {
+        const hasRows = ["repos", "tags", "members"].some((t) => this.sql.exec(`SELECT 1 FROM ${t} LIMIT 1`).toArray().length > 0);
+        this.setMeta("role", hasRows && this.meta("repo") === null ? "legacy" : "repo");
+      }
+      this.setMeta("schema", String(SCHEMA_VERSION));
     });
+  }
+
+  /**
+   * Every repository method starts here: this object answers for one repository only, and on its
+   * first use it takes over that repository's rows from the legacy object (in bounded batches,
+   * with other requests held back), so reads during the migration see the old data.
+   */
+  private async ready(repo: string): Promise<void> {
+    if (this.imported && this.owner === repo) return;
+    if (this.role === "legacy") throw new Error("the pre-schema-3 TrustStore serves only the index migration");
+    if (this.owner !== null && this.owner !== repo) throw new Error(`the TrustStore of ${this.owner} was asked about ${repo}`);
+    await this.ctx.blockConcurrencyWhile(async () => {
+      if (this.imported) return;
+      if (this.owner === null) {
+        this.setMeta("repo", repo);
+        this.owner = repo;
+      }
+      await this.importFromLegacy(repo);
+    });
+  }
+
+  private async importFromLegacy(repo: string): Promise<void> {
+    const legacy = legacyTrustStore(this.env);
+    const saved = this.meta("import");
+    let cursor: ExportCursor | null = saved ? (JSON.parse(saved) as ExportCursor) : { table: 0, after: null };
+    let any = false;
+    while (cursor) {
+      const batch: ExportBatch | null = await legacy.exportRows(repo, cursor);
+      if (!batch) break; // no legacy data for this repository
+      any = true;
+      if (batch.table === "members") {
+        // Handoff order: holders before membership.
+        const digests = [...new Set(batch.rows.map((r) => String(r.digest)))];
+        for (const g of groupByBlobShard(this.env, digests)) {
+          for (let i = 0; i < g.digests.length; i += MAX_HOLD_BATCH) await g.store.holdMany(repo, g.digests.slice(i, i + MAX_HOLD_BATCH));
+        }
+      }
+      const next: ExportCursor | null = batch.next;
+      this.ctx.storage.transactionSync(() => {
+        for (const row of batch.rows) {
+          const cols = Object.keys(row).filter((c) => c !== "migrated_at");
+          this.sql.exec(`INSERT OR IGNORE INTO ${batch.table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`, ...cols.map((c) => row[c]));
+        }
+        this.setMeta("import", next ? JSON.stringify(next) : "done");
+      });
+      cursor = next;
+    }
+    if (any) await legacy.markMigrated(repo);
+    this.setMeta("import", "done");
+    this.imported = true;
+    await this.registerInCatalog(repo);
+  }
+
+  /** Handoff's last step: the catalog row, once, after the repository's first membership. */
+  private async registerInCatalog(repo: string): Promise<void> {
+    if (this.cataloged) return;
+    const row = this.sql.exec<{ created_at: number }>(`SELECT created_at FROM repos WHERE repo = ?`, repo).toArray()[0];
+    if (!row) return;
+    try {
+      await catalogFor(this.env, repo).add(repo, row.created_at);
+      this.setMeta("cataloged", "1");
+      this.cataloged = true;
+    } catch (err) {
+      // Retried on the next write; the repository is readable meanwhile, only not listed.
+      console.error(`catalog registration of ${repo} failed`, err);
+    }
+  }
+
+  /** Take over this repository's legacy rows now (the migration task); idempotent. */
+  async adopt(repo: string): Promise<void> {
+    await this.ready(repo);
   }
 
   // ---- membership -------------------------------------------------------------------------
@@ -113,65 +246,68 @@ export class TrustStore extends DurableObject<Env> {
    * "backfill" means: not a member yet, but the repository predates the membership index and
    * must be walked first (see backfillRoots).
    */
-  blob(repo: string, digest: string): Member | null | "backfill" {
+  async blob(repo: string, digest: string): Promise<Member | null | "backfill"> {
+    await this.ready(repo);
     const row = this.sql.exec<{ kind: MemberKind; size: number; r2_key: string; media_type: string | null }>(
       `SELECT kind, size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? ORDER BY kind LIMIT 1`,
       repo, digest).toArray()[0];
     if (row) return { digest, kind: row.kind, size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
-    return this.needsBackfill(repo) ? "backfill" : null;
+    return this.flagged(repo) ? "backfill" : null;
   }
 
-  needsBackfill(repo: string): boolean {
-    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ? AND needs_backfill = 1`, repo).toArray().length > 0;
-  }
-
-  /** Repositories still waiting for a membership backfill. */
-  pendingBackfills(): string[] {
-    return this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE needs_backfill = 1 ORDER BY repo`).toArray().map((r) => r.repo);
+  async needsBackfill(repo: string): Promise<boolean> {
+    await this.ready(repo);
+    return this.flagged(repo);
   }
 
   /** Manifest digests a backfill walks from: every tag's target and every known manifest. */
-  backfillRoots(repo: string): string[] {
+  async backfillRoots(repo: string): Promise<string[]> {
+    await this.ready(repo);
     return this.sql.exec<{ digest: string }>(
       `SELECT digest FROM tags WHERE repo = ? UNION SELECT digest FROM members WHERE repo = ? AND kind = 'manifest'`, repo, repo)
       .toArray().map((r) => r.digest);
   }
 
-  finishBackfill(repo: string): void {
+  async finishBackfill(repo: string): Promise<void> {
+    await this.ready(repo);
     this.sql.exec(`UPDATE repos SET needs_backfill = 0 WHERE repo = ?`, repo);
   }
 
-  /** Record that `repo` holds these bytes. Idempotent. */
-  link(repo: string, member: Member): void {
+  /** Record that `repo` holds these bytes (after BlobStore recorded the holder). Idempotent. */
+  async link(repo: string, member: Member): Promise<void> {
+    await this.ready(repo);
     this.ctx.storage.transactionSync(() => {
       this.insertMember(repo, member);
     });
+    await this.registerInCatalog(repo);
   }
 
-  /** Repositories holding blob `digest` (candidates for a mount without `from`). */
-  reposWithBlob(digest: string, limit: number): string[] {
-    return this.sql.exec<{ repo: string }>(`SELECT repo FROM members WHERE digest = ? AND kind = 'blob' ORDER BY repo LIMIT ?`, digest, limit)
-      .toArray().map((r) => r.repo);
-  }
-
-  /** Remove a blob from one repository only; bytes stay for garbage collection. */
-  unlinkBlob(repo: string, digest: string): boolean {
-    return this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
+  /**
+   * Remove a blob from one repository only; bytes stay for garbage collection. `held` says
+   * whether the digest is still a member in another kind (the BlobStore holder must then stay).
+   */
+  async unlinkBlob(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
+    await this.ready(repo);
+    const removed = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
+    return { removed, held: this.holds(repo, digest) };
   }
 
   // ---- manifests and tags -------------------------------------------------------------------
 
   /** Store a manifest's membership, its tag and its referrer row atomically. */
-  putManifest(input: PutManifestInput): PutManifestResult {
-    return this.ctx.storage.transactionSync(() => {
+  async putManifest(input: PutManifestInput): Promise<PutManifestResult> {
+    await this.ready(input.repo);
+    const result = this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
-      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests } as const;
+      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null };
       const m = input.manifest;
+      const previousTagDigest = input.tag === null ? null : this.tagTarget(input.repo, input.tag);
+      if (input.ifTagMoves === "refuse" && previousTagDigest !== null && previousTagDigest !== m.digest) {
+        return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest };
+      }
       this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
-      let previousTagDigest: string | null = null;
       if (input.tag !== null) {
-        previousTagDigest = this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, input.repo, input.tag).toArray()[0]?.digest ?? null;
         this.sql.exec(`INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?)
           ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
           input.repo, input.tag, m.digest, Date.now());
@@ -182,47 +318,56 @@ export class TrustStore extends DurableObject<Env> {
           input.repo, input.subject, m.digest, m.mediaType, m.size, input.artifactType,
           input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
       }
-      return { ok: true, previousTagDigest } as const;
+      return { ok: true, previousTagDigest };
     });
+    if (result.ok) await this.registerInCatalog(input.repo);
+    return result;
   }
 
   /** Resolve a tag or digest to a manifest of this repository. */
-  manifest(repo: string, reference: string, isDigest: boolean): ManifestRecord | null | "backfill" {
-    const digest = isDigest
-      ? reference
-      : this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, reference).toArray()[0]?.digest;
-    const row = digest === undefined ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
+  async manifest(repo: string, reference: string, isDigest: boolean): Promise<ManifestRecord | null | "backfill"> {
+    await this.ready(repo);
+    const digest = isDigest ? reference : this.tagTarget(repo, reference);
+    const row = digest === null ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
       `SELECT size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
     if (row) return { digest: digest!, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
-    return this.needsBackfill(repo) ? "backfill" : null;
+    return this.flagged(repo) ? "backfill" : null;
   }
 
-  tagDigest(repo: string, tag: string): string | null {
-    return this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, tag).toArray()[0]?.digest ?? null;
+  async tagDigest(repo: string, tag: string): Promise<string | null> {
+    await this.ready(repo);
+    return this.tagTarget(repo, tag);
   }
 
-  /** Delete a manifest by digest: its membership, every tag pointing at it, and its referrer rows. */
-  deleteManifest(repo: string, digest: string): boolean {
+  /**
+   * Delete a manifest by digest: its membership, every tag pointing at it, and its referrer rows.
+   * `held`: the digest is still a member as a blob (the BlobStore holder must stay).
+   */
+  async deleteManifest(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
+    await this.ready(repo);
     return this.ctx.storage.transactionSync(() => {
       const gone = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).rowsWritten > 0;
-      if (!gone) return false;
+      if (!gone) return { removed: false, held: this.holds(repo, digest) };
       this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
       this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
-      return true;
+      return { removed: true, held: this.holds(repo, digest) };
     });
   }
 
   /** Tags of `repo` pointing at manifest `digest`. */
-  tagsOf(repo: string, digest: string): string[] {
+  async tagsOf(repo: string, digest: string): Promise<string[]> {
+    await this.ready(repo);
     return this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, digest).toArray().map((r) => r.tag);
   }
 
-  deleteTag(repo: string, tag: string): boolean {
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
+    await this.ready(repo);
     return this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag).rowsWritten > 0;
   }
 
   /** Tags of a repository, lexically sorted; null when the repository does not exist. */
-  tags(repo: string, n: number | null, last: string | null): Page<string> | null {
+  async tags(repo: string, n: number | null, last: string | null): Promise<Page<string> | null> {
+    await this.ready(repo);
     if (!this.repoExists(repo)) return null;
     // The spec's "lexical order" is case-insensitive alphanumeric; ties broken by bytes.
     const limit = n === null ? -1 : n + 1;
@@ -233,13 +378,14 @@ export class TrustStore extends DurableObject<Env> {
     return paginate(rows, n);
   }
 
-  // ---- referrers and catalog ----------------------------------------------------------------
+  // ---- referrers ----------------------------------------------------------------------------
 
   /**
    * Referrers of `subject` in `repo`, ordered by digest for stable pagination, optionally
    * filtered by artifactType and by annotations (key = value, all must match).
    */
-  referrers(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null): Page<ReferrerRecord> {
+  async referrers(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null): Promise<Page<ReferrerRecord>> {
+    await this.ready(repo);
     let q = `SELECT digest, media_type, size, artifact_type, annotations FROM referrers WHERE repo = ? AND subject = ? AND digest > ?`;
     const args: (string | number)[] = [repo, subject, last ?? ""];
     if (filter.artifactType !== null) {
@@ -264,18 +410,137 @@ export class TrustStore extends DurableObject<Env> {
     return { items: rows, next: null };
   }
 
-  catalog(n: number | null, last: string | null): Page<string> {
-    const limit = n === null ? -1 : n + 1;
-    const rows = this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE repo > ? ORDER BY repo LIMIT ?`, last ?? "", limit)
-      .toArray().map((r) => r.repo);
-    return paginate(rows, n);
+  // ---- the legacy object: index migration (schema ≤ 2 → 3) ----------------------------------
+
+  /** Repository names (with creation time) of the legacy object after `after`; empty when not legacy. */
+  legacyRepos(after: string, limit: number): { items: { repo: string; createdAt: number }[]; next: string | null } {
+    if (this.role !== "legacy") return { items: [], next: null };
+    const n = Math.max(1, Math.min(limit, 1000));
+    const rows = this.sql.exec<{ repo: string; created_at: number }>(`SELECT repo, created_at FROM repos WHERE repo > ? ORDER BY repo LIMIT ?`, after, n + 1).toArray();
+    const items = rows.slice(0, n).map((r) => ({ repo: r.repo, createdAt: r.created_at }));
+    return { items, next: rows.length > n ? items[items.length - 1].repo : null };
   }
 
-  repoExists(repo: string): boolean {
-    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ?`, repo).toArray().length > 0;
+  /** Legacy repositories flagged for a membership backfill when they were migrated. */
+  legacyPendingBackfills(): string[] {
+    if (this.role !== "legacy") return [];
+    return this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE needs_backfill = 1 ORDER BY repo LIMIT 10000`).toArray().map((r) => r.repo);
+  }
+
+  /**
+   * The next batch of `repo`'s rows after `cursor` (tables in EXPORT_TABLES order, at most
+   * EXPORT_ROWS rows or about EXPORT_BYTES); null when this object holds nothing for `repo`.
+   */
+  exportRows(repo: string, cursor: ExportCursor): ExportBatch | null {
+    if (this.role !== "legacy") return null;
+    if (cursor.table === 0 && cursor.after === null && !this.legacyHolds(repo)) return null;
+    const spec = EXPORT_TABLES[cursor.table];
+    if (!spec) return null;
+    const order = ["repo", ...spec.keys];
+    let q = `SELECT * FROM ${spec.table} WHERE repo = ?`;
+    const args: (string | number)[] = [repo];
+    if (cursor.after && spec.keys.length) {
+      q += ` AND (${spec.keys.join(", ")}) > (${spec.keys.map(() => "?").join(", ")})`;
+      args.push(...cursor.after);
+    }
+    q += ` ORDER BY ${order.join(", ")} LIMIT ?`;
+    args.push(EXPORT_ROWS);
+    const rows: Row[] = [];
+    let bytes = 0;
+    for (const r of this.sql.exec<Row>(q, ...args)) {
+      rows.push({ ...r });
+      for (const v of Object.values(r)) bytes += typeof v === "string" ? v.length : 8;
+      if (bytes >= EXPORT_BYTES) break;
+    }
+    const full = rows.length === EXPORT_ROWS || bytes >= EXPORT_BYTES;
+    const last = rows[rows.length - 1];
+    const next: ExportCursor | null = full && spec.keys.length && last
+      ? { table: cursor.table, after: spec.keys.map((k) => last[k] as string | number) }
+      : cursor.table + 1 < EXPORT_TABLES.length ? { table: cursor.table + 1, after: null } : null;
+    return { table: spec.table, rows, next };
+  }
+
+  /** The repository's own object has taken over its rows (they stay here, read-only). */
+  markMigrated(repo: string): void {
+    if (this.role !== "legacy") return;
+    this.sql.exec(`UPDATE repos SET migrated_at = ? WHERE repo = ? AND migrated_at IS NULL`, Date.now(), repo);
+  }
+
+  migrationStatus(): MigrationStatus {
+    if (this.role !== "legacy") {
+      return { legacy: false, state: "none", repositories: 0, migrated: 0, startedAt: null, finishedAt: null, lastError: null };
+    }
+    const c = this.sql.exec<{ total: number; migrated: number }>(`SELECT count(*) AS total, count(migrated_at) AS migrated FROM repos`).one();
+    const num = (k: string) => (this.meta(k) === null ? null : Number(this.meta(k)));
+    return {
+      legacy: true,
+      state: (this.meta("migration") as MigrationStatus["state"] | null) ?? "idle",
+      repositories: c.total,
+      migrated: c.migrated,
+      startedAt: num("migration_started"),
+      finishedAt: num("migration_finished"),
+      lastError: this.meta("migration_error"),
+    };
+  }
+
+  /** Start (or resume) the migration: an alarm moves MIGRATE_PER_ALARM repositories per run. */
+  async startMigration(): Promise<MigrationStatus> {
+    if (this.role === "legacy" && this.meta("migration") !== "done") {
+      if (this.meta("migration") !== "running") {
+        this.setMeta("migration", "running");
+        this.setMeta("migration_started", String(Date.now()));
+      }
+      await this.ctx.storage.setAlarm(Date.now());
+    }
+    return this.migrationStatus();
+  }
+
+  override async alarm(): Promise<void> {
+    if (this.role !== "legacy" || this.meta("migration") !== "running") return;
+    const batch = this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE migrated_at IS NULL ORDER BY repo LIMIT ?`, MIGRATE_PER_ALARM)
+      .toArray().map((r) => r.repo);
+    let failed = 0;
+    for (const repo of batch) {
+      try {
+        await trustStoreFor(this.env, repo).adopt(repo);
+      } catch (err) {
+        failed++;
+        this.setMeta("migration_error", `${repo}: ${err instanceof Error ? err.message : String(err)}`.slice(0, 1000));
+      }
+    }
+    const left = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM repos WHERE migrated_at IS NULL`).one().n;
+    if (left === 0) {
+      this.setMeta("migration", "done");
+      this.setMeta("migration_finished", String(Date.now()));
+      return;
+    }
+    // All of a batch failing means something is wrong: back off instead of spinning.
+    await this.ctx.storage.setAlarm(Date.now() + (failed === batch.length ? 30_000 : 0));
   }
 
   // ---- internals ----------------------------------------------------------------------------
+
+  private repoExists(repo: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ?`, repo).toArray().length > 0;
+  }
+
+  private flagged(repo: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ? AND needs_backfill = 1`, repo).toArray().length > 0;
+  }
+
+  /** The one tag lookup: the digest `repo:tag` points at, or null. */
+  private tagTarget(repo: string, tag: string): string | null {
+    return this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, tag).toArray()[0]?.digest ?? null;
+  }
+
+  /** Whether `digest` is still a member of `repo` in any kind. */
+  private holds(repo: string, digest: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM members WHERE repo = ? AND digest = ? LIMIT 1`, repo, digest).toArray().length > 0;
+  }
+
+  private legacyHolds(repo: string): boolean {
+    return ["repos", "members", "tags"].some((t) => this.sql.exec(`SELECT 1 FROM ${t} WHERE repo = ? LIMIT 1`, repo).toArray().length > 0);
+  }
 
   private insertMember(repo: string, m: Member): void {
     const now = Date.now();
@@ -290,6 +555,14 @@ export class TrustStore extends DurableObject<Env> {
       if (this.sql.exec(`SELECT 1 FROM members WHERE repo = ? AND digest = ? AND kind = ?`, repo, d, kind).toArray().length === 0) out.push(d);
     }
     return out;
+  }
+
+  private meta(key: string): string | null {
+    return this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = ?`, key).toArray()[0]?.value ?? null;
+  }
+
+  private setMeta(key: string, value: string): void {
+    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value);
   }
 }
 
