@@ -73,7 +73,7 @@ const EXPORT_TABLES: { table: Table; keys: string[] }[] = [
 ];
 type Row = Record<string, string | number | null>;
 export interface ExportCursor { table: number; after: (string | number)[] | null }
-export interface ExportBatch { table: Table; rows: Row[]; next: ExportCursor | null }
+export interface ExportBatch { parts: { table: Table; rows: Row[] }[]; next: ExportCursor | null }
 
 export interface MigrationStatus {
   /** False when there is no pre-schema-3 data: nothing to migrate. */
@@ -196,18 +196,18 @@ export class TrustStore extends DurableObject<Env> {
       const batch: ExportBatch | null = await legacy.exportRows(repo, cursor);
       if (!batch) break; // no legacy data for this repository
       any = true;
-      if (batch.table === "members") {
-        // Handoff order: holders before membership.
-        const digests = [...new Set(batch.rows.map((r) => String(r.digest)))];
-        for (const g of groupByBlobShard(this.env, digests)) {
-          for (let i = 0; i < g.digests.length; i += MAX_HOLD_BATCH) await g.store.holdMany(repo, g.digests.slice(i, i + MAX_HOLD_BATCH));
-        }
+      // Handoff order: holders before membership.
+      const digests = [...new Set(batch.parts.filter((p) => p.table === "members").flatMap((p) => p.rows.map((r) => String(r.digest))))];
+      for (const g of groupByBlobShard(this.env, digests)) {
+        for (let i = 0; i < g.digests.length; i += MAX_HOLD_BATCH) await g.store.holdMany(repo, g.digests.slice(i, i + MAX_HOLD_BATCH));
       }
       const next: ExportCursor | null = batch.next;
       this.ctx.storage.transactionSync(() => {
-        for (const row of batch.rows) {
-          const cols = Object.keys(row).filter((c) => c !== "migrated_at");
-          this.sql.exec(`INSERT OR IGNORE INTO ${batch.table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`, ...cols.map((c) => row[c]));
+        for (const part of batch.parts) {
+          for (const row of part.rows) {
+            const cols = Object.keys(row).filter((c) => c !== "migrated_at");
+            this.sql.exec(`INSERT OR IGNORE INTO ${part.table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`, ...cols.map((c) => row[c]));
+          }
         }
         this.setMeta("import", next ? JSON.stringify(next) : "done");
       });
@@ -428,36 +428,42 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   /**
-   * The next batch of `repo`'s rows after `cursor` (tables in EXPORT_TABLES order, at most
-   * EXPORT_ROWS rows or about EXPORT_BYTES); null when this object holds nothing for `repo`.
+   * The next batch of `repo`'s rows after `cursor`, table by table in EXPORT_TABLES order (at most
+   * EXPORT_ROWS rows or about EXPORT_BYTES in all, so a small repository moves in one call); null
+   * when this object holds nothing for `repo`.
    */
   exportRows(repo: string, cursor: ExportCursor): ExportBatch | null {
     if (this.role !== "legacy") return null;
     if (cursor.table === 0 && cursor.after === null && !this.legacyHolds(repo)) return null;
-    const spec = EXPORT_TABLES[cursor.table];
-    if (!spec) return null;
-    const order = ["repo", ...spec.keys];
-    let q = `SELECT * FROM ${spec.table} WHERE repo = ?`;
-    const args: (string | number)[] = [repo];
-    if (cursor.after && spec.keys.length) {
-      q += ` AND (${spec.keys.join(", ")}) > (${spec.keys.map(() => "?").join(", ")})`;
-      args.push(...cursor.after);
-    }
-    q += ` ORDER BY ${order.join(", ")} LIMIT ?`;
-    args.push(EXPORT_ROWS);
-    const rows: Row[] = [];
+    const parts: ExportBatch["parts"] = [];
+    let budgetRows = EXPORT_ROWS;
     let bytes = 0;
-    for (const r of this.sql.exec<Row>(q, ...args)) {
-      rows.push({ ...r });
-      for (const v of Object.values(r)) bytes += typeof v === "string" ? v.length : 8;
-      if (bytes >= EXPORT_BYTES) break;
+    let at: ExportCursor | null = cursor;
+    while (at && budgetRows > 0 && bytes < EXPORT_BYTES) {
+      const spec: { table: Table; keys: string[] } = EXPORT_TABLES[at.table];
+      let q = `SELECT * FROM ${spec.table} WHERE repo = ?`;
+      const args: (string | number)[] = [repo];
+      if (at.after && spec.keys.length) {
+        q += ` AND (${spec.keys.join(", ")}) > (${spec.keys.map(() => "?").join(", ")})`;
+        args.push(...at.after);
+      }
+      q += ` ORDER BY ${["repo", ...spec.keys].join(", ")} LIMIT ?`;
+      args.push(budgetRows);
+      const rows: Row[] = [];
+      for (const r of this.sql.exec<Row>(q, ...args)) {
+        rows.push({ ...r });
+        for (const v of Object.values(r)) bytes += typeof v === "string" ? v.length : 8;
+        if (bytes >= EXPORT_BYTES) break;
+      }
+      budgetRows -= rows.length;
+      if (rows.length) parts.push({ table: spec.table, rows });
+      const last = rows[rows.length - 1];
+      const full = budgetRows === 0 || bytes >= EXPORT_BYTES;
+      at = full && spec.keys.length && last
+        ? { table: at.table, after: spec.keys.map((k) => last[k] as string | number) }
+        : at.table + 1 < EXPORT_TABLES.length ? { table: at.table + 1, after: null } : null;
     }
-    const full = rows.length === EXPORT_ROWS || bytes >= EXPORT_BYTES;
-    const last = rows[rows.length - 1];
-    const next: ExportCursor | null = full && spec.keys.length && last
-      ? { table: cursor.table, after: spec.keys.map((k) => last[k] as string | number) }
-      : cursor.table + 1 < EXPORT_TABLES.length ? { table: cursor.table + 1, after: null } : null;
-    return { table: spec.table, rows, next };
+    return { parts, next: at };
   }
 
   /** The repository's own object has taken over its rows (they stay here, read-only). */
