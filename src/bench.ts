@@ -165,3 +165,35 @@ benchRoutes.post("/hash", async (c) => {
   const ms = Date.now() - t0;
   return c.json({ algo, bytes, reads, readAtLeast: min, ms, mbps: ms > 0 ? bytes / MB / (ms / 1000) : null, hex });
 });
+
+// POST /_bench/index?store=blob|trust&n=N&concurrency=C&objects=K — index write rate: N commits
+// issued by C concurrent loops from this Worker, to one BlobStore object ("blob") or spread over K
+// repositories' TrustStore objects ("trust"). Uses bench-only object names and repositories
+// ("_bench/…"), never registry ones. Answers {store, commits, concurrency, objects, ms, perSecond}.
+benchRoutes.post("/index", async (c) => {
+  const q = new URL(c.req.url).searchParams;
+  const int = (k: string, dflt: number, max: number) => Math.max(1, Math.min(max, Math.floor(Number(q.get(k) ?? dflt)) || dflt));
+  const store = q.get("store") === "trust" ? "trust" : "blob";
+  const n = int("n", 2000, 100_000);
+  const concurrency = int("concurrency", 16, 256);
+  const objects = store === "trust" ? int("objects", 1, 256) : 1;
+  const run = crypto.randomUUID().replace(/-/g, "");
+  const blobs = c.env.BLOB_STORE.get(c.env.BLOB_STORE.idFromName("_bench/blobs"));
+  let next = 0;
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) {
+      const i = next++;
+      const hex = run + i.toString(16).padStart(32, "0");
+      const digest = `sha256:${hex}`;
+      if (store === "blob") {
+        await blobs.commit({ digest, size: 1, r2Key: `_bench/index/${hex}`, contentSha256: hex }, "_bench/repo");
+      } else {
+        const repo = `_bench/repo-${i % objects}`;
+        await c.env.TRUST_STORE.get(c.env.TRUST_STORE.idFromName(`bench:${repo}`)).link(repo, { digest, kind: "blob", size: 1, r2Key: `_bench/index/${hex}`, mediaType: null });
+      }
+    }
+  }));
+  const ms = Date.now() - t0;
+  return c.json({ store, commits: n, concurrency, objects, ms, perSecond: ms > 0 ? (n * 1000) / ms : null });
+});
