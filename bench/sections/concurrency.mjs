@@ -154,16 +154,25 @@ export default {
       rows.push({ label: `tags/list in B during 6 parallel ${heavyLayers}-layer manifest PUTs in A`, unit: "ms p99", values: { cloister: q(busy, 0.99) }, note: `p50 ${q(busy, 0.5).toFixed(1)} ms, max ${Math.max(...busy).toFixed(0)} ms, ${busy.length} requests; the PUTs took ${putSecs.toFixed(1)} s (${(heavy.length / 1e6).toFixed(1)} MB each)` });
 
       // ---- object-level index write rate ----------------------------------------------------------
+      // Several short requests (long ones get "Your worker restarted mid-request" from wrangler dev).
       for (const [label, qs, key] of [
-        ["BlobStore commits (one object, 16 concurrent)", "store=blob&n=3000&concurrency=16", "blobstore"],
-        ["TrustStore links, 1 repository object (16 concurrent)", "store=trust&n=3000&concurrency=16&objects=1", "trust_1"],
-        ["TrustStore links over 16 repository objects (16 concurrent)", "store=trust&n=3000&concurrency=16&objects=16", "trust_16"],
+        ["BlobStore commits (one object, 16 concurrent)", "store=blob&n=500&concurrency=16", "blobstore"],
+        ["TrustStore links, 1 repository object (16 concurrent)", "store=trust&n=500&concurrency=16&objects=1", "trust_1"],
+        ["TrustStore links over 16 repository objects (16 concurrent)", "store=trust&n=500&concurrency=16&objects=16", "trust_16"],
       ]) {
-        const r = await request(`${base}/_bench/index?${qs}`, { method: "POST", agent: setup });
-        expectStatus(r, 200, `/_bench/index?${qs}`);
-        const j = JSON.parse(r.text);
-        metrics[`concurrency.${key}.commits_per_s`] = j.perSecond;
-        rows.push({ label, unit: "commits/s", values: { cloister: j.perSecond }, note: `${j.commits} commits in ${j.ms} ms, issued from one Worker request` });
+        let commits = 0;
+        let ms = 0;
+        for (let i = 0; i < 4; i++) {
+          const r = await request(`${base}/_bench/index?${qs}`, { method: "POST", agent: setup });
+          expectStatus(r, 200, `/_bench/index?${qs}`);
+          const j = JSON.parse(r.text);
+          if (i === 0) continue; // warm-up: first use of the objects
+          commits += j.commits;
+          ms += j.ms;
+        }
+        const perSecond = (commits * 1000) / ms;
+        metrics[`concurrency.${key}.commits_per_s`] = perSecond;
+        rows.push({ label, unit: "commits/s", values: { cloister: perSecond }, note: `${commits} commits in ${ms} ms (3 requests after a warm-up), issued from the Worker` });
       }
     } finally {
       setup.destroy();

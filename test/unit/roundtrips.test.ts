@@ -90,6 +90,10 @@ describe("Durable Object round trips per operation (open mode)", () => {
     const moved = await put("v1", img2.manifest);
     expect(moved.status).toBe(201);
     expect(moved.calls).toEqual(["BLOB_STORE.commit", "TRUST_STORE.putManifest", "ACCOUNT_STORE.rules", "TRUST_STORE.putManifest"]);
+    // DELETE by digest: policy (immutable tags), the store, then the BlobStore holder.
+    const del = await counted(`/v2/${repo}/manifests/${img.digest}`, { method: "DELETE" });
+    expect(del.status).toBe(202);
+    expect(del.calls).toEqual(["ACCOUNT_STORE.rules", "TRUST_STORE.deleteManifest", "BLOB_STORE.release"]);
   });
 
   it("tags/list and _catalog: 1", async () => {
