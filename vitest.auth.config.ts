@@ -14,6 +14,7 @@ export default defineConfig({
           AUTH_MODE: "token",
           ADMIN_PASSWORD: "conformance-admin-password",
           TEST_CREDENTIALS: "admin:conformance-admin-password",
+          REGISTRY_HOSTS: "registry.test",
         },
       },
     }),

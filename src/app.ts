@@ -9,8 +9,8 @@ import * as uploads from "./oci/uploads";
 import * as manifests from "./oci/manifests";
 import * as listing from "./oci/listing";
 import * as referrers from "./oci/referrers";
-import { benchRoutes } from "./bench";
-import { adminRoutes, authMiddleware, tokenRoutes, type AuthVariables } from "./auth";
+import { benchEnabled, benchRoutes } from "./bench";
+import { adminRoutes, authMiddleware, requireAdmin, tokenRoutes, type AuthVariables } from "./auth";
 
 export type AppEnv = { Bindings: Env; Variables: { route: V2Route } & AuthVariables };
 export type Ctx = import("hono").Context<AppEnv>;
@@ -29,13 +29,14 @@ export function buildApp() {
     return oci("INTERNAL", "internal server error").toResponse();
   });
 
-  app.route("/_bench", benchRoutes);
-
-  // Auth (docs/auth.md): the /v2 gate runs before dispatch; token service; admin API.
+  // Auth (docs/auth.md): the /v2 gate runs before dispatch (Hono's "/v2/*" also matches "/v2",
+  // so it is mounted once); token service; admin API.
   app.use("/v2/*", authMiddleware());
-  app.use("/v2", authMiddleware());
   app.route("/token", tokenRoutes);
   app.route("/admin", adminRoutes);
+  // Raw R2 routes for `npm run bench`: 404 unless BENCH_ROUTES=true, then for the admin only.
+  app.use("/_bench/*", benchEnabled, requireAdmin);
+  app.route("/_bench", benchRoutes);
 
   app.all("/v2/*", async (c) => {
     // Use the raw path so encoded slashes and dots never become part of a name.

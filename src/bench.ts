@@ -1,5 +1,6 @@
 // Raw routes for `npm run bench` (the ceiling our registry is measured against).
-// Mounted only when BENCH_ROUTES=true; never enable in production. Owned by the bench tooling.
+// Answer 404 unless BENCH_ROUTES=true, and then only to the admin (src/app.ts mounts them behind
+// benchEnabled and the admin gate); never enable in production. Owned by the bench tooling.
 //
 //   PUT    /_bench/r2/:key   body → env.BUCKET.put(key, request.body), untouched (needs Content-Length)
 //   PUT    /_bench/r2mp/:key?part=BYTES   body → R2 multipart upload, parts of `part` bytes (default
@@ -11,15 +12,18 @@
 //          consumes the body inside the Worker, hashing it; answers {algo, bytes, ms, mbps, hex}
 //
 // Keys are stored under the "_bench/" prefix so they never collide with registry objects.
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import type { Env } from "./env";
-import { Hasher, toHex, type HashAlgorithm } from "./digest/hasher";
+import { Hasher, type HashAlgorithm } from "./digest/hasher";
+import { toHex } from "./util/encoding";
 
 export const benchRoutes = new Hono<{ Bindings: Env }>();
-benchRoutes.use("*", async (c, next) => {
+
+/** Runs before the admin gate, so that with BENCH_ROUTES off /_bench is a plain 404 for everyone. */
+export const benchEnabled: MiddlewareHandler<{ Bindings: Env }> = async (c, next) => {
   if (String(c.env.BENCH_ROUTES ?? "false").toLowerCase() !== "true") return c.notFound();
   await next();
-});
+};
 
 const KEY_PREFIX = "_bench/";
 const KEY_RE = /^[A-Za-z0-9._-]{1,200}$/;

@@ -25,6 +25,7 @@ export interface Env {
   TOKEN_SIGNING_KEYS?: string;
   AUTH_REALM?: string;
   AUTH_SERVICE?: string;
+  REGISTRY_HOSTS?: string;
   TOKEN_TTL_SECONDS?: string;
   REFRESH_TOKEN_TTL_SECONDS?: string;
   [key: string]: unknown;
@@ -38,7 +39,6 @@ export interface Config {
   uploadTtlSeconds: number;
   uploadPartBytes: number;
   deleteEnabled: boolean;
-  benchRoutes: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -55,6 +55,5 @@ export function config(env: Env): Config {
     uploadTtlSeconds: num(env.UPLOAD_TTL_SECONDS, 86400, 1),
     uploadPartBytes: num(env.UPLOAD_PART_BYTES, 16 * MiB, 5 * MiB),
     deleteEnabled: String(env.DELETE_ENABLED ?? "true").toLowerCase() !== "false",
-    benchRoutes: String(env.BENCH_ROUTES ?? "false").toLowerCase() === "true",
   };
 }

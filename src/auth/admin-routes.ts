@@ -4,7 +4,8 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { OciError, oci } from "../oci/errors";
-import { b64url, hashPassword, randomBytes, sha256Hex } from "./crypto";
+import { hashPassword, randomBytes, sha256Hex } from "./crypto";
+import { bytesToBase64url } from "../util/encoding";
 import { challengeHeader } from "./middleware";
 import {
   ACTIONS,
@@ -101,7 +102,8 @@ const createRobotSchema = z
 
 // ---- authentication ---------------------------------------------------------------------------
 
-async function requireAdmin(c: Ctx, next: () => Promise<void>) {
+/** The admin gate: the admin API's, also mounted in front of /_bench (src/app.ts). */
+export async function requireAdmin(c: Ctx, next: () => Promise<void>) {
   const cfg = configOf(c);
   const need = { type: "registry", name: "admin", actions: ["*"] };
   const challenge = { "WWW-Authenticate": `${challengeHeader(cfg, need)}, Basic realm="cloister admin"` };
@@ -191,10 +193,8 @@ adminRoutes.put("/users/:name/password", async (c) => {
 });
 
 // sign-in locks
-adminRoutes.get("/locks/:account", async (c) => {
-  const s = await storeOf(c).throttleState(c.req.param("account"));
-  return c.json({ account: c.req.param("account"), ...(s ?? { failures: 0, lockedUntil: 0, lockouts: 0, inflight: 0 }) });
-});
+// Per client address (the 100 most recent), plus the account-wide failure count and delay.
+adminRoutes.get("/locks/:account", async (c) => c.json(await storeOf(c).throttleState(c.req.param("account"))));
 adminRoutes.delete("/locks/:account", async (c) => {
   await storeOf(c).unlock(c.req.param("account"));
   return c.body(null, 204);
@@ -227,7 +227,7 @@ adminRoutes.post("/robots", async (c) => {
   const t = Math.floor(Date.now() / 1000);
   const expiresAt = b.expiresAt ?? (b.expiresInSeconds !== undefined ? t + b.expiresInSeconds : null);
   if (expiresAt !== null && expiresAt <= t) throw bad("expiresAt is in the past");
-  const secret = `cloister_${b64url(randomBytes(32))}`;
+  const secret = `cloister_${bytesToBase64url(randomBytes(32))}`;
   const res = await storeOf(c).createRobot({
     name: short,
     owner: b.owner,

@@ -61,6 +61,55 @@ export function parseSigningKeys(raw: unknown): SigningKey[] | null {
   });
 }
 
+/** Loopback hosts: local development needs no realm configuration. */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  return h === "localhost" || h.endsWith(".localhost") || h === "[::1]" || /^127(?:\.\d{1,3}){3}$/.test(h);
+}
+
+/** REGISTRY_HOSTS: comma-separated host names (optionally host:port) this registry answers to. */
+export function registryHosts(env: Vars): string[] {
+  const text = str(env.REGISTRY_HOSTS);
+  return text === null ? [] : text.split(",").map((h) => h.trim().toLowerCase()).filter(Boolean);
+}
+
+/**
+ * Realm and service for a request. The Host header must not choose them (a proxy or cache that
+ * passes Host through would advertise an attacker's realm): in token mode they come from
+ * AUTH_REALM/AUTH_SERVICE, or from the request only when its host is listed in REGISTRY_HOSTS or
+ * is a loopback host (local development). Any other host is refused with 421. Open mode is for
+ * development and answers any host.
+ */
+function realmAndService(env: Vars, url: URL, mode: AuthMode): { realm: string; service: string } {
+  const realm = str(env.AUTH_REALM);
+  const service = str(env.AUTH_SERVICE);
+  if (realm !== null && service !== null) return { realm, service };
+  const host = url.host.toLowerCase();
+  const allowed = mode === "open" || isLoopbackHost(url.hostname) || registryHosts(env).includes(host);
+  if (realm !== null) {
+    let realmHost: string;
+    try {
+      realmHost = new URL(realm).host;
+    } catch {
+      console.error("cloister auth misconfigured: AUTH_REALM is not a URL");
+      throw oci("INTERNAL", "auth misconfigured: AUTH_REALM is not a URL", undefined, 503);
+    }
+    return { realm, service: realmHost };
+  }
+  if (!allowed) {
+    console.warn(
+      `cloister auth: refused a request for unknown host ${JSON.stringify(host.slice(0, 100))}: list it in REGISTRY_HOSTS, or set AUTH_REALM and AUTH_SERVICE`,
+    );
+    throw oci(
+      "DENIED",
+      `this registry does not serve host ${host.slice(0, 100)}; the operator can list it in REGISTRY_HOSTS or set AUTH_REALM and AUTH_SERVICE`,
+      undefined,
+      421,
+    );
+  }
+  return { realm: `${url.origin}/token`, service: service ?? url.host };
+}
+
 /** The configuration for one request. Misconfiguration is an OCI error that names the variable. */
 export function authConfig(env: Vars, requestUrl: string): AuthConfig {
   const url = new URL(requestUrl);
@@ -71,12 +120,12 @@ export function authConfig(env: Vars, requestUrl: string): AuthConfig {
     console.error(`cloister auth misconfigured: ${(e as Error).message}`);
     throw oci("INTERNAL", `auth misconfigured: ${(e as Error).message}`, undefined, 503);
   }
+  const mode = authMode(env);
   return {
-    mode: authMode(env),
+    mode,
     adminPassword: typeof env.ADMIN_PASSWORD === "string" && env.ADMIN_PASSWORD !== "" ? env.ADMIN_PASSWORD : null,
     signingKeys,
-    realm: str(env.AUTH_REALM) ?? `${url.origin}/token`,
-    service: str(env.AUTH_SERVICE) ?? url.host,
+    ...realmAndService(env, url, mode),
     tokenTtlSeconds: int(env.TOKEN_TTL_SECONDS, DEFAULT_TOKEN_TTL, 30, 86400),
     refreshTokenTtlSeconds: int(env.REFRESH_TOKEN_TTL_SECONDS, DEFAULT_REFRESH_TTL, 60, 366 * 86400),
   };

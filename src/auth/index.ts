@@ -1,6 +1,6 @@
 // The auth module's surface for the rest of the Worker (see docs/auth.md).
-//   app.use("/v2/*", authMiddleware()); app.use("/v2", authMiddleware());
-//   app.route("/token", tokenRoutes); app.route("/admin", adminRoutes);
+//   app.use("/v2/*", authMiddleware());   (Hono's "/v2/*" also matches "/v2": mount it once)
+//   app.route("/token", tokenRoutes); app.route("/admin", adminRoutes); app.use(path, requireAdmin)
 import type { Context } from "hono";
 import { oci } from "../oci/errors";
 import { authMode } from "./config";
@@ -11,7 +11,7 @@ import { accessCovers } from "./tokens";
 
 export { authMiddleware, principalOf, requiredAccess } from "./middleware";
 export { tokenRoutes } from "./token-routes";
-export { adminRoutes } from "./admin-routes";
+export { adminRoutes, requireAdmin } from "./admin-routes";
 export type { Principal, AuthVariables, AuthState } from "./session";
 
 /**

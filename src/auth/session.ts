@@ -5,7 +5,8 @@ import { classifyAccount, type AccountStore } from "../stores/account-store";
 import { accountStoreFor } from "../stores/index";
 import type { Env } from "../env";
 import { authConfig, type AuthConfig, type SigningKey } from "./config";
-import { bytesEqual, sha256Hex, stringsEqual, verifyPassword } from "./crypto";
+import { sha256Hex, stringsEqual, verifyPassword } from "./crypto";
+import { base64ToBytes } from "../util/encoding";
 import { parseRule, withBuiltins, type Rule, type Subject } from "./policy";
 import type { AccessEntry } from "./tokens";
 
@@ -112,10 +113,7 @@ export function parseBasic(header: string | undefined): { username: string; pass
   if (!m) return null;
   let text: string;
   try {
-    const bin = atob(m[1]);
-    const bytes = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(base64ToBytes(m[1]));
   } catch {
     return null;
   }
@@ -138,15 +136,52 @@ export type LoginResult =
 const BAD_LOGIN = "invalid username or password";
 
 /**
- * Checks a username/password (or robot name/secret) with throttling. Passwords are hashed here in
- * the Worker; the AccountStore counts attempts. Unknown accounts cost the same work as known ones.
+ * The client address sign-in failures are counted under. Deployed, Cloudflare sets
+ * CF-Connecting-IP (a client cannot choose it). Local wrangler sets it from the socket unless the
+ * client sent one, so locally it can be spoofed, and behind a local front (npm start's proxy)
+ * every client is 127.0.0.1. Without the header (in-process tests) everyone is "unknown".
+ * IPv6 clients are counted per /64, the block one subscriber usually holds.
+ */
+export function clientAddress(c: AnyCtx): string {
+  const raw = (c.req.header("CF-Connecting-IP") ?? "").trim();
+  if (!raw) return "unknown";
+  if (/^\d{1,3}(?:\.\d{1,3}){3}$/.test(raw)) return raw;
+  return ipv6Prefix64(raw) ?? "invalid";
+}
+
+/** "2001:db8:1:2::7" → "2001:db8:1:2::/64"; IPv4-mapped addresses → the IPv4 address; null if malformed. */
+function ipv6Prefix64(text: string): string | null {
+  if (text.length > 64 || !/^[0-9a-fA-F:.]+$/.test(text)) return null;
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(text);
+  if (mapped) return mapped[1];
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const part = (h: string) => (h === "" ? [] : h.split(":"));
+  const head = part(halves[0]);
+  const tail = halves.length === 2 ? part(halves[1]) : [];
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return null;
+  const groups = [...head, ...Array<string>(halves.length === 2 ? missing : 0).fill("0"), ...tail];
+  if (!groups.every((g) => /^[0-9a-fA-F]{1,4}$/.test(g))) return null;
+  return `${groups.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(":")}::/64`;
+}
+
+/**
+ * Checks a username/password (or robot name/secret) with throttling per (account, client
+ * address). Passwords are hashed here in the Worker; the AccountStore counts attempts before the
+ * check (loginBegin) and records the outcome (loginEnd). Unknown accounts cost the same work as
+ * known ones.
  */
 export async function login(c: AnyCtx, cfg: AuthConfig, username: string, password: string): Promise<LoginResult> {
   if (username.length === 0 || username.length > 256 || password.length > 4096 || /[\u0000-\u001f]/.test(username)) {
     return { ok: false, status: 401, message: BAD_LOGIN };
   }
   const store = storeOf(c);
-  const rec = await store.loginBegin(username);
+  const addr = clientAddress(c);
+  // Parallel requests with the same credential are one guess; a short fingerprint tells them apart
+  // (kept in the store only while the attempt runs).
+  const guess = (await sha256Hex(`${username}\u0000${password}`)).slice(0, 16);
+  const rec = await store.loginBegin(username, addr, guess);
   if (rec.status === "locked" || rec.status === "busy") {
     return {
       ok: false,
@@ -154,13 +189,15 @@ export async function login(c: AnyCtx, cfg: AuthConfig, username: string, passwo
       retryAfter: rec.retryAfter,
       message:
         rec.status === "locked"
-          ? `too many failed sign-ins for this account; try again in ${rec.retryAfter} s`
-          : "too many sign-ins in progress for this account; retry shortly",
+          ? `too many failed sign-ins for this account from your address; try again in ${rec.retryAfter} s`
+          : "too many sign-in attempts for this account are in progress from your address; retry shortly",
     };
   }
   let ok = false;
   let result: LoginResult = { ok: false, status: 401, message: BAD_LOGIN };
   try {
+    // Many addresses are guessing this account: slow every attempt down rather than refuse it.
+    if (rec.delayMs > 0) await new Promise((r) => setTimeout(r, rec.delayMs));
     const who = classifyAccount(username);
     if (rec.kind === "admin") {
       if (cfg.adminPassword === null) {
@@ -177,10 +214,7 @@ export async function login(c: AnyCtx, cfg: AuthConfig, username: string, passwo
         result = { ok: true, principal: userPrincipal(username), epoch: rec.epoch };
       }
     } else if (rec.kind === "robot" && who.kind === "robot") {
-      const enc = new TextEncoder();
-      const got = enc.encode(await sha256Hex(password));
-      const want = enc.encode(rec.secretSha256);
-      if (bytesEqual(got, want.byteLength === got.byteLength ? want : new Uint8Array(got.byteLength)) && want.byteLength === got.byteLength) {
+      if (await stringsEqual(await sha256Hex(password), rec.secretSha256)) {
         ok = true; // the secret is right; expiry is reported, not counted as a guess
         result =
           rec.expiresAt !== null && rec.expiresAt <= Math.floor(Date.now() / 1000)
@@ -193,8 +227,10 @@ export async function login(c: AnyCtx, cfg: AuthConfig, username: string, passwo
       await verifyPassword(password, null); // unknown user: same work as a known one
     }
   } finally {
-    const end = await store.loginEnd(username, ok);
-    if (end.lockedFor > 0) console.warn(`cloister auth: account ${JSON.stringify(username.slice(0, 64))} locked for ${end.lockedFor} s after repeated failed sign-ins`);
+    const end = await store.loginEnd(username, addr, guess, ok);
+    if (end.lockedFor > 0) {
+      console.warn(`cloister auth: address ${addr} locked out of account ${JSON.stringify(username.slice(0, 64))} for ${end.lockedFor} s after repeated failed sign-ins`);
+    }
   }
   return result;
 }

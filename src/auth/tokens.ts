@@ -1,8 +1,10 @@
 // Docker registry token format: HS256 JWTs (hono/jwt) with the kid in the header, scopes in and
 // out, and refresh tokens. Signing keys come from TOKEN_SIGNING_KEYS or the AccountStore.
 import { sign, verify, decode } from "hono/jwt";
+import { z } from "zod";
 import { isValidName } from "../oci/grammar";
-import { b64url, randomId } from "./crypto";
+import { randomId } from "./crypto";
+import { bytesToBase64url } from "../util/encoding";
 import type { SigningKey } from "./config";
 import { TOKEN_ISSUER } from "./config";
 import { allowedActions, type Action, type Rule, type Subject } from "./policy";
@@ -42,6 +44,29 @@ type JWTPayload = Parameters<typeof sign>[0];
 
 const REPO_ACTIONS: readonly Action[] = ["pull", "push", "delete"];
 
+/** Most scopes one token request can name (parseScopes keeps this many), and so a token carries. */
+export const MAX_SCOPES = 64;
+const MAX_SCOPE_NAME = 512;
+
+// Claim schemas: a correctly signed token is still checked for shape before any claim is used,
+// so a malformed one is 401 invalid_token and never a TypeError (or "*" read as ["*"]).
+const accessEntrySchema = z.strictObject({
+  type: z.string().min(1).max(64),
+  name: z.string().min(1).max(MAX_SCOPE_NAME),
+  actions: z.array(z.enum(["pull", "push", "delete", "*"])).max(REPO_ACTIONS.length + 1),
+});
+const registeredSchema = {
+  iss: z.string(),
+  sub: z.string().min(1).max(256),
+  aud: z.string(),
+  exp: z.number().int(),
+  nbf: z.number().int(),
+  iat: z.number().int(),
+  jti: z.string().max(64),
+};
+const accessClaimsSchema = z.object({ ...registeredSchema, access: z.array(accessEntrySchema).max(MAX_SCOPES) });
+const refreshClaimsSchema = z.object({ ...registeredSchema, use: z.literal("refresh"), ep: z.number().int().min(0) });
+
 /**
  * Parses scopes as sent in `scope` parameters: each value may hold several space-separated
  * scopes. "type[(class)]:name:actions"; the name may itself contain ":" (host:port/…), so type is
@@ -59,14 +84,14 @@ export function parseScopes(values: readonly string[]): AccessEntry[] {
       const type = s.slice(0, first).replace(/\([^)]*\)$/, "");
       const name = s.slice(first + 1, last);
       const actions = s.slice(last + 1).split(",").filter(Boolean);
-      if (!name || name.length > 512 || !type) continue;
+      if (!name || name.length > MAX_SCOPE_NAME || !type || type.length > 64) continue;
       const key = `${type}\u0000${name}`;
       const e = out.get(key) ?? { type, name, actions: [] };
       for (const a of actions) if (!e.actions.includes(a)) e.actions.push(a);
       out.set(key, e);
     }
   }
-  return [...out.values()].slice(0, 64);
+  return [...out.values()].slice(0, MAX_SCOPES);
 }
 
 export function formatScope(e: AccessEntry): string {
@@ -104,7 +129,7 @@ export function accessCovers(access: readonly AccessEntry[], type: string, name:
 }
 
 function jwk(key: SigningKey) {
-  return { kty: "oct", k: b64url(new TextEncoder().encode(key.secret)), alg: "HS256", kid: key.kid };
+  return { kty: "oct", k: bytesToBase64url(new TextEncoder().encode(key.secret)), alg: "HS256", kid: key.kid };
 }
 
 /** Signs with the first key; the header carries its kid. */
@@ -145,11 +170,11 @@ export async function verifyJwt<T extends JWTPayload>(
     if (name === "JwtTokenSignatureMismatched") return { ok: false, reason: "bad-signature" };
     return { ok: false, reason: "malformed" };
   }
-  if (typeof claims.exp !== "number" || typeof claims.sub !== "string") return { ok: false, reason: "malformed" };
   const isRefresh = claims.use === "refresh";
   if ((use === "refresh") !== isRefresh) return { ok: false, reason: "wrong-use" };
-  if (use === "access" && !Array.isArray(claims.access)) return { ok: false, reason: "malformed" };
-  return { ok: true, claims: claims as T };
+  const parsed = (use === "access" ? accessClaimsSchema : refreshClaimsSchema).safeParse(claims);
+  if (!parsed.success) return { ok: false, reason: "malformed" };
+  return { ok: true, claims: parsed.data as unknown as T };
 }
 
 /** The registered claims every token carries (5 s of clock-skew allowance on nbf). */

@@ -4,6 +4,7 @@
 import sha256Module from "./wasm/sha256.wasm";
 import sha512Module from "./wasm/sha512.wasm";
 import blake3Module from "./wasm/blake3.wasm";
+import { toHex } from "../util/encoding";
 
 export type HashAlgorithm = "sha256" | "sha512" | "blake3";
 
@@ -88,13 +89,6 @@ export class Hasher {
   private stateSize(): number {
     return new DataView(this.x.memory.buffer).getUint32(this.x.STATE_SIZE.value as number, true);
   }
-}
-
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]];
-  return s;
 }
 
 export function hashHex(algorithm: HashAlgorithm, data: Uint8Array): string {

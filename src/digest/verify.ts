@@ -3,6 +3,7 @@
 // BLAKE3-256 of the body) is decided here and nowhere else.
 import { Hasher, type HashAlgorithm, hashHex } from "./hasher";
 import { oci } from "../oci/errors";
+import { base64ToBytes, bytesToBase64 } from "../util/encoding";
 import type { ParsedDigest } from "../oci/grammar";
 
 export type Computed = Partial<Record<HashAlgorithm, string>>;
@@ -77,18 +78,5 @@ export function computeAll(bytes: Uint8Array, claim: ParsedDigest | null, policy
     const more = missingAlgorithm(claim, out, policy);
     if (more) out[more] = hashHex(more, bytes);
   }
-  return out;
-}
-
-export function bytesToBase64(b: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
-  return btoa(s);
-}
-
-export function base64ToBytes(s: string): Uint8Array {
-  const bin = atob(s);
-  const out = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
 }

@@ -5,24 +5,48 @@
 // or returns a plaintext secret.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import { bytesToBase64url } from "../util/encoding";
 
-/** Failures within THROTTLE_WINDOW seconds that lock an account. */
+// Sign-in throttling (docs/auth.md "Throttling"). Failures are counted per (account, client
+// address), so a stranger who guesses wrong locks out only their own address; the owner signs in
+// from anywhere else. Many addresses guessing one account make every attempt on it wait a little
+// (a delay, never a refusal), so a distributed guesser slows down but cannot lock anybody out.
+/** Failures from one address within THROTTLE_WINDOW seconds that lock that address out of the account. */
 export const THROTTLE_MAX_FAILURES = 5;
 export const THROTTLE_WINDOW = 300;
-/** First lock lasts THROTTLE_BASE_LOCK seconds; each further lock doubles, up to THROTTLE_MAX_LOCK. */
+/** An address's first lock lasts THROTTLE_BASE_LOCK seconds; each further lock doubles, up to THROTTLE_MAX_LOCK. */
 export const THROTTLE_BASE_LOCK = 30;
-export const THROTTLE_MAX_LOCK = 3600;
-/** Unfinished attempts per account at once (bounds parallel guessing before a lock lands). */
-export const THROTTLE_MAX_INFLIGHT = 10;
+export const THROTTLE_MAX_LOCK = 900;
+/** Failures on an account from all addresses within THROTTLE_WINDOW before attempts on it are delayed. */
+export const THROTTLE_SLOW_AFTER = 10;
+/** Each failure beyond THROTTLE_SLOW_AFTER adds this delay (ms) to every attempt, up to THROTTLE_MAX_DELAY_MS. */
+export const THROTTLE_DELAY_STEP_MS = 100;
+export const THROTTLE_MAX_DELAY_MS = 2000;
+/** Address rows kept per account (the least recently used are dropped first), and in all. */
+export const THROTTLE_MAX_ADDRESSES = 1000;
+export const THROTTLE_MAX_ROWS = 100_000;
+/** Rows untouched this long (and not locked) are dropped; so are in-flight marks older than INFLIGHT_STALE. */
+const THROTTLE_FORGET = 86400;
 const INFLIGHT_STALE = 30;
+
+export type LoginAccount =
+  | { kind: "admin" }
+  | { kind: "unknown" }
+  | { kind: "user"; hash: string; epoch: number }
+  | { kind: "robot"; secretSha256: string; expiresAt: number | null; owner: string };
 
 export type LoginRecord =
   | { status: "locked"; retryAfter: number }
   | { status: "busy"; retryAfter: number }
-  | { status: "ok"; kind: "admin" }
-  | { status: "ok"; kind: "unknown" }
-  | { status: "ok"; kind: "user"; hash: string; epoch: number }
-  | { status: "ok"; kind: "robot"; secretSha256: string; expiresAt: number | null; owner: string };
+  | ({ status: "ok"; delayMs: number } & LoginAccount);
+
+export interface ThrottleState {
+  account: string;
+  /** Failures on the account from all addresses in the current window, and the delay they cause. */
+  failures: number;
+  delayMs: number;
+  addresses: { address: string; failures: number; lockedUntil: number; lockouts: number; inflight: number }[];
+}
 
 export interface UserInfo {
   name: string;
@@ -88,11 +112,21 @@ export class AccountStore extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS signing_keys (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, kid TEXT NOT NULL UNIQUE, secret TEXT NOT NULL,
         created_at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS throttle (
-        account TEXT PRIMARY KEY, failures INTEGER NOT NULL DEFAULT 0, window_start INTEGER NOT NULL DEFAULT 0,
-        locked_until INTEGER NOT NULL DEFAULT 0, lockouts INTEGER NOT NULL DEFAULT 0,
-        inflight INTEGER NOT NULL DEFAULT 0, inflight_at INTEGER NOT NULL DEFAULT 0,
-        updated_at INTEGER NOT NULL);
+      DROP TABLE IF EXISTS throttle;
+      CREATE TABLE IF NOT EXISTS login_throttle (
+        account TEXT NOT NULL, addr TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
+        window_start INTEGER NOT NULL DEFAULT 0, locked_until INTEGER NOT NULL DEFAULT 0,
+        lockouts INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (account, addr));
+      CREATE INDEX IF NOT EXISTS login_throttle_lru ON login_throttle(account, updated_at);
+      CREATE INDEX IF NOT EXISTS login_throttle_age ON login_throttle(updated_at);
+      CREATE TABLE IF NOT EXISTS login_inflight (
+        account TEXT NOT NULL, addr TEXT NOT NULL, guess TEXT NOT NULL, n INTEGER NOT NULL, started_at INTEGER NOT NULL,
+        PRIMARY KEY (account, addr, guess));
+      CREATE INDEX IF NOT EXISTS login_inflight_age ON login_inflight(started_at);
+      CREATE TABLE IF NOT EXISTS login_account (
+        account TEXT PRIMARY KEY, failures INTEGER NOT NULL, window_start INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS login_account_age ON login_account(window_start);
     `);
   }
 
@@ -104,98 +138,180 @@ export class AccountStore extends DurableObject<Env> {
   // ---- login and throttling -------------------------------------------------------------------
 
   /**
-   * Starts a login attempt for `account`: refuses while locked or while too many attempts are
-   * unfinished, else counts the attempt as in flight and returns what the Worker needs to check
-   * the credential. Every loginBegin that returns "ok" must be followed by loginEnd.
+   * Starts a sign-in attempt for `account` from client address `addr`, `guess` being a short
+   * fingerprint of the credential tried. In one transaction, before any password is checked: refuses
+   * while the address is locked out of the account, or when the address's failures plus its
+   * distinct guesses still in flight reach THROTTLE_MAX_FAILURES (so parallel guesses cannot exceed
+   * the limit; the same credential sent in parallel is one guess); else marks the guess in flight
+   * and returns what the Worker needs to check the credential, plus the delay (ms) to wait first
+   * when the account is under attack from many addresses. Every "ok" must be followed by loginEnd.
    */
-  loginBegin(account: string): LoginRecord {
+  loginBegin(account: string, addr: string, guess: string): LoginRecord {
     const t = now();
-    const th = this.one("SELECT * FROM throttle WHERE account = ?", account);
-    let inflight = 0;
-    if (th) {
-      const lockedUntil = Number(th.locked_until);
-      if (lockedUntil > t) return { status: "locked", retryAfter: lockedUntil - t };
-      inflight = Number(th.inflight_at) >= t - INFLIGHT_STALE ? Number(th.inflight) : 0;
-      if (inflight >= THROTTLE_MAX_INFLIGHT) return { status: "busy", retryAfter: 1 };
-    }
-    this.sql.exec(
-      `INSERT INTO throttle (account, inflight, inflight_at, updated_at) VALUES (?, 1, ?, ?)
-       ON CONFLICT(account) DO UPDATE SET inflight = ?, inflight_at = ?, updated_at = ?`,
-      account, t, t, inflight + 1, t, t,
-    );
-    const who = classifyAccount(account);
-    if (who.kind === "admin") return { status: "ok", kind: "admin" };
-    if (who.kind === "user") {
-      const u = this.one("SELECT hash, epoch FROM users WHERE name = ?", who.name);
-      return u ? { status: "ok", kind: "user", hash: String(u.hash), epoch: Number(u.epoch) } : { status: "ok", kind: "unknown" };
-    }
-    const r = this.one("SELECT owner, secret_sha256, expires_at FROM robots WHERE name = ?", who.name);
-    if (!r) return { status: "ok", kind: "unknown" };
-    return {
-      status: "ok",
-      kind: "robot",
-      secretSha256: String(r.secret_sha256),
-      expiresAt: r.expires_at === null ? null : Number(r.expires_at),
-      owner: String(r.owner),
-    };
+    let rec: LoginRecord = { status: "busy", retryAfter: 1 };
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("DELETE FROM login_inflight WHERE account = ? AND addr = ? AND started_at < ?", account, addr, t - INFLIGHT_STALE);
+      const th = this.one("SELECT failures, window_start, locked_until FROM login_throttle WHERE account = ? AND addr = ?", account, addr);
+      if (th && Number(th.locked_until) > t) {
+        rec = { status: "locked", retryAfter: Number(th.locked_until) - t };
+        return;
+      }
+      const failures = th && Number(th.window_start) >= t - THROTTLE_WINDOW ? Number(th.failures) : 0;
+      const same = this.one("SELECT n FROM login_inflight WHERE account = ? AND addr = ? AND guess = ?", account, addr, guess);
+      if (same) {
+        this.sql.exec("UPDATE login_inflight SET n = n + 1 WHERE account = ? AND addr = ? AND guess = ?", account, addr, guess);
+      } else {
+        const pending = Number(this.one("SELECT COUNT(*) AS n FROM login_inflight WHERE account = ? AND addr = ?", account, addr)!.n);
+        if (failures + pending >= THROTTLE_MAX_FAILURES) {
+          rec = { status: "busy", retryAfter: 1 };
+          return;
+        }
+        this.sql.exec("INSERT INTO login_inflight (account, addr, guess, n, started_at) VALUES (?, ?, ?, 1, ?)", account, addr, guess, t);
+      }
+      rec = { status: "ok", delayMs: this.delayFor(account, t), ...this.loginAccount(account) };
+    });
+    return rec;
   }
 
-  /** Ends an attempt. Returns the lock length in seconds when this failure locked the account. */
-  loginEnd(account: string, ok: boolean): { lockedFor: number } {
+  /** The stored credential to check for `account`. */
+  private loginAccount(account: string): LoginAccount {
+    const who = classifyAccount(account);
+    if (who.kind === "admin") return { kind: "admin" };
+    if (who.kind === "user") {
+      const u = this.one("SELECT hash, epoch FROM users WHERE name = ?", who.name);
+      return u ? { kind: "user", hash: String(u.hash), epoch: Number(u.epoch) } : { kind: "unknown" };
+    }
+    const r = this.one("SELECT owner, secret_sha256, expires_at FROM robots WHERE name = ?", who.name);
+    if (!r) return { kind: "unknown" };
+    return { kind: "robot", secretSha256: String(r.secret_sha256), expiresAt: r.expires_at === null ? null : Number(r.expires_at), owner: String(r.owner) };
+  }
+
+  /** Account-wide failures in the current window (all addresses). */
+  private accountFailures(account: string, t: number): number {
+    const a = this.one("SELECT failures, window_start FROM login_account WHERE account = ?", account);
+    return a && Number(a.window_start) >= t - THROTTLE_WINDOW ? Number(a.failures) : 0;
+  }
+
+  private delayFor(account: string, t: number): number {
+    const over = this.accountFailures(account, t) - THROTTLE_SLOW_AFTER;
+    return over < 0 ? 0 : Math.min(THROTTLE_MAX_DELAY_MS, (over + 1) * THROTTLE_DELAY_STEP_MS);
+  }
+
+  /**
+   * Ends an attempt begun by loginBegin. A success resets that address's count for the account
+   * (not other addresses'). Returns the lock length in seconds when this failure locked the address.
+   */
+  loginEnd(account: string, addr: string, guess: string, ok: boolean): { lockedFor: number } {
     const t = now();
-    const th = this.one("SELECT * FROM throttle WHERE account = ?", account);
-    const inflight = th && Number(th.inflight_at) >= t - INFLIGHT_STALE ? Math.max(0, Number(th.inflight) - 1) : 0;
-    if (ok) {
-      if (inflight === 0) this.sql.exec("DELETE FROM throttle WHERE account = ?", account);
-      else
-        this.sql.exec(
-          "UPDATE throttle SET failures = 0, window_start = 0, lockouts = 0, locked_until = 0, inflight = ?, updated_at = ? WHERE account = ?",
-          inflight, t, account,
-        );
-      return { lockedFor: 0 };
-    }
-    let failures = th ? Number(th.failures) : 0;
-    let windowStart = th ? Number(th.window_start) : 0;
-    let lockouts = th ? Number(th.lockouts) : 0;
-    let lockedUntil = th ? Number(th.locked_until) : 0;
-    // A day without a lock forgets earlier lockouts.
-    if (lockouts > 0 && lockedUntil < t - 86400) lockouts = 0;
-    if (windowStart < t - THROTTLE_WINDOW) {
-      failures = 0;
-      windowStart = t;
-    }
-    failures++;
     let lockedFor = 0;
-    if (failures >= THROTTLE_MAX_FAILURES && lockedUntil <= t) {
-      lockedFor = Math.min(THROTTLE_BASE_LOCK * 2 ** lockouts, THROTTLE_MAX_LOCK);
-      lockouts++;
-      lockedUntil = t + lockedFor;
-      failures = 0;
-      windowStart = t;
-    }
-    this.sql.exec(
-      `INSERT INTO throttle (account, failures, window_start, locked_until, lockouts, inflight, inflight_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT(account) DO UPDATE SET failures = excluded.failures, window_start = excluded.window_start,
-         locked_until = excluded.locked_until, lockouts = excluded.lockouts, inflight = excluded.inflight,
-         inflight_at = excluded.inflight_at, updated_at = excluded.updated_at`,
-      account, failures, windowStart, lockedUntil, lockouts, inflight, t, t,
-    );
-    // Rows for names nobody has tried for a day (e.g. guessed user names) are dropped.
-    this.sql.exec("DELETE FROM throttle WHERE updated_at < ? AND locked_until < ?", t - 86400, t);
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("UPDATE login_inflight SET n = n - 1 WHERE account = ? AND addr = ? AND guess = ?", account, addr, guess);
+      this.sql.exec("DELETE FROM login_inflight WHERE account = ? AND addr = ? AND guess = ? AND n <= 0", account, addr, guess);
+      const th = this.one("SELECT * FROM login_throttle WHERE account = ? AND addr = ?", account, addr);
+      if (ok) {
+        if (th) this.sql.exec("DELETE FROM login_throttle WHERE account = ? AND addr = ?", account, addr);
+        return;
+      }
+      // Attempts that were already running when the lock landed (the same credential sent in
+      // parallel) do not extend it: the lock counts distinct, completed guesses.
+      if (th && Number(th.locked_until) > t) return;
+      let failures = th ? Number(th.failures) : 0;
+      let windowStart = th ? Number(th.window_start) : 0;
+      let lockouts = th ? Number(th.lockouts) : 0;
+      let lockedUntil = th ? Number(th.locked_until) : 0;
+      // A day without a lock forgets earlier lockouts.
+      if (lockouts > 0 && lockedUntil < t - THROTTLE_FORGET) lockouts = 0;
+      if (windowStart < t - THROTTLE_WINDOW) {
+        failures = 0;
+        windowStart = t;
+      }
+      failures++;
+      if (failures >= THROTTLE_MAX_FAILURES && lockedUntil <= t) {
+        lockedFor = Math.min(THROTTLE_BASE_LOCK * 2 ** lockouts, THROTTLE_MAX_LOCK);
+        lockouts++;
+        lockedUntil = t + lockedFor;
+        failures = 0;
+        windowStart = t;
+      }
+      this.sql.exec(
+        `INSERT INTO login_throttle (account, addr, failures, window_start, locked_until, lockouts, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(account, addr) DO UPDATE SET failures = excluded.failures, window_start = excluded.window_start,
+           locked_until = excluded.locked_until, lockouts = excluded.lockouts, updated_at = excluded.updated_at`,
+        account, addr, failures, windowStart, lockedUntil, lockouts, t,
+      );
+      const prev = this.one("SELECT failures, window_start FROM login_account WHERE account = ?", account);
+      const fresh = !prev || Number(prev.window_start) < t - THROTTLE_WINDOW;
+      this.sql.exec(
+        "INSERT INTO login_account (account, failures, window_start) VALUES (?, ?, ?) ON CONFLICT(account) DO UPDATE SET failures = excluded.failures, window_start = excluded.window_start",
+        account, fresh ? 1 : Number(prev!.failures) + 1, fresh ? t : Number(prev!.window_start),
+      );
+      if (!th) this.boundRows(account, t);
+    });
     return { lockedFor };
   }
 
-  /** Throttle state for an account (admin API and tests). */
-  throttleState(account: string): { failures: number; lockedUntil: number; lockouts: number; inflight: number } | null {
-    const th = this.one("SELECT * FROM throttle WHERE account = ?", account);
-    if (!th) return null;
-    return { failures: Number(th.failures), lockedUntil: Number(th.locked_until), lockouts: Number(th.lockouts), inflight: Number(th.inflight) };
+  /** Keeps the throttle tables bounded after a new address row: per account, in all, and by age. */
+  private boundRows(account: string, t: number): void {
+    this.sql.exec(
+      `DELETE FROM login_throttle WHERE account = ? AND addr IN (
+         SELECT addr FROM login_throttle WHERE account = ? ORDER BY updated_at DESC LIMIT -1 OFFSET ?)`,
+      account, account, THROTTLE_MAX_ADDRESSES,
+    );
+    // Rows nobody has touched for a day (e.g. guessed user names) are dropped, unless still locked.
+    this.sql.exec("DELETE FROM login_throttle WHERE updated_at < ? AND locked_until < ?", t - THROTTLE_FORGET, t);
+    this.sql.exec("DELETE FROM login_account WHERE window_start < ?", t - THROTTLE_WINDOW);
+    this.sql.exec("DELETE FROM login_inflight WHERE started_at < ?", t - INFLIGHT_STALE);
+    // Counting every row costs a scan, so the global cap is checked on one new row in 64: the
+    // table may exceed THROTTLE_MAX_ROWS by a few dozen rows between checks.
+    if (Math.random() >= 1 / 64) return;
+    const total = Number(this.one("SELECT COUNT(*) AS n FROM login_throttle")!.n);
+    if (total > THROTTLE_MAX_ROWS) {
+      this.sql.exec(
+        "DELETE FROM login_throttle WHERE rowid IN (SELECT rowid FROM login_throttle ORDER BY updated_at LIMIT ?)",
+        total - THROTTLE_MAX_ROWS,
+      );
+    }
   }
 
-  /** Clears an account's lock (admin API). */
+  /** Throttle state of an account (admin API and tests). */
+  throttleState(account: string): ThrottleState {
+    const t = now();
+    const rows = this.sql
+      .exec("SELECT addr, failures, window_start, locked_until, lockouts FROM login_throttle WHERE account = ? ORDER BY updated_at DESC LIMIT 100", account)
+      .toArray() as Row[];
+    const inflight = new Map<string, number>();
+    for (const r of this.sql.exec("SELECT addr, SUM(n) AS n FROM login_inflight WHERE account = ? GROUP BY addr", account).toArray() as Row[]) {
+      inflight.set(String(r.addr), Number(r.n));
+    }
+    return {
+      account,
+      failures: this.accountFailures(account, t),
+      delayMs: this.delayFor(account, t),
+      addresses: rows.map((r) => ({
+        address: String(r.addr),
+        failures: Number(r.window_start) >= t - THROTTLE_WINDOW ? Number(r.failures) : 0,
+        lockedUntil: Number(r.locked_until),
+        lockouts: Number(r.lockouts),
+        inflight: inflight.get(String(r.addr)) ?? 0,
+      })),
+    };
+  }
+
+  /** Clears an account's locks and counts for every address (admin API). */
   unlock(account: string): boolean {
-    return this.sql.exec("DELETE FROM throttle WHERE account = ?", account).rowsWritten > 0;
+    let n = 0;
+    this.ctx.storage.transactionSync(() => {
+      n = this.clearThrottle(account);
+    });
+    return n > 0;
+  }
+
+  private clearThrottle(account: string): number {
+    const n = this.sql.exec("DELETE FROM login_throttle WHERE account = ?", account).rowsWritten;
+    this.sql.exec("DELETE FROM login_account WHERE account = ?", account);
+    this.sql.exec("DELETE FROM login_inflight WHERE account = ?", account);
+    return n;
   }
 
   /**
@@ -247,7 +363,7 @@ export class AccountStore extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => {
       deleted = this.sql.exec("DELETE FROM users WHERE name = ?", name).rowsWritten > 0;
       for (const r of robots) this.removeRobot(r);
-      this.sql.exec("DELETE FROM throttle WHERE account = ?", name);
+      this.clearThrottle(name);
     });
     return { deleted, robots: robots.map((r) => `robot$${r}`) };
   }
@@ -308,7 +424,7 @@ export class AccountStore extends DurableObject<Env> {
   private removeRobot(name: string): boolean {
     const gone = this.sql.exec("DELETE FROM robots WHERE name = ?", name).rowsWritten > 0;
     this.sql.exec("DELETE FROM policies WHERE robot = ?", name);
-    this.sql.exec("DELETE FROM throttle WHERE account = ?", `robot$${name}`);
+    this.clearThrottle(`robot$${name}`);
     return gone;
   }
 
@@ -371,12 +487,7 @@ export class AccountStore extends DurableObject<Env> {
   }
 
   private addKey(): string {
-    const rand = (n: number) => {
-      const b = crypto.getRandomValues(new Uint8Array(n));
-      let s = "";
-      for (const x of b) s += String.fromCharCode(x);
-      return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-    };
+    const rand = (n: number) => bytesToBase64url(crypto.getRandomValues(new Uint8Array(n)));
     const kid = `k-${rand(6)}`;
     this.sql.exec("INSERT INTO signing_keys (kid, secret, created_at) VALUES (?, ?, ?)", kid, rand(32), now());
     return kid;

@@ -19,7 +19,6 @@ function testApp() {
   const app = new Hono();
   app.onError((err) => (err instanceof OciError ? err.toResponse() : oci("INTERNAL", String(err)).toResponse()));
   app.use("/v2/*", authMiddleware());
-  app.use("/v2", authMiddleware());
   app.route("/token", tokenRoutes);
   app.route("/admin", adminRoutes);
   // Stub OCI surface: reports who got through and answers the integration helpers.
@@ -332,7 +331,7 @@ describe("Basic credentials directly on /v2", () => {
 });
 
 describe("throttling", () => {
-  it("locks an account after 5 failures in 5 minutes, with Retry-After, for every entry point", async () => {
+  it("locks an address out of an account after 5 failures in 5 minutes, with Retry-After, for every entry point", async () => {
     const pw = await createUser("jack");
     for (let i = 0; i < 5; i++) {
       expect((await call("/token?service=registry.test", { headers: basic("jack", `wrong-${i}`) })).status).toBe(401);
@@ -353,8 +352,8 @@ describe("throttling", () => {
     const pw2 = await createUser("kate");
     expect((await call("/token?service=registry.test", { headers: basic("kate", pw2) })).status).toBe(200);
     // The admin can lift the lock.
-    const state = (await (await call("/admin/locks/jack", { headers: asAdmin })).json()) as { lockedUntil: number; lockouts: number };
-    expect(state.lockouts).toBe(1);
+    const state = (await (await call("/admin/locks/jack", { headers: asAdmin })).json()) as { addresses: { address: string; lockouts: number }[] };
+    expect(state.addresses).toMatchObject([{ address: "unknown", lockouts: 1 }]);
     expect((await call("/admin/locks/jack", { method: "DELETE", headers: asAdmin })).status).toBe(204);
     expect((await call("/token?service=registry.test", { headers: basic("jack", pw) })).status).toBe(200);
   });
@@ -362,25 +361,28 @@ describe("throttling", () => {
   it("backs off exponentially and a success resets the count", async () => {
     const s = store();
     const acct = "backoff-user";
+    const ip = "unknown";
+    let n = 0;
     const fail = async () => {
-      const b = await s.loginBegin(acct);
+      const g = `g${n++}`;
+      const b = await s.loginBegin(acct, ip, g);
       expect(b.status).toBe("ok");
-      return (await s.loginEnd(acct, false)).lockedFor;
+      return (await s.loginEnd(acct, ip, g, false)).lockedFor;
     };
-    const fails = async (n: number) => {
+    const fails = async (k: number) => {
       let last = 0;
-      for (let i = 0; i < n; i++) last = await fail();
+      for (let i = 0; i < k; i++) last = await fail();
       return last;
     };
     expect(await fails(4)).toBe(0);
-    await s.loginBegin(acct);
-    await s.loginEnd(acct, true); // success clears
+    await s.loginBegin(acct, ip, "right");
+    await s.loginEnd(acct, ip, "right", true); // success clears
     expect(await fails(4)).toBe(0);
     expect(await fail()).toBe(30);
-    expect((await s.loginBegin(acct)).status).toBe("locked");
+    expect((await s.loginBegin(acct, ip, "x")).status).toBe("locked");
     const expire = () =>
       runInDurableObject(s, (_o: AccountStore, state: DurableObjectState) => {
-        state.storage.sql.exec("UPDATE throttle SET locked_until = ? WHERE account = ?", Math.floor(Date.now() / 1000) - 1, acct);
+        state.storage.sql.exec("UPDATE login_throttle SET locked_until = ? WHERE account = ?", Math.floor(Date.now() / 1000) - 1, acct);
       });
     await expire();
     expect(await fails(5)).toBe(60);
@@ -388,13 +390,15 @@ describe("throttling", () => {
     expect(await fails(5)).toBe(120);
   });
 
-  it("caps unfinished attempts per account", async () => {
+  it("caps distinct guesses in flight per account and address; the same credential in parallel is one guess", async () => {
     const s = store();
     const acct = "parallel-user";
-    for (let i = 0; i < 10; i++) expect((await s.loginBegin(acct)).status).toBe("ok");
-    expect(await s.loginBegin(acct)).toEqual({ status: "busy", retryAfter: 1 });
-    await s.loginEnd(acct, true);
-    expect((await s.loginBegin(acct)).status).toBe("ok");
+    for (let i = 0; i < 5; i++) expect((await s.loginBegin(acct, "a1", `g${i}`)).status).toBe("ok");
+    expect(await s.loginBegin(acct, "a1", "g5")).toEqual({ status: "busy", retryAfter: 1 });
+    expect((await s.loginBegin(acct, "a1", "g0")).status).toBe("ok"); // same guess again
+    expect((await s.loginBegin(acct, "a2", "g5")).status).toBe("ok"); // another address
+    await s.loginEnd(acct, "a1", "g1", true);
+    expect((await s.loginBegin(acct, "a1", "g6")).status).toBe("ok");
   });
 });
 

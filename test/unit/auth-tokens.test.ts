@@ -140,8 +140,10 @@ describe("configuration", () => {
     expect(authMode({ AUTH_MODE: "off" })).toBe("token");
     expect(authMode({ AUTH_MODE: "" })).toBe("token");
   });
-  it("derives realm and service from the request unless overridden", () => {
-    const c = authConfig({}, "https://reg.example:8443/v2/");
+  it("derives realm and service from a listed or loopback host unless overridden; refuses other hosts", () => {
+    expect(() => authConfig({}, "https://reg.example:8443/v2/")).toThrow(/REGISTRY_HOSTS/);
+    expect(authConfig({}, "http://127.0.0.1:8787/v2/")).toMatchObject({ realm: "http://127.0.0.1:8787/token", service: "127.0.0.1:8787" });
+    const c = authConfig({ REGISTRY_HOSTS: "reg.example:8443" }, "https://reg.example:8443/v2/");
     expect(c).toMatchObject({ realm: "https://reg.example:8443/token", service: "reg.example:8443", tokenTtlSeconds: 300, adminPassword: null, signingKeys: null });
     const o = authConfig({ AUTH_REALM: "https://auth.example/token", AUTH_SERVICE: "reg", TOKEN_TTL_SECONDS: "60", REFRESH_TOKEN_TTL_SECONDS: "120" }, "https://x/v2/");
     expect(o).toMatchObject({ realm: "https://auth.example/token", service: "reg", tokenTtlSeconds: 60, refreshTokenTtlSeconds: 120 });

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { bytes, expectBytes, expectError, patch, req, reqWith, sha256, startUpload, streamOf, withQuery } from "./helpers";
 import { Hasher } from "../../src/digest/hasher";
 import { blake3 } from "@noble/hashes/blake3.js";
-import { base64ToBytes } from "../../src/digest/verify";
+import { base64ToBytes } from "../../src/util/encoding";
 import type { UploadSession, UploadState } from "../../src/stores/upload-session";
 
 const MiB = 1024 * 1024;
