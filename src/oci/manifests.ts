@@ -1,5 +1,7 @@
-// /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2 under a
-// content-addressed key, indexed in BlobStore, and made readable per repository in TrustStore.
+// /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2, indexed in BlobStore,
+// and made readable per repository in TrustStore. Each PUT writes a unique key
+// (manifests/sha256/<hex>/<uuid>): a re-push never writes the object GC may be deleting
+// (docs/adr/0011); BlobStore keeps one object per digest and the redundant copy is deleted.
 import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
@@ -15,6 +17,8 @@ import { assertManifestDeletable, assertTagMutable } from "../auth";
 import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
+import { gcBusy } from "../storage/handoff";
+import type { CommitResult } from "../stores/blob-store";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -67,25 +71,47 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     digest = ref.digest.digest;
   }
 
-  // Bytes → BlobStore (digest + holder) → TrustStore. The key is content-addressed, so re-pushes overwrite in place.
-  const r2Key = `manifests/sha256/${computed.sha256}`;
+  // Bytes → BlobStore (digest + holder) → TrustStore.
+  const r2Key = `manifests/sha256/${computed.sha256}/${crypto.randomUUID()}`;
   await c.env.BUCKET.put(r2Key, body, { httpMetadata: { contentType: parsed.mediaType } });
-  const stored = await blobStoreFor(c.env, digest).commit({ digest, size: body.length, r2Key, contentSha256: computed.sha256! }, name);
+  const offered = { digest, size: body.length, r2Key, contentSha256: computed.sha256! };
+  let stored = await blobStoreFor(c.env, digest).commit(offered, name);
+  try {
+    return await storeManifest(c, name, ref, parsed, digest, body.length, stored, async () => (stored = await blobStoreFor(c.env, digest).commit(offered, name)));
+  } finally {
+    // The offered copy is redundant when BlobStore already had the bytes (kept until here: a GC
+    // fence retry may need it to resurrect the digest).
+    if (!stored.adoptedOffered) await c.env.BUCKET.delete(r2Key).catch(() => {});
+  }
+}
+
+async function storeManifest(c: Ctx, name: string, ref: Reference, parsed: ReturnType<typeof parseManifest>, digest: string, size: number,
+  first: CommitResult, recommit: () => Promise<CommitResult>): Promise<Response> {
+  let stored = first;
 
   const input = {
     repo: name,
-    manifest: { digest, size: body.length, r2Key: stored.r2Key, mediaType: parsed.mediaType },
+    manifest: { digest, size, r2Key: stored.r2Key, mediaType: parsed.mediaType },
     tag: ref.tag,
     subject: parsed.subject ? parsed.subject.digest : null,
     artifactType: parsed.artifactType ?? null,
     annotations: parsed.annotations ?? null,
     requiredBlobs: requiredBlobs(parsed).map((d) => d.digest),
     requiredManifests: requiredManifests(parsed).map((d) => d.digest),
+    heldSeq: stored.heldSeq,
   };
   // Immutable tags (docs/auth.md), atomically: the store refuses to move an existing tag; only
   // then are the policy rules consulted, and the write is retried when no rule protects the tag.
   const trust = trustStoreFor(c.env, name);
   let result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
+  if (!result.ok && result.fenced) {
+    // GC fenced the digest after our commit: commit again (resurrect or re-hold), then retry.
+    stored = await recommit();
+    input.manifest.r2Key = stored.r2Key;
+    input.heldSeq = stored.heldSeq;
+    result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
+    if (!result.ok && result.fenced) throw gcBusy(digest);
+  }
   if (!result.ok && result.tagIsAt !== null) {
     const rule = immutableRuleFor(await rulesFor(c), name, ref.tag!);
     if (rule) {
@@ -93,6 +119,7 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
         { repository: name, tag: ref.tag, rule: rule.id, current: result.tagIsAt }, 403);
     }
     result = await trust.putManifest({ ...input, ifTagMoves: "allow" });
+    if (!result.ok && result.fenced) throw gcBusy(digest);
   }
   if (!result.ok) {
     const missing = [...result.missingBlobs.map((d) => `blob ${d}`), ...result.missingManifests.map((d) => `manifest ${d}`)];

@@ -30,14 +30,15 @@ export async function backfillRepo(env: Env, repo: string): Promise<{ manifests:
     for (const d of requiredBlobs(parsed)) {
       const b = await blobStoreFor(env, d.digest).hold(d.digest, repo);
       if (!b) continue;
-      await trust.link(repo, { digest: d.digest, kind: "blob", size: b.size, r2Key: b.r2Key, mediaType: null });
+      await trust.link(repo, { digest: d.digest, kind: "blob", size: b.size, r2Key: b.r2Key, mediaType: null }, b.heldSeq);
       blobs++;
     }
     for (const child of requiredManifests(parsed)) queue.push(child.digest);
     await trust.putManifest({
       repo, manifest: { digest, size: stored.size, r2Key: stored.r2Key, mediaType: parsed.mediaType }, tag: null,
       subject: parsed.subject?.digest ?? null, artifactType: parsed.artifactType ?? null, annotations: parsed.annotations ?? null,
-      requiredBlobs: [], requiredManifests: [],
+      requiredBlobs: [], requiredManifests: [], heldSeq: stored.heldSeq,
+      refs: [...requiredBlobs(parsed), ...requiredManifests(parsed)].map((x) => x.digest),
     });
     manifests++;
   }

@@ -2,8 +2,12 @@
 // its holder in BlobStore (one call) → record membership in the repository's TrustStore (which
 // adds the catalog row on first membership). Each step is idempotent, so a crash between steps
 // leaves only unreferenced bytes or an extra holder for GC, never a reference to missing bytes.
+// GC (docs/adr/0011): a link refused by a GC fence commits once more (resurrecting the digest
+// with the offered object, or re-holding it) and links with the new holder sequence.
 import type { Env } from "../env";
+import { oci } from "../oci/errors";
 import { blobStoreFor, trustStoreFor } from "../stores";
+import type { CommitResult } from "../stores/blob-store";
 
 export interface VerifiedObject {
   digest: string;
@@ -19,11 +23,31 @@ export interface VerifiedObject {
  */
 export async function commitBlob(env: Env, repo: string, obj: VerifiedObject, kind: "blob" | "manifest" = "blob", mediaType: string | null = null) {
   const result = await blobStoreFor(env, obj.digest).commit(obj, repo);
+  return finishCommit(env, repo, obj, result, kind, mediaType);
+}
+
+/**
+ * The steps after BlobStore's commit: the membership link (retried once through a new commit
+ * when GC fenced the digest meanwhile), then the offered object is deleted if it was redundant —
+ * only then, because a retry may need it to resurrect the digest.
+ */
+export async function finishCommit(env: Env, repo: string, obj: VerifiedObject, first: CommitResult, kind: "blob" | "manifest" = "blob", mediaType: string | null = null): Promise<CommitResult> {
+  let result = first;
+  if (kind === "blob") {
+    const trust = trustStoreFor(env, repo);
+    const link = (r: CommitResult) => trust.link(repo, { digest: obj.digest, kind, size: r.size, r2Key: r.r2Key, mediaType }, r.heldSeq);
+    if (!(await link(result))) {
+      result = await blobStoreFor(env, obj.digest).commit(obj, repo);
+      if (!(await link(result))) throw gcBusy(obj.digest);
+    }
+  }
   if (!result.adoptedOffered && result.r2Key !== obj.r2Key) {
     await env.BUCKET.delete(obj.r2Key).catch(() => {});
   }
-  if (kind === "blob") {
-    await trustStoreFor(env, repo).link(repo, { digest: obj.digest, kind, size: result.size, r2Key: result.r2Key, mediaType });
-  }
   return result;
+}
+
+/** Only reachable when GC fences the same digest twice within one request: the client retries. */
+export function gcBusy(digest: string) {
+  return oci("BLOB_UPLOAD_INVALID", `blob ${digest} was being garbage-collected while this push linked it; push it again`, { digest }, 409);
 }

@@ -20,10 +20,11 @@ export async function mountBlob(env: Env, name: string, digest: string, sources:
     if (!(await mayRead(source))) continue; // not readable by this principal: nothing leaks
     const src = await memberBlob(env, source, digest);
     if (!src || src.kind !== "blob") continue;
+    // A condemned digest is not held (null), and a GC fence refuses the link: either way the
+    // mount fails and the client uploads the bytes (docs/adr/0011).
     const stored = await blobStoreFor(env, digest).hold(digest, name);
-    if (!stored) continue;
-    await trustStoreFor(env, name).link(name, { digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });
-    return true;
+    if (!stored) return false;
+    return trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq);
   }
   return false;
 }

@@ -34,6 +34,12 @@ export class Catalog extends DurableObject<Env> {
     this.sql.exec(`INSERT INTO repos (repo, created_at) VALUES (?, ?) ON CONFLICT (repo) DO NOTHING`, repo, createdAt);
   }
 
+  /** GC: an empty repository (no members, no tags) leaves the catalog; its TrustStore re-adds it on the next write. */
+  async remove(repo: string): Promise<boolean> {
+    await this.ready();
+    return this.sql.exec(`DELETE FROM repos WHERE repo = ?`, repo).rowsWritten > 0;
+  }
+
   /** Repository names after `last`, in byte order; n = null means all (callers bound it). */
   async page(n: number, last: string | null): Promise<Page<string>> {
     await this.ready();

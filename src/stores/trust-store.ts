@@ -48,11 +48,30 @@ export interface PutManifestInput {
    * an immutable tag is checked in the same transaction that would move it. Default "allow".
    */
   ifTagMoves?: "refuse" | "allow";
+  /** BlobStore holder sequence of the manifest's commit; a GC fence newer than it refuses the write. */
+  heldSeq?: number;
+  /** What the manifest references (GC liveness); default requiredBlobs + requiredManifests. */
+  refs?: string[];
 }
 
 export type PutManifestResult =
   | { ok: true; previousTagDigest: string | null }
-  | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null };
+  | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean };
+
+/** Most refs one gcRecordRefs call takes. */
+export const GC_REFS_BATCH = 2000;
+
+export interface GcDropResult {
+  /** Memberships dropped (or, in a dry run, that would be). */
+  dropped: { digest: string; size: number; held: boolean }[];
+  /** True when more unlive memberships may remain (call again). */
+  more: boolean;
+  /** Manifests whose references are not indexed yet: nothing is dropped until they are. */
+  unindexed: { digest: string; r2Key: string; mediaType: string }[];
+  needsBackfill: boolean;
+  /** The repository has no members and no tags left (it leaves the catalog). */
+  empty: boolean;
+}
 
 /** 1: tags/manifests/referrers; 2: per-repository blob membership (with backfill); 3: one object per repository. */
 const SCHEMA_VERSION = 3;
@@ -134,7 +153,18 @@ export class TrustStore extends DurableObject<Env> {
         repo TEXT PRIMARY KEY, created_at INTEGER NOT NULL
       ) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS refs (
+        repo TEXT NOT NULL, manifest TEXT NOT NULL, digest TEXT NOT NULL,
+        PRIMARY KEY (repo, manifest, digest)
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS refs_by_digest ON refs(repo, digest);
+      CREATE TABLE IF NOT EXISTS fences (digest TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     `);
+    // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
+    // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
+    if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().some((r) => r.name === "refs_indexed")) {
+      this.sql.exec(`ALTER TABLE members ADD COLUMN refs_indexed INTEGER NOT NULL DEFAULT 0`);
+    }
     this.migrate();
     this.role = this.meta("role") === "legacy" ? "legacy" : "repo";
     this.owner = this.meta("repo");
@@ -273,13 +303,20 @@ export class TrustStore extends DurableObject<Env> {
     this.sql.exec(`UPDATE repos SET needs_backfill = 0 WHERE repo = ?`, repo);
   }
 
-  /** Record that `repo` holds these bytes (after BlobStore recorded the holder). Idempotent. */
-  async link(repo: string, member: Member): Promise<void> {
+  /**
+   * Record that `repo` holds these bytes (after BlobStore recorded the holder). Idempotent.
+   * False, writing nothing, when GC fenced the digest after the BlobStore step (`heldSeq`): the
+   * caller commits again (resurrecting or re-holding) and retries, or makes the client re-upload.
+   */
+  async link(repo: string, member: Member, heldSeq = 0): Promise<boolean> {
     await this.ready(repo);
-    this.ctx.storage.transactionSync(() => {
+    const ok = this.ctx.storage.transactionSync(() => {
+      if (this.fenced(member.digest, heldSeq)) return false;
       this.insertMember(repo, member);
+      return true;
     });
-    await this.registerInCatalog(repo);
+    if (ok) await this.registerInCatalog(repo);
+    return ok;
   }
 
   /**
@@ -302,11 +339,16 @@ export class TrustStore extends DurableObject<Env> {
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
       if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null };
       const m = input.manifest;
+      if (this.fenced(m.digest, input.heldSeq ?? 0)) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, fenced: true };
       const previousTagDigest = input.tag === null ? null : this.tagTarget(input.repo, input.tag);
       if (input.ifTagMoves === "refuse" && previousTagDigest !== null && previousTagDigest !== m.digest) {
         return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest };
       }
       this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
+      for (const d of new Set(input.refs ?? [...input.requiredBlobs, ...input.requiredManifests])) {
+        this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, input.repo, m.digest, d);
+      }
+      this.sql.exec(`UPDATE members SET refs_indexed = 1 WHERE repo = ? AND digest = ? AND kind = 'manifest'`, input.repo, m.digest);
       if (input.tag !== null) {
         this.sql.exec(`INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?)
           ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
@@ -350,6 +392,7 @@ export class TrustStore extends DurableObject<Env> {
       if (!gone) return { removed: false, held: this.holds(repo, digest) };
       this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
       this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
+      this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
       return { removed: true, held: this.holds(repo, digest) };
     });
   }
@@ -408,6 +451,88 @@ export class TrustStore extends DurableObject<Env> {
       return { items, next: items.length ? items[items.length - 1].digest : null };
     }
     return { items: rows, next: null };
+  }
+
+  // ---- garbage collection (docs/adr/0011) ---------------------------------------------------
+
+  /**
+   * Phase 1 for this repository: blob memberships that no manifest of the repository references
+   * and that are older than `cutoff` are dropped (at most `limit`, one transaction; none in a dry
+   * run). Nothing is dropped while a manifest's references are unindexed or a backfill is due.
+   */
+  async gcDrop(repo: string, cutoff: number, limit: number, dryRun: boolean): Promise<GcDropResult> {
+    await this.ready(repo);
+    const n = Math.max(1, Math.min(limit, 500));
+    const unindexed = this.sql.exec<{ digest: string; r2_key: string; media_type: string }>(
+      `SELECT digest, r2_key, media_type FROM members WHERE repo = ? AND kind = 'manifest' AND refs_indexed = 0 LIMIT 20`, repo)
+      .toArray().map((r) => ({ digest: r.digest, r2Key: r.r2_key, mediaType: r.media_type }));
+    const needsBackfill = this.flagged(repo);
+    if (unindexed.length || needsBackfill) return { dropped: [], more: false, unindexed, needsBackfill, empty: false };
+    const result = this.ctx.storage.transactionSync(() => {
+      const rows = this.sql.exec<{ digest: string; size: number }>(
+        `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'blob' AND m.created_at < ?
+           AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest) ORDER BY m.digest LIMIT ?`,
+        repo, cutoff, n + (dryRun ? 0 : 1)).toArray();
+      const take = rows.slice(0, n);
+      const dropped = take.map((r) => {
+        if (!dryRun) this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, r.digest);
+        // Still a member as a manifest: the BlobStore holder stays.
+        return { digest: r.digest, size: r.size, held: this.holdsAs(repo, r.digest, "manifest") };
+      });
+      const empty = !dryRun && !this.sql.exec(`SELECT 1 FROM members WHERE repo = ? LIMIT 1`, repo).toArray().length
+        && !this.sql.exec(`SELECT 1 FROM tags WHERE repo = ? LIMIT 1`, repo).toArray().length;
+      if (empty) {
+        this.sql.exec(`DELETE FROM repos WHERE repo = ?`, repo);
+        this.setMeta("cataloged", "0");
+        this.cataloged = false;
+      }
+      return { dropped, more: rows.length > n && !dryRun, unindexed: [], needsBackfill: false, empty };
+    });
+    if (result.empty) {
+      await catalogFor(this.env, repo).remove(repo);
+      // A push that landed meanwhile registers again.
+      if (this.repoExists(repo)) await this.registerInCatalog(repo);
+    }
+    return result;
+  }
+
+  /** Index a stored manifest's references (≤ GC_REFS_BATCH per call; `done` on the last). */
+  async gcRecordRefs(repo: string, manifest: string, refs: string[], done: boolean): Promise<void> {
+    await this.ready(repo);
+    if (refs.length > GC_REFS_BATCH) throw new RangeError(`gcRecordRefs takes at most ${GC_REFS_BATCH} refs`);
+    this.ctx.storage.transactionSync(() => {
+      for (const d of new Set(refs)) this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, repo, manifest, d);
+      if (done) this.sql.exec(`UPDATE members SET refs_indexed = 1 WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, manifest);
+    });
+  }
+
+  /**
+   * Before BlobStore condemns `digests`, fence them here in one transaction: a digest that is a
+   * member after all is returned (GC re-holds it instead); the others get a fence at `seq`, so a
+   * link whose BlobStore step happened at or before `seq` is refused from now on.
+   */
+  async gcFence(repo: string, digests: string[], seq: number): Promise<string[]> {
+    await this.ready(repo);
+    if (digests.length > 500) throw new RangeError("gcFence takes at most 500 digests");
+    return this.ctx.storage.transactionSync(() => {
+      const held: string[] = [];
+      for (const d of new Set(digests)) {
+        if (this.holds(repo, d)) held.push(d);
+        else this.sql.exec(`INSERT INTO fences (digest, seq) VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET seq = max(seq, excluded.seq)`, d, seq);
+      }
+      return held;
+    });
+  }
+
+  /** Usage of this repository: logical bytes (sum of member sizes), counts, last push. */
+  async usage(repo: string): Promise<{ repository: string; logicalBytes: number; blobs: number; manifests: number; tags: number; lastPush: number | null }> {
+    await this.ready(repo);
+    const m = this.sql.exec<{ b: number; blobs: number; manifests: number; last: number | null }>(
+      `SELECT coalesce(sum(size), 0) AS b, count(*) FILTER (WHERE kind = 'blob') AS blobs, count(*) FILTER (WHERE kind = 'manifest') AS manifests, max(created_at) AS last
+       FROM (SELECT digest, max(size) AS size, kind, max(created_at) AS created_at FROM members WHERE repo = ? GROUP BY digest, kind)`, repo).one();
+    const t = this.sql.exec<{ n: number; last: number | null }>(`SELECT count(*) AS n, max(updated_at) AS last FROM tags WHERE repo = ?`, repo).one();
+    const last = Math.max(m.last ?? 0, t.last ?? 0);
+    return { repository: repo, logicalBytes: m.b, blobs: m.blobs, manifests: m.manifests, tags: t.n, lastPush: last || null };
   }
 
   // ---- the legacy object: index migration (schema ≤ 2 → 3) ----------------------------------
@@ -539,6 +664,15 @@ export class TrustStore extends DurableObject<Env> {
     return this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, tag).toArray()[0]?.digest ?? null;
   }
 
+  /** A GC fence at or after the link's BlobStore step (heldSeq) refuses the link. */
+  private fenced(digest: string, heldSeq: number): boolean {
+    return this.sql.exec(`SELECT 1 FROM fences WHERE digest = ? AND seq >= ?`, digest, heldSeq).toArray().length > 0;
+  }
+
+  private holdsAs(repo: string, digest: string, kind: MemberKind): boolean {
+    return this.sql.exec(`SELECT 1 FROM members WHERE repo = ? AND digest = ? AND kind = ?`, repo, digest, kind).toArray().length > 0;
+  }
+
   /** Whether `digest` is still a member of `repo` in any kind. */
   private holds(repo: string, digest: string): boolean {
     return this.sql.exec(`SELECT 1 FROM members WHERE repo = ? AND digest = ? LIMIT 1`, repo, digest).toArray().length > 0;
@@ -551,7 +685,7 @@ export class TrustStore extends DurableObject<Env> {
   private insertMember(repo: string, m: Member): void {
     const now = Date.now();
     this.sql.exec(`INSERT INTO members (repo, digest, kind, size, r2_key, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-      ON CONFLICT (repo, digest, kind) DO NOTHING`, repo, m.digest, m.kind, m.size, m.r2Key, m.mediaType, now);
+      ON CONFLICT (repo, digest, kind) DO UPDATE SET r2_key = excluded.r2_key`, repo, m.digest, m.kind, m.size, m.r2Key, m.mediaType, now);
     this.sql.exec(`INSERT INTO repos (repo, created_at) VALUES (?, ?) ON CONFLICT (repo) DO NOTHING`, repo, now);
   }
 
