@@ -4,6 +4,7 @@ import type { UploadSession } from "./stores/upload-session";
 import type { TrustStore } from "./stores/trust-store";
 import type { AccountStore } from "./stores/account-store";
 import type { Catalog } from "./stores/catalog";
+import type { GcCoordinator } from "./gc/coordinator";
 
 export interface Env {
   BUCKET: R2Bucket;
@@ -12,6 +13,9 @@ export interface Env {
   TRUST_STORE: DurableObjectNamespace<TrustStore>;
   ACCOUNT_STORE: DurableObjectNamespace<AccountStore>;
   CATALOG: DurableObjectNamespace<Catalog>;
+  GC: DurableObjectNamespace<GcCoordinator>;
+  /** Grace period of garbage collection in seconds (docs/adr/0011); default 86400, 0 allowed. */
+  GC_GRACE_SECONDS?: string;
   MAX_BODY_BYTES?: string;
   CHUNK_MAX_BYTES?: string;
   MAX_MANIFEST_BYTES?: string;
@@ -39,6 +43,7 @@ export interface Config {
   uploadTtlSeconds: number;
   uploadPartBytes: number;
   deleteEnabled: boolean;
+  gcGraceSeconds: number;
 }
 
 const MiB = 1024 * 1024;
@@ -55,5 +60,6 @@ export function config(env: Env): Config {
     uploadTtlSeconds: num(env.UPLOAD_TTL_SECONDS, 86400, 1),
     uploadPartBytes: num(env.UPLOAD_PART_BYTES, 16 * MiB, 5 * MiB),
     deleteEnabled: String(env.DELETE_ENABLED ?? "true").toLowerCase() !== "false",
+    gcGraceSeconds: num(env.GC_GRACE_SECONDS, 86400, 0),
   };
 }

@@ -23,6 +23,7 @@ import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFro
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
 import { isValidName } from "../oci/grammar";
 import { mountIndexAdminRoutes } from "../admin/index-routes";
+import { mountGcAdminRoutes } from "../admin/gc-routes";
 
 type Ctx = Context<any>;
 
@@ -349,3 +350,4 @@ adminRoutes.delete("/keys/:kid", async (c) => {
 
 // index migration and blob holders (owned by the index, docs/adr/0008)
 mountIndexAdminRoutes(adminRoutes);
+mountGcAdminRoutes(adminRoutes);

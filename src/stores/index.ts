@@ -11,6 +11,20 @@ export function blobShardOf(_digest: string): string {
   return "blobs";
 }
 
+/** Every BlobStore shard (GC walks them all); must list every name blobShardOf can return. */
+export function blobShards(): string[] {
+  return ["blobs"];
+}
+
+export function blobShard(env: Env, shard: string) {
+  return env.BLOB_STORE.get(env.BLOB_STORE.idFromName(shard));
+}
+
+/** The registry-wide GC coordinator: one object, whose run table is the GC lease (docs/adr/0011). */
+export function gcCoordinator(env: Env) {
+  return env.GC.get(env.GC.idFromName("gc"));
+}
+
 export function blobStoreFor(env: Env, digest: string) {
   return env.BLOB_STORE.get(env.BLOB_STORE.idFromName(blobShardOf(digest)));
 }

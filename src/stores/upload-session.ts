@@ -138,6 +138,11 @@ export class UploadSession extends DurableObject<Env> {
     return true;
   }
 
+  /** GC reconcile: whether this upload still exists (its objects are not orphans). */
+  async exists(): Promise<boolean> {
+    return (await this.load()) !== null;
+  }
+
   override async alarm(): Promise<void> {
     const s = await this.load();
     if (!s) return;
