@@ -10,6 +10,7 @@ export const E = env as unknown as Env;
 export const gc = () => gcCoordinator(E);
 
 export async function startGc(opts: { dryRun?: boolean; reconcile?: boolean; graceSeconds?: number } = {}): Promise<RunRecord> {
+  await gc().runToEnd(); // a run left paused by an earlier failed test must not fail this one
   const r = await gc().start({ dryRun: opts.dryRun ?? false, reconcile: opts.reconcile ?? false, graceSeconds: opts.graceSeconds ?? 0, manual: true, trigger: "test" });
   if (!r.ok) throw new Error(`gc did not start: ${r.message}`);
   return r.run;
