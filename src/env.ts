@@ -19,6 +19,7 @@ export interface Env {
   UPLOAD_PART_BYTES?: string;
   DELETE_ENABLED?: string;
   BENCH_ROUTES?: string;
+  LEGACY_INDEX?: string;
   // Auth (read by src/auth/config.ts; see docs/auth.md)
   AUTH_MODE?: string;
   ADMIN_PASSWORD?: string;

@@ -7,7 +7,7 @@
 // only the migration (exports, progress, the alarm that drives it), never reads or writes.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import { catalogFor, groupByBlobShard, legacyTrustStore, trustStoreFor } from "./index";
+import { catalogFor, groupByBlobShard, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
 import { MAX_HOLD_BATCH } from "./blob-store";
 
 export type MemberKind = "blob" | "manifest";
@@ -192,6 +192,7 @@ export class TrustStore extends DurableObject<Env> {
     const saved = this.meta("import");
     let cursor: ExportCursor | null = saved ? (JSON.parse(saved) as ExportCursor) : { table: 0, after: null };
     let any = false;
+    if (!legacyIndexEnabled(this.env)) cursor = null;
     while (cursor) {
       const batch: ExportBatch | null = await legacy.exportRows(repo, cursor);
       if (!batch) break; // no legacy data for this repository
