@@ -17,6 +17,7 @@ export interface Env {
   MAX_MANIFEST_BYTES?: string;
   UPLOAD_TTL_SECONDS?: string;
   UPLOAD_PART_BYTES?: string;
+  UPLOAD_LEASE_SECONDS?: string;
   DELETE_ENABLED?: string;
   BENCH_ROUTES?: string;
   LEGACY_INDEX?: string;
@@ -38,6 +39,8 @@ export interface Config {
   maxManifestBytes: number;
   uploadTtlSeconds: number;
   uploadPartBytes: number;
+  /** How long an upload's write lease outlives its writer's last renewal (docs/adr/0007). */
+  uploadLeaseSeconds: number;
   deleteEnabled: boolean;
   benchRoutes: boolean;
 }
@@ -55,6 +58,7 @@ export function config(env: Env): Config {
     maxManifestBytes: num(env.MAX_MANIFEST_BYTES, 32 * MiB, 4 * MiB),
     uploadTtlSeconds: num(env.UPLOAD_TTL_SECONDS, 86400, 1),
     uploadPartBytes: num(env.UPLOAD_PART_BYTES, 16 * MiB, 5 * MiB),
+    uploadLeaseSeconds: num(env.UPLOAD_LEASE_SECONDS, 20, 1),
     deleteEnabled: String(env.DELETE_ENABLED ?? "true").toLowerCase() !== "false",
     benchRoutes: String(env.BENCH_ROUTES ?? "false").toLowerCase() === "true",
   };
