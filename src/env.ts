@@ -21,8 +21,10 @@ export interface Env {
   MAX_MANIFEST_BYTES?: string;
   UPLOAD_TTL_SECONDS?: string;
   UPLOAD_PART_BYTES?: string;
+  UPLOAD_LEASE_SECONDS?: string;
   DELETE_ENABLED?: string;
   BENCH_ROUTES?: string;
+  LEGACY_INDEX?: string;
   // Auth (read by src/auth/config.ts; see docs/auth.md)
   AUTH_MODE?: string;
   ADMIN_PASSWORD?: string;
@@ -42,6 +44,8 @@ export interface Config {
   maxManifestBytes: number;
   uploadTtlSeconds: number;
   uploadPartBytes: number;
+  /** How long an upload's write lease outlives its writer's last renewal (docs/adr/0007). */
+  uploadLeaseSeconds: number;
   deleteEnabled: boolean;
   gcGraceSeconds: number;
 }
@@ -59,6 +63,7 @@ export function config(env: Env): Config {
     maxManifestBytes: num(env.MAX_MANIFEST_BYTES, 32 * MiB, 4 * MiB),
     uploadTtlSeconds: num(env.UPLOAD_TTL_SECONDS, 86400, 1),
     uploadPartBytes: num(env.UPLOAD_PART_BYTES, 16 * MiB, 5 * MiB),
+    uploadLeaseSeconds: num(env.UPLOAD_LEASE_SECONDS, 20, 1),
     deleteEnabled: String(env.DELETE_ENABLED ?? "true").toLowerCase() !== "false",
     gcGraceSeconds: num(env.GC_GRACE_SECONDS, 86400, 0),
   };

@@ -32,7 +32,6 @@ const STATE_VERSION = 1;
 export class Hasher {
   private readonly x: HashExports;
   private view: Uint8Array;
-  private bytes = 0;
 
   private constructor(readonly algorithm: HashAlgorithm) {
     const spec = SPECS[algorithm];
@@ -62,12 +61,6 @@ export class Hasher {
       this.view.set(piece);
       this.x.Hash_Update(piece.length);
     }
-    this.bytes += data.length;
-  }
-
-  /** Bytes hashed through this object (not counting bytes before a resume). */
-  get hashedBytes(): number {
-    return this.bytes;
   }
 
   save(): Uint8Array {

@@ -10,6 +10,7 @@
 // issue-translation layer. Each rule lives in exactly one function below.
 import { oci } from "./errors";
 import { parseDigest, truncate, tryParseDigest } from "./grammar";
+import { MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES } from "./limits";
 
 export const MediaType = {
   OCI_MANIFEST: "application/vnd.oci.image.manifest.v1+json",
@@ -193,10 +194,16 @@ function checkDescriptor(v: unknown, path: Path): Descriptor {
   return v as unknown as Descriptor;
 }
 
-/** Go encoders write a nil slice as `null`; distribution reads that as empty, and so do we. */
-function checkDescriptorArray(v: unknown, name: string): Descriptor[] {
+/**
+ * Go encoders write a nil slice as `null`; distribution reads that as empty, and so do we.
+ * `max` bounds the count before any descriptor is walked, so refusing a huge array is cheap.
+ */
+function checkDescriptorArray(v: unknown, name: string, max: number, what: string): Descriptor[] {
   if (v === null) return [];
   if (!Array.isArray(v)) invalid(`${name} must be an array of descriptors, got ${show(v)}`, name);
+  if (v.length > max) {
+    invalid(`${name} has ${v.length} entries; ${what} at most ${MAX_MANIFEST_REFERENCES} references per manifest (MAX_MANIFEST_REFERENCES)`, name);
+  }
   for (let i = 0; i < v.length; i++) checkDescriptor(v[i], () => `${name}[${i}]`);
   return v as Descriptor[];
 }
@@ -253,11 +260,22 @@ function effectiveMediaType(contentType: string, doc: Json): string {
   return type;
 }
 
+export interface ParseOptions {
+  /**
+   * Enforce the push-time limits (MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES).
+   * Off only when re-reading bytes already stored (backfill), which must not lose access to
+   * content accepted before a limit existed.
+   */
+  limits?: boolean;
+}
+
 /**
  * Parse and validate a pushed manifest. `contentType` is the request's Content-Type header.
  * Throws OciError MANIFEST_INVALID (400) naming the offending field.
  */
-export function parseManifest(body: Uint8Array, contentType: string | null | undefined): ParsedManifest {
+export function parseManifest(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions = {}): ParsedManifest {
+  const limits = opts.limits ?? true;
+  const maxRefs = limits ? MAX_MANIFEST_REFERENCES : Number.MAX_SAFE_INTEGER;
   const ct = normalizeContentType(contentType);
   const doc = decodeJsonObject(body);
   if (isSchema1(ct, doc)) invalid(SCHEMA1_REFUSAL);
@@ -274,13 +292,14 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
     if (!has(doc, "config")) invalid(`config is required in an image manifest (${mediaType})`, "config");
     config = checkDescriptor(doc.config, () => "config");
     if (!has(doc, "layers")) invalid(`layers is required in an image manifest (${mediaType}); use [] for an artifact without layers`, "layers");
-    layers = checkDescriptorArray(doc.layers, "layers");
+    // The config is a reference too: config + layers together stay within the limit.
+    layers = checkDescriptorArray(doc.layers, "layers", maxRefs - 1, "with the config, an image manifest may have");
   } else {
     for (const k of ["config", "layers"]) {
       if (has(doc, k)) invalid(`an index (${mediaType}) must not have "${k}"`, k);
     }
     if (!has(doc, "manifests")) invalid(`manifests is required in an index (${mediaType})`, "manifests");
-    manifests = checkDescriptorArray(doc.manifests, "manifests");
+    manifests = checkDescriptorArray(doc.manifests, "manifests", maxRefs, "an index may have");
   }
 
   const subject = has(doc, "subject") ? checkDescriptor(doc.subject, () => "subject") : undefined;
@@ -295,7 +314,25 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
   const effectiveArtifactType = artifactType ?? config?.mediaType;
   if (effectiveArtifactType !== undefined) parsed.artifactType = effectiveArtifactType;
   if (has(doc, "annotations")) parsed.annotations = doc.annotations as Record<string, string>;
+  if (limits && subject && parsed.annotations) {
+    const size = annotationBytes(parsed.annotations);
+    if (size > MAX_REFERRER_ANNOTATION_BYTES) {
+      invalid(`annotations of a manifest with a subject are ${size} bytes as JSON; the referrers index serves them and accepts at most ${MAX_REFERRER_ANNOTATION_BYTES} bytes (MAX_REFERRER_ANNOTATION_BYTES). Put large data in a layer`, "annotations");
+    }
+  }
   return parsed;
+}
+
+const utf8 = new TextEncoder();
+const annotationBytes = (a: Record<string, string>) => utf8.encode(JSON.stringify(a)).length;
+
+/**
+ * The annotations the referrers index stores for this manifest: a referrer's (it has a subject)
+ * when within MAX_REFERRER_ANNOTATION_BYTES, else none. Nothing else is sent to the index.
+ */
+export function indexedAnnotations(m: ParsedManifest): Record<string, string> | null {
+  if (!m.subject || !m.annotations) return null;
+  return annotationBytes(m.annotations) <= MAX_REFERRER_ANNOTATION_BYTES ? m.annotations : null;
 }
 
 function uniqueByDigest(ds: Descriptor[]): Descriptor[] {

@@ -6,7 +6,7 @@ import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
 import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } from "./grammar";
-import { acceptable, parseManifest, requiredBlobs, requiredManifests } from "./manifest";
+import { acceptable, indexedAnnotations, parseManifest, requiredBlobs, requiredManifests } from "./manifest";
 import { blobStoreFor, trustStoreFor } from "../stores";
 import { memberManifest } from "../storage/backfill";
 import { assertClaim, computeAll } from "../digest/verify";
@@ -18,7 +18,6 @@ import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
 import { gcBusy } from "../storage/handoff";
-import type { CommitResult } from "../stores/blob-store";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -71,42 +70,49 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     digest = ref.digest.digest;
   }
 
-  // Bytes → BlobStore (digest + holder) → TrustStore.
+  // A refused push stores nothing: check every reference before writing a byte. putManifest checks
+  // again inside its transaction; only a reference deleted between the two checks can leave the
+  // bytes and BlobStore row behind (unreferenced, for GC), never a reference to missing content.
+  const trust = trustStoreFor(c.env, name);
+  const blobs = requiredBlobs(parsed).map((d) => d.digest);
+  const children = requiredManifests(parsed).map((d) => d.digest);
+  if (blobs.length || children.length) {
+    const pre = await trust.missingReferences(name, blobs, children);
+    if (pre.missingBlobs.length || pre.missingManifests.length) throw referencesUnknown(name, pre.missingBlobs, pre.missingManifests);
+  }
+
+  // Bytes → BlobStore (digest + holder) → TrustStore. Only what the index needs crosses to the
+  // stores (never the manifest's bytes).
   const r2Key = `manifests/sha256/${computed.sha256}/${crypto.randomUUID()}`;
   await c.env.BUCKET.put(r2Key, body, { httpMetadata: { contentType: parsed.mediaType } });
   const offered = { digest, size: body.length, r2Key, contentSha256: computed.sha256! };
   let stored = await blobStoreFor(c.env, digest).commit(offered, name);
   try {
-    return await storeManifest(c, name, ref, parsed, digest, body.length, stored, async () => (stored = await blobStoreFor(c.env, digest).commit(offered, name)));
+    return await storeManifest();
   } finally {
     // The offered copy is redundant when BlobStore already had the bytes (kept until here: a GC
     // fence retry may need it to resurrect the digest).
     if (!stored.adoptedOffered) await c.env.BUCKET.delete(r2Key).catch(() => {});
   }
-}
 
-async function storeManifest(c: Ctx, name: string, ref: Reference, parsed: ReturnType<typeof parseManifest>, digest: string, size: number,
-  first: CommitResult, recommit: () => Promise<CommitResult>): Promise<Response> {
-  let stored = first;
-
+  async function storeManifest(): Promise<Response> {
   const input = {
     repo: name,
-    manifest: { digest, size, r2Key: stored.r2Key, mediaType: parsed.mediaType },
+    manifest: { digest, size: body.length, r2Key: stored.r2Key, mediaType: parsed.mediaType },
     tag: ref.tag,
     subject: parsed.subject ? parsed.subject.digest : null,
     artifactType: parsed.artifactType ?? null,
-    annotations: parsed.annotations ?? null,
-    requiredBlobs: requiredBlobs(parsed).map((d) => d.digest),
-    requiredManifests: requiredManifests(parsed).map((d) => d.digest),
+    annotations: indexedAnnotations(parsed),
+    requiredBlobs: blobs,
+    requiredManifests: children,
     heldSeq: stored.heldSeq,
   };
   // Immutable tags (docs/auth.md), atomically: the store refuses to move an existing tag; only
   // then are the policy rules consulted, and the write is retried when no rule protects the tag.
-  const trust = trustStoreFor(c.env, name);
   let result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
   if (!result.ok && result.fenced) {
     // GC fenced the digest after our commit: commit again (resurrect or re-hold), then retry.
-    stored = await recommit();
+    stored = await blobStoreFor(c.env, digest).commit(offered, name);
     input.manifest.r2Key = stored.r2Key;
     input.heldSeq = stored.heldSeq;
     result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
@@ -121,12 +127,7 @@ async function storeManifest(c: Ctx, name: string, ref: Reference, parsed: Retur
     result = await trust.putManifest({ ...input, ifTagMoves: "allow" });
     if (!result.ok && result.fenced) throw gcBusy(digest);
   }
-  if (!result.ok) {
-    const missing = [...result.missingBlobs.map((d) => `blob ${d}`), ...result.missingManifests.map((d) => `manifest ${d}`)];
-    throw oci("MANIFEST_BLOB_UNKNOWN", `manifest references content that is not in repository ${name}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ` and ${missing.length - 10} more` : ""}; push it first`, {
-      missingBlobs: result.missingBlobs.slice(0, 100), missingManifests: result.missingManifests.slice(0, 100),
-    });
-  }
+  if (!result.ok) throw referencesUnknown(name, result.missingBlobs, result.missingManifests);
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${digest}`,
     "Docker-Content-Digest": digest,
@@ -134,6 +135,7 @@ async function storeManifest(c: Ctx, name: string, ref: Reference, parsed: Retur
   };
   if (parsed.subject) headers["OCI-Subject"] = parsed.subject.digest;
   return new Response(null, { status: 201, headers });
+  }
 }
 
 export async function remove(c: Ctx, name: string, reference: string): Promise<Response> {
@@ -150,6 +152,13 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
   const removed = ref.digest ? await deleteManifest(c.env, name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
+}
+
+function referencesUnknown(name: string, missingBlobs: string[], missingManifests: string[]) {
+  const missing = [...missingBlobs.map((d) => `blob ${d}`), ...missingManifests.map((d) => `manifest ${d}`)];
+  return oci("MANIFEST_BLOB_UNKNOWN", `manifest references content that is not in repository ${name}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ` and ${missing.length - 10} more` : ""}; push it first`, {
+    missingBlobs: missingBlobs.slice(0, 100), missingManifests: missingManifests.slice(0, 100),
+  });
 }
 
 function manifestUnknown(reference: string) {

@@ -4,7 +4,7 @@
 // Each grant records the BlobStore holder first, then the membership (handoff order).
 import type { Env } from "../env";
 import { blobStoreFor, legacyTrustStore, trustStoreFor } from "../stores";
-import { parseManifest, requiredBlobs, requiredManifests } from "../oci/manifest";
+import { indexedAnnotations, parseManifest, requiredBlobs, requiredManifests } from "../oci/manifest";
 
 export async function backfillRepo(env: Env, repo: string): Promise<{ manifests: number; blobs: number }> {
   const trust = trustStoreFor(env, repo);
@@ -23,7 +23,7 @@ export async function backfillRepo(env: Env, repo: string): Promise<{ manifests:
     const bytes = new Uint8Array(await obj.arrayBuffer());
     let parsed;
     try {
-      parsed = parseManifest(bytes, obj.httpMetadata?.contentType ?? null);
+      parsed = parseManifest(bytes, obj.httpMetadata?.contentType ?? null, { limits: false }); // stored before a limit: keep access
     } catch {
       continue; // not a manifest we can read: grant nothing through it
     }
@@ -36,7 +36,7 @@ export async function backfillRepo(env: Env, repo: string): Promise<{ manifests:
     for (const child of requiredManifests(parsed)) queue.push(child.digest);
     await trust.putManifest({
       repo, manifest: { digest, size: stored.size, r2Key: stored.r2Key, mediaType: parsed.mediaType }, tag: null,
-      subject: parsed.subject?.digest ?? null, artifactType: parsed.artifactType ?? null, annotations: parsed.annotations ?? null,
+      subject: parsed.subject?.digest ?? null, artifactType: parsed.artifactType ?? null, annotations: indexedAnnotations(parsed),
       requiredBlobs: [], requiredManifests: [], heldSeq: stored.heldSeq,
       refs: [...requiredBlobs(parsed), ...requiredManifests(parsed)].map((x) => x.digest),
     });

@@ -9,7 +9,7 @@
 // no part bookkeeping, and R2 serves single objects much faster than multipart ones.
 import { oci } from "../oci/errors";
 import type { Hasher } from "../digest/hasher";
-import type { UploadLayout } from "../stores/upload-session";
+import { MAX_UPLOAD_PARTS, type UploadLayout } from "../stores/upload-session";
 
 /** R2 single put is limited to just under 5 GiB. */
 const SINGLE_PUT_MAX = 4.5 * 1024 ** 3;
@@ -34,21 +34,40 @@ export interface IngestInput {
   keyPrefix: string;
   /** A key already recorded in the session, used for the first object this request writes. */
   reservedKey?: string;
-  /** Record keys / multipart uploads in the session before writing them (also renews the lease). */
+  /**
+   * Record keys / multipart uploads in the session before writing them. Also called with nothing
+   * to add before each part upload: it renews the lease and throws if the lease was lost, so a
+   * writer that lost its upload to another never overwrites that writer's parts.
+   */
   register(add: { keys?: string[]; multipart?: { key: string; uploadId: string } }): Promise<void>;
+  /** Every part of the current multipart layout (needed only to complete it). */
+  loadParts?(): Promise<R2UploadedPart[]>;
 }
 
 export interface IngestResult {
   layout: UploadLayout;
   offset: number;
+  /** Parts this request uploaded to the layout's multipart upload (committed incrementally). */
+  newParts: R2UploadedPart[];
   /** Objects superseded by this request; delete them once the new state is committed. */
   obsolete: string[];
+  /** The reserved key, when this request did not use it. */
+  unused: string[];
 }
 
+type Written = Omit<IngestResult, "unused">;
+
 export async function ingest(inp: IngestInput): Promise<IngestResult> {
+  const reserved = inp.reservedKey;
+  const res = await write(inp);
+  // claimKey() clears reservedKey once it hands it out.
+  return { ...res, unused: reserved && inp.reservedKey === reserved ? [reserved] : [] };
+}
+
+function write(inp: IngestInput): Promise<Written> {
   const { layout, contentLength } = inp;
   if (contentLength === 0 || !inp.body) {
-    if (!inp.final) return { layout, offset: inp.offset, obsolete: [] };
+    if (!inp.final) return Promise.resolve({ layout, offset: inp.offset, newParts: [], obsolete: [] });
     return finalizeLayout(inp, layout);
   }
   if (layout.kind === "empty" && contentLength !== null && contentLength <= SINGLE_PUT_MAX) {
@@ -58,7 +77,7 @@ export async function ingest(inp: IngestInput): Promise<IngestResult> {
 }
 
 /** Whole body to one object, hashed on the way, with backpressure from R2. */
-async function singlePut(inp: IngestInput, length: number): Promise<IngestResult> {
+async function singlePut(inp: IngestInput, length: number): Promise<Written> {
   const key = await claimKey(inp);
   const { readable, writable } = new FixedLengthStream(length);
   const put = inp.bucket.put(key, readable, { httpMetadata: { contentType: "application/octet-stream" } });
@@ -79,15 +98,17 @@ async function singlePut(inp: IngestInput, length: number): Promise<IngestResult
     await writer.abort(err).catch(() => {});
     throw err;
   }
-  return { layout: { kind: "single", key, size: length }, offset: inp.offset + length, obsolete: [] };
+  return { layout: { kind: "single", key, size: length }, offset: inp.offset + length, newParts: [], obsolete: [] };
 }
 
 /** Cut the stored prefix (single object or tail) plus the body into fixed-size parts. */
-async function partsWrite(inp: IngestInput): Promise<IngestResult> {
+async function partsWrite(inp: IngestInput): Promise<Written> {
   const { bucket, partSize } = inp;
   const prev = inp.layout;
   let mp: R2MultipartUpload | null = prev.kind === "multipart" ? bucket.resumeMultipartUpload(prev.key, prev.uploadId) : null;
-  const parts: R2UploadedPart[] = prev.kind === "multipart" ? [...prev.parts] : [];
+  // Parts already committed are only counted here; their etags stay in the session until completion.
+  const firstPart = prev.kind === "multipart" ? prev.partCount + 1 : 1;
+  const parts: R2UploadedPart[] = [];
   const obsolete: string[] = [];
   let prefix: { key: string; size: number } | null = null;
   if (prev.kind === "single") prefix = { key: prev.key, size: prev.size };
@@ -104,23 +125,30 @@ async function partsWrite(inp: IngestInput): Promise<IngestResult> {
   const startMultipart = async () => {
     const key = newKey(inp.keyPrefix);
     const created = await bucket.createMultipartUpload(key, { httpMetadata: { contentType: "application/octet-stream" } });
-    await inp.register({ keys: [key], multipart: { key, uploadId: created.uploadId } });
+    try {
+      await inp.register({ keys: [key], multipart: { key, uploadId: created.uploadId } });
+    } catch (err) {
+      await created.abort().catch(() => {}); // not recorded anywhere: nothing else would abort it
+      throw err;
+    }
     return created;
   };
   /** Upload `data` as the next part; resolves once the previous part finished (its buffer is free). */
   const flushPart = async (data: Uint8Array, recycle: boolean) => {
+    const partNumber = firstPart + parts.length;
+    if (partNumber > MAX_UPLOAD_PARTS) {
+      throw oci("SIZE_INVALID", `upload exceeds ${MAX_UPLOAD_PARTS} parts of ${partSize} bytes (${MAX_UPLOAD_PARTS * partSize} bytes), the most one upload can hold`, { limit: MAX_UPLOAD_PARTS * partSize }, 413);
+    }
     if (!mp) mp = await startMultipart();
-    const partNumber = parts.length + 1;
-    if (partNumber > 10_000) throw oci("SIZE_INVALID", `upload exceeds ${10_000} parts of ${partSize} bytes`, undefined, 413);
     const placeholder = parts.push({ partNumber, etag: "" }) - 1;
     if (inflight) await inflight; // at most one part uploading while the next one fills
     if (failed) throw failed;
     const upload = mp;
     inflight = (async () => {
       try {
+        await inp.register({}); // still the writer? (renews the lease)
         parts[placeholder] = await upload.uploadPart(partNumber, data);
         if (recycle) spare.push(data.buffer as ArrayBuffer);
-        await inp.register({});
       } catch (err) {
         failed = err;
       }
@@ -173,14 +201,15 @@ async function partsWrite(inp: IngestInput): Promise<IngestResult> {
         // Everything fits in one part: a plain object serves faster than a one-part multipart.
         const key = await claimKey(inp);
         await bucket.put(key, buf.subarray(0, fill), { httpMetadata: { contentType: "application/octet-stream" } });
-        return { layout: { kind: "single", key, size: fill }, offset, obsolete };
+        return { layout: { kind: "single", key, size: fill }, offset, newParts: [], obsolete };
       }
       if (fill > 0) await flushPart(buf.subarray(0, fill), false);
       if (inflight) await inflight;
       if (failed) throw failed;
       const done = mp as R2MultipartUpload;
-      await done.complete(parts);
-      return { layout: { kind: "single", key: done.key, size: offset }, offset, obsolete };
+      const earlier = prev.kind === "multipart" && prev.key === done.key ? await committedParts(inp) : [];
+      await done.complete([...earlier, ...parts]);
+      return { layout: { kind: "single", key: done.key, size: offset }, offset, newParts: [], obsolete };
     }
 
     let tail: { key: string; size: number } | null = null;
@@ -190,9 +219,10 @@ async function partsWrite(inp: IngestInput): Promise<IngestResult> {
     }
     if (inflight) await inflight;
     if (failed) throw failed;
-    if (!mp) return { layout: tail ? { kind: "single", key: tail.key, size: tail.size } : { kind: "empty" }, offset, obsolete };
+    if (!mp) return { layout: tail ? { kind: "single", key: tail.key, size: tail.size } : { kind: "empty" }, offset, newParts: [], obsolete };
     const m = mp as R2MultipartUpload;
-    return { layout: { kind: "multipart", key: m.key, uploadId: m.uploadId, parts, tail }, offset, obsolete };
+    const partCount = (prev.kind === "multipart" && prev.key === m.key ? prev.partCount : 0) + parts.length;
+    return { layout: { kind: "multipart", key: m.key, uploadId: m.uploadId, partCount, tail }, offset, newParts: parts, obsolete };
   } catch (err) {
     if (inflight) await inflight;
     throw err;
@@ -200,30 +230,37 @@ async function partsWrite(inp: IngestInput): Promise<IngestResult> {
 }
 
 /** Turn whatever the upload holds into one complete object (used when the final request has no body). */
-async function finalizeLayout(inp: IngestInput, layout: UploadLayout): Promise<IngestResult> {
+async function finalizeLayout(inp: IngestInput, layout: UploadLayout): Promise<Written> {
   const { bucket } = inp;
   switch (layout.kind) {
     case "empty": {
       const key = await claimKey(inp);
       await bucket.put(key, new Uint8Array(0), { httpMetadata: { contentType: "application/octet-stream" } });
-      return { layout: { kind: "single", key, size: 0 }, offset: 0, obsolete: [] };
+      return { layout: { kind: "single", key, size: 0 }, offset: 0, newParts: [], obsolete: [] };
     }
     case "single":
-      return { layout, offset: inp.offset, obsolete: [] };
+      return { layout, offset: inp.offset, newParts: [], obsolete: [] };
     case "multipart": {
       const mp = bucket.resumeMultipartUpload(layout.key, layout.uploadId);
-      const parts = [...layout.parts];
+      const parts = await committedParts(inp);
       const obsolete: string[] = [];
       if (layout.tail) {
+        if (parts.length + 1 > MAX_UPLOAD_PARTS) throw oci("SIZE_INVALID", `upload exceeds ${MAX_UPLOAD_PARTS} parts`, { limit: MAX_UPLOAD_PARTS }, 413);
         const obj = await bucket.get(layout.tail.key);
         if (!obj) throw new Error(`upload data ${layout.tail.key} is missing`);
+        await inp.register({});
         parts.push(await mp.uploadPart(parts.length + 1, obj.body));
         obsolete.push(layout.tail.key);
       }
       await mp.complete(parts);
-      return { layout: { kind: "single", key: layout.key, size: inp.offset }, offset: inp.offset, obsolete };
+      return { layout: { kind: "single", key: layout.key, size: inp.offset }, offset: inp.offset, newParts: [], obsolete };
     }
   }
+}
+
+async function committedParts(inp: IngestInput): Promise<R2UploadedPart[]> {
+  if (!inp.loadParts) throw new Error("completing a multipart upload needs its committed parts");
+  return inp.loadParts();
 }
 
 function newKey(prefix: string): string {

@@ -4,7 +4,7 @@
 // pre-schema-3 single TrustStore, so the catalog is whole while the index migration runs.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import { legacyTrustStore } from "./index";
+import { legacyIndexEnabled, legacyTrustStore } from "./index";
 
 export interface Page<T> {
   items: T[];
@@ -26,7 +26,7 @@ export class Catalog extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS repos (repo TEXT PRIMARY KEY, created_at INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     `);
-    this.seeded = this.meta("seeded") === "done";
+    this.seeded = this.meta("seeded") === "1";
   }
 
   async add(repo: string, createdAt: number): Promise<void> {
@@ -63,15 +63,16 @@ export class Catalog extends DurableObject<Env> {
     await this.ctx.blockConcurrencyWhile(async () => {
       if (this.seeded) return;
       const legacy = legacyTrustStore(this.env);
-      let cursor = this.meta("seeded") ?? "";
+      let cursor = this.meta("seed_cursor") ?? "";
       for (;;) {
+        if (!legacyIndexEnabled(this.env)) break;
         const batch = await legacy.legacyRepos(cursor, SEED_BATCH);
         this.ctx.storage.transactionSync(() => {
           for (const r of batch.items) {
             this.sql.exec(`INSERT INTO repos (repo, created_at) VALUES (?, ?) ON CONFLICT (repo) DO NOTHING`, r.repo, r.createdAt);
           }
           cursor = batch.next ?? "";
-          this.setMeta("seeded", batch.next === null ? "done" : cursor);
+          this.setMeta(batch.next === null ? "seeded" : "seed_cursor", batch.next === null ? "1" : cursor);
         });
         if (batch.next === null) break;
       }

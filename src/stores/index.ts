@@ -56,6 +56,14 @@ export function legacyTrustStore(env: Env) {
 }
 
 /**
+ * LEGACY_INDEX=off: there is no pre-schema-3 data (a fresh install, or the migration reported
+ * done), so new objects skip their one call to the legacy object.
+ */
+export function legacyIndexEnabled(env: Env): boolean {
+  return String(env.LEGACY_INDEX ?? "auto").trim().toLowerCase() !== "off";
+}
+
+/**
  * Catalog shard for a repository name. One shard today (see ADR 0008 for the numbers); to shard
  * by prefix, map the name's first path component to one of catalogShards() here.
  */

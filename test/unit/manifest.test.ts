@@ -4,6 +4,7 @@ import {
   acceptable,
   MANIFEST_MEDIA_TYPES,
   MediaType,
+  indexedAnnotations,
   parseManifest,
   requiredBlobs,
   requiredManifests,
@@ -460,7 +461,9 @@ describe("acceptable", () => {
 });
 
 describe("performance-sized manifest", () => {
-  it("parses a ~16 MiB manifest with 100k layers", () => {
+  // Pushes are capped at MAX_MANIFEST_REFERENCES (10,000); stored content read back without the
+  // push limits (backfill) must still parse fast and precisely at 100k layers.
+  it("parses a ~16 MiB manifest with 100k layers when push limits are off", () => {
     const layers = [];
     for (let i = 0; i < 100_000; i++) {
       layers.push({
@@ -472,14 +475,43 @@ describe("performance-sized manifest", () => {
     const body = bytes({ schemaVersion: 2, mediaType: MediaType.OCI_MANIFEST, config: desc(1, MediaType.OCI_CONFIG), layers });
     expect(body.byteLength).toBeGreaterThan(15 * 1024 * 1024);
     expect(body.byteLength).toBeLessThanOrEqual(16 * 1024 * 1024);
-    const m = parseManifest(body, MediaType.OCI_MANIFEST);
+    const m = parseManifest(body, MediaType.OCI_MANIFEST, { limits: false });
     expect(m.layers).toHaveLength(100_000);
     expect(requiredBlobs(m)).toHaveLength(100_001);
+    expect(() => parseManifest(body, MediaType.OCI_MANIFEST)).toThrow(/at most 10000 references/);
   });
   it("reports the exact index of a bad layer deep in a large manifest", () => {
     const layers = [];
-    for (let i = 0; i < 50_000; i++) layers.push(desc(i + 100));
-    layers[43_210] = { ...layers[43_210], digest: "sha256:xyz" };
-    invalid({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers }, null, 'layers[43210].digest "sha256:xyz"');
+    for (let i = 0; i < 9_000; i++) layers.push(desc(i + 100));
+    layers[4_321] = { ...layers[4_321], digest: "sha256:xyz" };
+    invalid({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers }, null, 'layers[4321].digest "sha256:xyz"');
+  });
+});
+
+describe("push limits", () => {
+  it("config + layers and index children are capped at 10000 references, checked before any descriptor is walked", () => {
+    const layers = Array.from({ length: 9_999 }, (_, i) => desc(i + 100));
+    expect(parseManifest(bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers }), null).layers).toHaveLength(9_999);
+    // one too many, and the over-limit array is all garbage: the count is refused first
+    const err = invalid({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: Array(10_000).fill("not a descriptor") }, null, "at most 10000 references");
+    expect(err.detail).toEqual({ field: "layers" });
+    invalid({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: Array(10_001).fill(0) }, null, "an index may have at most 10000");
+    expect(parseManifest(bytes({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: Array.from({ length: 10_000 }, (_, i) => desc(i + 100)) }), null).manifests).toHaveLength(10_000);
+  });
+
+  it("caps the annotations of a manifest with a subject at 65536 bytes of JSON; without a subject they are not indexed", () => {
+    const subject = desc(2, MediaType.OCI_MANIFEST);
+    const fits = { k: "a".repeat(65536 - 8) }; // {"k":"…"}: 8 bytes of JSON around the value, 65536 in all
+    const base = { schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [] };
+    const ok = parseManifest(bytes({ ...base, subject, annotations: fits }), null);
+    expect(indexedAnnotations(ok)).toEqual(fits);
+    const over = { k: "é".repeat(32_765) }; // 2 bytes each in UTF-8: the limit counts bytes, not characters
+    invalid({ ...base, subject, annotations: over }, null, "at most 65536 bytes");
+    const plain = parseManifest(bytes({ ...base, annotations: { k: "a".repeat(200_000) } }), null);
+    expect(plain.annotations?.k.length).toBe(200_000);
+    expect(indexedAnnotations(plain)).toBeNull();
+    // limits off (stored content): parsed, but the index still gets nothing oversized
+    const legacy = parseManifest(bytes({ ...base, subject, annotations: over }), null, { limits: false });
+    expect(indexedAnnotations(legacy)).toBeNull();
   });
 });

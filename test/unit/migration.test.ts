@@ -205,4 +205,23 @@ describe("index migration: one TrustStore per repository, from the previous vers
       await expect(i.blob("old/app", app.layer.digest)).rejects.toThrow(/serves only the index migration/);
     });
   });
+
+  it("LEGACY_INDEX=off: a new repository object skips the legacy index (set it only after the migration is done)", async () => {
+    const late = await oldBlob(bytes(64, 77));
+    // Two repositories the legacy object (made legacy by the test above) still holds, unmigrated.
+    await runInDurableObject(legacy(), async (_i, state) => {
+      for (const repo of ["old/late-on", "old/late-off"]) {
+        state.storage.sql.exec(`INSERT INTO repos (repo, created_at) VALUES (?, 1000)`, repo);
+        member(state.storage.sql, repo, late, "blob");
+      }
+    });
+    const found = async (repo: string, vars: Record<string, string>) =>
+      runInDurableObject(trust(repo), async (instance) => {
+        const i = instance as unknown as { env: Env; blob: TrustStore["blob"] };
+        i.env = { ...i.env, ...vars };
+        return (await i.blob(repo, late.digest)) !== null;
+      });
+    expect(await found("old/late-on", {})).toBe(true);
+    expect(await found("old/late-off", { LEGACY_INDEX: "off" })).toBe(false);
+  });
 });

@@ -76,20 +76,22 @@ describe("Durable Object round trips per operation (open mode)", () => {
     }
   });
 
-  it("manifest PUT: 2 (BlobStore commit with holder; membership check and put in one TrustStore call)", async () => {
+  // Target ≤ 2; 3 since "a refused push stores nothing" (limits.test.ts) checks references before the
+  // first byte is written (docs/roundtrips.md says what would bring it to 2).
+  it("manifest PUT: 3 (reference pre-check; BlobStore commit with holder; check and put in one TrustStore call)", async () => {
     const repo = `${uid()}/p`;
     const img = await makeImage(repo, { seed: 4 });
     const put = (ref: string, body: Uint8Array) => counted(`/v2/${repo}/manifests/${ref}`, { method: "PUT", headers: { "Content-Type": MANIFEST }, body });
     for (const ref of ["v1", "v1", img.digest]) { // new tag, same tag again, by digest
       const r = await put(ref, img.manifest);
       expect(r.status).toBe(201);
-      expect(r.calls, ref).toEqual(["BLOB_STORE.commit", "TRUST_STORE.putManifest"]);
+      expect(r.calls, ref).toEqual(["TRUST_STORE.missingReferences", "BLOB_STORE.commit", "TRUST_STORE.putManifest"]);
     }
-    // Moving an existing tag: the store refuses it in the transaction, policy is read, then the move (4).
+    // Moving an existing tag: the store refuses it in the transaction, policy is read, then the move (5).
     const img2 = await makeImage(repo, { seed: 5 });
     const moved = await put("v1", img2.manifest);
     expect(moved.status).toBe(201);
-    expect(moved.calls).toEqual(["BLOB_STORE.commit", "TRUST_STORE.putManifest", "ACCOUNT_STORE.rules", "TRUST_STORE.putManifest"]);
+    expect(moved.calls).toEqual(["TRUST_STORE.missingReferences", "BLOB_STORE.commit", "TRUST_STORE.putManifest", "ACCOUNT_STORE.rules", "TRUST_STORE.putManifest"]);
     // DELETE by digest: policy (immutable tags), the store, then the BlobStore holder.
     const del = await counted(`/v2/${repo}/manifests/${img.digest}`, { method: "DELETE" });
     expect(del.status).toBe(202);

@@ -4,12 +4,24 @@ import { describe, expect, it } from "vitest";
 import { bytes, expectBytes, expectError, patch, req, reqWith, sha256, startUpload, streamOf, withQuery } from "./helpers";
 import { Hasher } from "../../src/digest/hasher";
 import { blake3 } from "@noble/hashes/blake3.js";
-import { base64ToBytes } from "../../src/util/encoding";
+import { base64ToBytes, bytesToBase64 } from "../../src/util/encoding";
 import type { UploadSession, UploadState } from "../../src/stores/upload-session";
 
 const MiB = 1024 * 1024;
 const idOf = (location: string) => location.split("/").pop()!;
 const sessionStub = (id: string) => env.UPLOAD_SESSION.get(env.UPLOAD_SESSION.idFromName(id)) as DurableObjectStub<UploadSession>;
+const OPEN_PRINCIPAL = "open";
+const repoOf = (location: string) => location.slice("/v2/".length, location.indexOf("/blobs/uploads/"));
+/** The session's state as the routes see it (open mode: the principal is "open"). */
+async function sessionState(location: string): Promise<UploadState> {
+  const s = await sessionStub(idOf(location)).get(repoOf(location), OPEN_PRINCIPAL);
+  expect(s).not.toBeNull();
+  return s as UploadState;
+}
+/** One SQL statement inside the session object (rows, counts). */
+function sessionSql<T extends Record<string, SqlStorageValue>>(location: string, query: string, ...bindings: SqlStorageValue[]): Promise<T[]> {
+  return runInDurableObject(sessionStub(idOf(location)), (_i, s) => s.storage.sql.exec<T>(query, ...bindings).toArray());
+}
 
 async function pull(repo: string, digest: string): Promise<Uint8Array> {
   const res = await req(`/v2/${repo}/blobs/${digest}`);
@@ -118,7 +130,7 @@ describe("chunked uploads", () => {
     const loc = await startUpload("up/resume");
     const cut = 5 * MiB + 1;
     expect((await patch(loc, data.subarray(0, cut), 0)).status).toBe(202);
-    const state = await runInDurableObject(sessionStub(idOf(loc)), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    const state = await sessionState(loc);
     expect(state.offset).toBe(cut);
     const h = Hasher.resume("sha256", base64ToBytes(state.hashStates.sha256));
     expect("sha256:" + h.digestHex()).toBe(await sha256(data.subarray(0, cut)));
@@ -213,15 +225,17 @@ describe("session lifecycle", () => {
     expect((await patch(loc, bytes(6 * MiB, 21), 0)).status).toBe(202);
     expect((await patch(loc, bytes(6 * MiB, 22), 6 * MiB)).status).toBe(202);
     const id = idOf(loc);
-    const state = await runInDurableObject(sessionStub(id), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    const state = await sessionState(loc);
     expect(state.layout.kind).toBe("multipart");
+    const parts = (await sessionSql<{ partNumber: number; etag: string }>(loc, "SELECT number AS partNumber, etag FROM parts ORDER BY number")).map((p) => ({ ...p }));
+    expect(parts.length).toBe(2);
     const res = await req(loc, { method: "DELETE" });
     expect(res.status).toBe(204);
     await expectError(req(loc), 404, "BLOB_UPLOAD_UNKNOWN");
     expect((await env.BUCKET.list({ prefix: `data/${id}/` })).objects).toHaveLength(0);
     if (state.layout.kind === "multipart") {
       const mp = env.BUCKET.resumeMultipartUpload(state.layout.key, state.layout.uploadId);
-      await expect(mp.complete(state.layout.parts)).rejects.toThrow();
+      await expect(mp.complete(parts)).rejects.toThrow();
     }
   });
 
@@ -243,11 +257,7 @@ describe("session lifecycle", () => {
     const id = idOf(loc);
     const stub = sessionStub(id);
     expect((await env.BUCKET.list({ prefix: `data/${id}/` })).objects.length).toBeGreaterThan(0);
-    await runInDurableObject(stub, async (_i, s) => {
-      const st = (await s.storage.get<UploadState>("state"))!;
-      st.expiresAt = Date.now() - 1;
-      await s.storage.put("state", st);
-    });
+    await sessionSql(loc, "UPDATE session SET expires_at = ?", Date.now() - 1);
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     await expectError(req(loc), 404, "BLOB_UPLOAD_UNKNOWN");
     expect((await env.BUCKET.list({ prefix: `data/${id}/` })).objects).toHaveLength(0);
@@ -354,7 +364,7 @@ describe("BLAKE3 verification cost", () => {
     const data = bytes(6 * MiB + 1, 71);
     const loc = await startUpload("bc/lazy");
     expect((await patch(loc, data.subarray(0, 5 * MiB + 7), 0)).status).toBe(202);
-    const state = await runInDurableObject(sessionStub(idOf(loc)), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    const state = await sessionState(loc);
     expect(Object.keys(state.hashStates)).toEqual(["sha256"]);
     expect((await patch(loc, data.subarray(5 * MiB + 7), 5 * MiB + 7)).status).toBe(202);
     const res = await req(withQuery(loc, `digest=sha256:${b3(data)}`), { method: "PUT" });
@@ -368,10 +378,234 @@ describe("BLAKE3 verification cost", () => {
     const loc = res.headers.get("Location")!;
     const cut = 5 * MiB + 1;
     expect((await patch(loc, data.subarray(0, cut), 0)).status).toBe(202);
-    const state = await runInDurableObject(sessionStub(idOf(loc)), async (_i, s) => (await s.storage.get<UploadState>("state"))!);
+    const state = await sessionState(loc);
     expect(Object.keys(state.hashStates).sort()).toEqual(["blake3", "sha256"]);
     expect(Hasher.resume("blake3", base64ToBytes(state.hashStates.blake3)).digestHex()).toBe(b3(data.subarray(0, cut)));
     expect((await patch(loc, data.subarray(cut), cut)).status).toBe(202);
     expect((await req(withQuery(loc, `digest=sha256:${b3(data)}`), { method: "PUT" })).status).toBe(201);
+  });
+});
+
+/** A request body the test feeds by hand, to keep a PATCH streaming for as long as it likes. */
+function manualStream() {
+  let ctl!: ReadableStreamDefaultController<Uint8Array>;
+  const stream = new ReadableStream<Uint8Array>({ start: (c) => { ctl = c; } });
+  return { stream, push: (b: Uint8Array) => ctl.enqueue(b), end: () => ctl.close() };
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Wait until some request holds the upload's write lease. */
+async function leaseTaken(loc: string) {
+  for (let i = 0; i < 200; i++) {
+    const [row] = await sessionSql<{ t: string | null }>(loc, "SELECT lease_token AS t FROM session");
+    if (row?.t) return;
+    await sleep(10);
+  }
+  throw new Error("no request took the lease");
+}
+
+describe("write leases: busy is retryable, a dead writer's lease lapses (issue 9 defect 6)", () => {
+  it("a PATCH while another writer holds the lease gets 503 with Retry-After and Range, never 416", async () => {
+    const loc = await startUpload("lease/busy");
+    expect((await patch(loc, bytes(100, 81), 0)).status).toBe(202);
+    // A writer that took the lease (as a crashed PATCH leaves it): 20 s, the default lease.
+    const taken = await sessionStub(idOf(loc)).begin(repoOf(loc), OPEN_PRINCIPAL, null, { leaseMs: 20_000, final: false });
+    expect(taken.ok).toBe(true);
+    const res = await patch(loc, bytes(50, 82), 100);
+    expect(res.status).toBe(503);
+    const retryAfter = Number(res.headers.get("Retry-After"));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(20);
+    expect(res.headers.get("Range")).toBe("0-99");
+    expect(res.headers.get("Location")).toBe(loc);
+    const msg = await expectError(res, 503, "TOOMANYREQUESTS");
+    expect(msg).toMatch(/another request is writing to this upload; retry in \d+ s/);
+    // the close is refused the same way while the lease is held
+    expect((await req(withQuery(loc, `digest=${await sha256(bytes(100, 81))}`), { method: "PUT" })).status).toBe(503);
+    // a wrong offset is still 416 once the writer is gone
+    if (taken.ok) await sessionStub(idOf(loc)).release(taken.lease);
+    expect((await patch(loc, bytes(50, 82), 70)).status).toBe(416);
+    expect((await patch(loc, bytes(50, 82), 100)).status).toBe(202);
+  });
+
+  it("a concurrent PATCH during a live streaming PATCH gets 503, and the first one completes", async () => {
+    const data = bytes(3 * MiB, 83);
+    const loc = await startUpload("lease/concurrent");
+    const body = manualStream();
+    const first = req(loc, { method: "PATCH", body: body.stream, duplex: "half" } as RequestInit);
+    body.push(data.slice(0, MiB));
+    await leaseTaken(loc);
+    const second = await patch(loc, bytes(10, 84), 0);
+    expect(second.status).toBe(503);
+    expect(Number(second.headers.get("Retry-After"))).toBeGreaterThan(0);
+    await second.arrayBuffer();
+    body.push(data.slice(MiB));
+    body.end();
+    const done = await first;
+    expect(done.status).toBe(202);
+    expect(done.headers.get("Range")).toBe(`0-${data.length - 1}`);
+    expect((await req(withQuery(loc, `digest=${await sha256(data)}`), { method: "PUT" })).status).toBe(201);
+    await expectBytes(await pull("lease/concurrent", await sha256(data)), data);
+  });
+
+  it("the lease of a writer that vanished lapses after UPLOAD_LEASE_SECONDS, and the upload resumes from GET's Range", async () => {
+    const vars = { UPLOAD_LEASE_SECONDS: "1" };
+    const data = bytes(7 * MiB + 11, 85);
+    const digest = await sha256(data);
+    const loc = (await reqWith(vars, "/v2/lease/lapse/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    const cut = 6 * MiB;
+    expect((await reqWith(vars, loc, { method: "PATCH", headers: { "Content-Range": `0-${cut - 1}` }, body: data.subarray(0, cut) })).status).toBe(202);
+    // A writer takes the lease for the configured time and dies: it never renews or releases.
+    const taken = await sessionStub(idOf(loc)).begin(repoOf(loc), OPEN_PRINCIPAL, cut, { leaseMs: 1000, final: false });
+    expect(taken.ok).toBe(true);
+    const started = Date.now();
+    const busy = await reqWith(vars, loc, { method: "PATCH", headers: { "Content-Range": `${cut}-${data.length - 1}` }, body: data.subarray(cut) });
+    expect(busy.status).toBe(503);
+    expect(busy.headers.get("Retry-After")).toBe("1");
+    await busy.arrayBuffer();
+    await sleep(1100 - (Date.now() - started));
+    const st = await reqWith(vars, loc);
+    expect(st.status).toBe(204);
+    expect(st.headers.get("Range")).toBe(`0-${cut - 1}`);
+    const resumed = await reqWith(vars, loc, { method: "PATCH", headers: { "Content-Range": `${cut}-${data.length - 1}` }, body: data.subarray(cut) });
+    expect(resumed.status).toBe(202);
+    expect((await reqWith(vars, withQuery(loc, `digest=${digest}`), { method: "PUT" })).status).toBe(201);
+    await expectBytes(await pull("lease/lapse", digest), data);
+  });
+
+  it("a slow writer keeps its lease while it streams for several lease times", async () => {
+    const vars = { UPLOAD_LEASE_SECONDS: "2" };
+    const data = bytes(64 * 1024, 86);
+    const loc = (await reqWith(vars, "/v2/lease/slow/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    const body = manualStream();
+    const first = reqWith(vars, loc, { method: "PATCH", body: body.stream, duplex: "half" } as RequestInit);
+    body.push(data.slice(0, 1024));
+    await leaseTaken(loc);
+    // 5 s of trickling bytes: two and a half times the lease.
+    for (let i = 1; i <= 10; i++) {
+      await sleep(500);
+      body.push(data.slice(i * 1024, (i + 1) * 1024));
+    }
+    const other = await reqWith(vars, loc, { method: "PATCH", headers: { "Content-Range": "0-9" }, body: bytes(10, 87) });
+    expect(other.status).toBe(503);
+    await other.arrayBuffer();
+    body.push(data.slice(11 * 1024));
+    body.end();
+    const done = await first;
+    expect(done.status).toBe(202);
+    expect(done.headers.get("Range")).toBe(`0-${data.length - 1}`);
+  });
+  it("a writer whose lease was taken over commits nothing and gets 503; what it wrote is deleted", async () => {
+    const vars = { UPLOAD_LEASE_SECONDS: "1" };
+    const loc = (await reqWith(vars, "/v2/lease/taken/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    expect((await reqWith(vars, loc, { method: "PATCH", headers: { "Content-Range": "0-99" }, body: bytes(100, 88) })).status).toBe(202);
+    const body = manualStream();
+    const first = reqWith(vars, loc, { method: "PATCH", body: body.stream, duplex: "half" } as RequestInit);
+    body.push(bytes(6 * MiB, 89));
+    await leaseTaken(loc);
+    // Another request takes the upload over (as if this writer had stalled past its lease).
+    await sessionSql(loc, "UPDATE session SET lease_token = 'someone-else', lease_until = ?", Date.now() + 60_000);
+    await sleep(600); // a renewal tick (every 250 ms) notices
+    body.push(bytes(MiB, 90));
+    body.end();
+    const res = await first;
+    const msg = await expectError(res, 503, "TOOMANYREQUESTS");
+    expect(msg).toContain("lost its write lease");
+    await sessionSql(loc, "UPDATE session SET lease_token = NULL, lease_until = 0");
+    expect((await reqWith(vars, loc)).headers.get("Range")).toBe("0-99");
+    const objects = await sessionSql<{ key: string }>(loc, "SELECT key FROM objects");
+    const state = await sessionState(loc);
+    expect(state.layout.kind).toBe("single");
+    expect(objects.map((o) => o.key)).toEqual([(state.layout as { key: string }).key]);
+    const stored = await env.BUCKET.list({ prefix: `data/${idOf(loc)}/` });
+    expect(stored.objects.map((o: R2Object) => o.key)).toEqual([(state.layout as { key: string }).key]);
+  });
+});
+
+describe("bounded session state (issue 16)", () => {
+  it("keeps one row per part and per live object, however many PATCHes came", async () => {
+    const data = bytes(24 * MiB + 5, 91);
+    const loc = await startUpload("bounded/rows");
+    const chunk = 3 * MiB;
+    for (let off = 0; off < data.length; off += chunk) {
+      const piece = data.subarray(off, Math.min(off + chunk, data.length));
+      expect((await patch(loc, piece, off)).status).toBe(202);
+    }
+    const state = await sessionState(loc);
+    expect(state.layout.kind).toBe("multipart");
+    if (state.layout.kind !== "multipart") return;
+    // 24 MiB + 5 in 5 MiB test parts: 4 full parts and a tail.
+    expect(state.layout.partCount).toBe(4);
+    expect(state.chunks).toBe(9);
+    const parts = await sessionSql<{ n: number }>(loc, "SELECT count(*) AS n FROM parts");
+    expect(parts[0].n).toBe(4);
+    // Only the multipart upload and the current tail are tracked: superseded tails and unused
+    // reserved keys were forgotten (and deleted from R2).
+    const objects = await sessionSql<{ key: string }>(loc, "SELECT key FROM objects ORDER BY key");
+    expect(objects.map((o) => o.key).sort()).toEqual([state.layout.key, state.layout.tail!.key].sort());
+    const stored = await env.BUCKET.list({ prefix: `data/${idOf(loc)}/` });
+    expect(stored.objects.map((o: R2Object) => o.key)).toEqual([state.layout.tail!.key]);
+    // The session row holds no list that grows with the upload.
+    const [row] = await sessionSql<{ n: number }>(loc, "SELECT length(layout) + length(hash_states) + length(algorithms) AS n FROM session");
+    expect(row.n).toBeLessThan(1024);
+    const digest = await sha256(data);
+    expect((await req(withQuery(loc, `digest=${digest}`), { method: "PUT" })).status).toBe(201);
+    await expectBytes(await pull("bounded/rows", digest), data);
+  });
+
+  it("a PATCH that fails mid-body deletes what it wrote and leaves no rows behind", async () => {
+    const cap = { MAX_BODY_BYTES: String(6 * MiB) };
+    const loc = (await reqWith(cap, "/v2/bounded/fail/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    const big = await reqWith(cap, loc, { method: "PATCH", body: streamOf(bytes(8 * MiB, 92)), duplex: "half" } as RequestInit);
+    expect(big.status).toBe(413);
+    await big.arrayBuffer();
+    expect(await sessionSql(loc, "SELECT key FROM objects")).toEqual([]);
+    expect((await env.BUCKET.list({ prefix: `data/${idOf(loc)}/` })).objects).toHaveLength(0);
+    const [row] = await sessionSql<{ t: string | null }>(loc, "SELECT lease_token AS t FROM session");
+    expect(row.t).toBeNull();
+  });
+
+  it("refuses appends past MAX_UPLOAD_CHUNKS with 400 and a clear message, but still closes", async () => {
+    const data = bytes(30, 93);
+    const loc = await startUpload("bounded/chunks");
+    expect((await patch(loc, data.subarray(0, 10), 0)).status).toBe(202);
+    await sessionSql(loc, "UPDATE session SET chunks = 10000");
+    const res = await patch(loc, data.subarray(10, 20), 10);
+    expect(res.headers.get("Range")).toBe("0-9");
+    const msg = await expectError(res, 400, "BLOB_UPLOAD_INVALID");
+    expect(msg).toContain("10000 chunks");
+    const digest = await sha256(data.subarray(0, 30));
+    const close = await req(withQuery(loc, `digest=${digest}`), { method: "PUT", headers: { "Content-Range": "10-29" }, body: data.subarray(10) });
+    expect(close.status).toBe(201);
+  });
+
+  it("imports a session written by the previous whole-state layout", async () => {
+    const loc = await startUpload("bounded/legacy");
+    const id = idOf(loc);
+    const data = bytes(6 * MiB + 3, 94);
+    // Rebuild what the old code kept: one multipart part and a tail object, keys in a list.
+    const key = `data/${id}/legacy-mp`;
+    const mp = await env.BUCKET.createMultipartUpload(key);
+    const part = await mp.uploadPart(1, data.subarray(0, 5 * MiB));
+    const tailKey = `data/${id}/legacy-tail`;
+    await env.BUCKET.put(tailKey, data.subarray(5 * MiB));
+    const sha = Hasher.create("sha256");
+    sha.update(data);
+    await runInDurableObject(sessionStub(id), async (inst, s) => {
+      const now = Date.now();
+      await s.storage.put("state", {
+        id, repo: "bounded/legacy", principal: OPEN_PRINCIPAL, createdAt: now, expiresAt: now + 3600_000, offset: data.length, partSize: 5 * MiB,
+        algorithms: [], hashStates: { sha256: bytesToBase64(sha.save()) }, keys: [key, tailKey], multiparts: { [key]: mp.uploadId }, lease: null,
+        layout: { kind: "multipart", key, uploadId: mp.uploadId, parts: [part], tail: { key: tailKey, size: data.length - 5 * MiB } },
+      });
+      s.storage.sql.exec("DELETE FROM session");
+      await (inst as unknown as { importLegacy(): Promise<void> }).importLegacy();
+    });
+    expect((await req(loc)).headers.get("Range")).toBe(`0-${data.length - 1}`);
+    expect((await sessionState(loc)).layout).toMatchObject({ kind: "multipart", partCount: 1 });
+    // the imported SHA-256 state carries on: closing verifies the whole blob
+    const digest = await sha256(data);
+    expect((await req(withQuery(loc, `digest=${digest}`), { method: "PUT" })).status).toBe(201);
+    await expectBytes(await pull("bounded/legacy", digest), data);
   });
 });

@@ -1,0 +1,45 @@
+// Every fixed limit a client can run into on the /v2 surface, in one place (docs/limits.md lists
+// them with their status codes; MAX_MANIFEST_BYTES and MAX_BODY_BYTES are variables, see src/env.ts).
+// They exist so that no request can push a Durable Object past its platform limits — 32 MiB per
+// RPC argument or result, 2 MB per SQLite row or string, 100 bound parameters per statement — and
+// so that one request's work is bounded. Each is far above what real clients send.
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/**
+ * References per manifest: config + layers of an image manifest, or children of an index.
+ * Over it: 400 MANIFEST_INVALID. Real images have tens of layers; 10,000 keeps the membership
+ * check of one push to ~110 batched statements.
+ */
+export const MAX_MANIFEST_REFERENCES = 10_000;
+
+/**
+ * UTF-8 bytes of the JSON `annotations` object of a manifest that has a `subject`. The referrers
+ * index stores them and serves them in every referrers page, so they are refused (400
+ * MANIFEST_INVALID), not truncated: the spec requires a referrer's descriptor to carry its
+ * manifest's annotations. Manifests without a subject are not indexed and are bounded only by
+ * MAX_MANIFEST_BYTES. Large payloads belong in a layer.
+ */
+export const MAX_REFERRER_ANNOTATION_BYTES = 64 * KiB;
+
+/** `annotation=<key>=<value>` filters per referrers request; more: 400 UNSUPPORTED. */
+export const MAX_REFERRER_FILTERS = 16;
+/** Length (UTF-16 code units, as URL-decoded) of one filter's key and of its value; longer: 400 UNSUPPORTED. */
+export const MAX_FILTER_KEY_LENGTH = 256;
+export const MAX_FILTER_VALUE_LENGTH = 4096;
+
+/**
+ * Entries per page of tags/list, _catalog and referrers. A larger `n` is clamped (the spec lets a
+ * registry return fewer than n, with a Link to the rest); it is never an error.
+ */
+export const MAX_PAGE_ENTRIES = 1000;
+
+/**
+ * Bytes of one referrers response. A page holds at most `n` descriptors and shrinks to fit this
+ * budget (Link points at the rest), so no set of stored referrers can make a listing fail.
+ */
+export const REFERRERS_PAGE_BYTES = 4 * MiB;
+
+/** Bound parameters per `IN (…)` batch: Durable Object SQLite allows 100 per statement. */
+export const SQL_IN_BATCH = 90;
