@@ -1,8 +1,8 @@
 import { defineConfig } from "vitest/config";
 
-// End-to-end tests: real clients (skopeo, umoci, curl) against a real `wrangler dev` process.
-// Runs in Node (not workerd). One file at a time: each file starts its own registry, and the
-// machine has 2 cores.
+// End-to-end tests: real clients (skopeo, umoci, curl, docker, podman, buildah, ctr) against a
+// real `wrangler dev` process. Runs in Node (not workerd). One file at a time: each file starts
+// its own registry (and dockerd/containerd where needed), and the machine has 2 cores.
 export default defineConfig({
   test: {
     include: ["test/e2e/**/*.e2e.test.ts"],

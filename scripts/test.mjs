@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm test`: unit/integration tests in workerd (vitest.config.ts), then end-to-end tests with
 // real clients against `wrangler dev` (vitest.e2e.config.ts). Both suites always run; the exit
-// code is non-zero if either fails.
+// code is non-zero if either fails, and under CI=true also if any test was skipped (a missing
+// client must never turn into a green run).
 //
 //   npm test                      both suites
 //   npm test -- --unit            only the workerd suite       (--e2e: only the e2e suite)
@@ -78,4 +79,8 @@ if (crashed && failed === 0) failed = crashed; // a suite failed without a count
 console.log("\n=== summary ===");
 for (const r of results) console.log(`${r.code === 0 ? "PASS" : "FAIL"}  ${r.label}  (${r.secs}s${r.signal ? `, ${r.signal}` : ""})`);
 console.log(`tests: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
-process.exit(results.some((r) => r.code !== 0) ? 1 : 0);
+// A -t filter marks the tests it leaves out as skipped; only whole runs are held to the CI rule.
+const filtered = args.some((a) => a === "-t" || a.startsWith("--testNamePattern"));
+const ci = !!process.env.CI && !/^(0|false)$/i.test(process.env.CI) && !filtered;
+if (ci && skipped > 0) console.log(`FAIL  CI=true and ${skipped} test(s) skipped: every test must run in CI (skips come from a missing client, test.skip or a failed beforeAll)`);
+process.exit(results.some((r) => r.code !== 0) || (ci && skipped > 0) ? 1 : 0);

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startRegistry, type RunningRegistry } from "./helpers/registry";
-import { Skopeo, have } from "./helpers/exec";
+import { Skopeo, needClients } from "./helpers/exec";
 import { request, describe as show } from "./helpers/http";
 import { buildLayout, type Layout } from "./helpers/images";
 
@@ -21,10 +21,11 @@ let skopeo: Skopeo;
 let work: string;
 let layout: Layout;
 
-const enabled = have("skopeo") && have("umoci");
+const clients = needClients("auth.e2e", ["skopeo", "umoci"]);
 
 beforeAll(async () => {
-  if (!enabled) return;
+  if (clients.skip) return;
+  clients.assert();
   work = mkdtempSync(join(tmpdir(), "cloister-e2e-auth-"));
   const [r, l] = await Promise.all([
     startRegistry({ vars: { AUTH_MODE: "token", ADMIN_PASSWORD: ADMIN_PW } }),
@@ -50,7 +51,7 @@ async function adminPost(path: string, body: unknown) {
 const src = () => `oci:${layout.dir}:amd64`;
 const copy = (args: string[], allowFail = false) => skopeo.run("copy", args, { allowFail });
 
-describe.skipIf(!enabled)("token auth with skopeo", () => {
+describe.skipIf(clients.skip)("token auth with skopeo", () => {
   test("the registry is closed: GET /v2/ challenges with the token realm", async () => {
     const r = await request(reg, "GET", "/v2/");
     expect(r.status).toBe(401);

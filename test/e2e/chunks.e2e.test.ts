@@ -7,15 +7,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTarget, type RunningRegistry } from "./helpers/registry";
 import { request, describe as show, sha256, type Resp } from "./helpers/http";
-import { run } from "./helpers/exec";
+import { needClients, run } from "./helpers/exec";
 import { writeDeterministicFile, hashFile, MiB, GiB, type DataFile } from "./helpers/data";
 
 const distribution = process.env.E2E_TARGET === "distribution";
 const REPO = "e2e/chunks";
 let reg: RunningRegistry;
 let dir: string;
+const clients = needClients("chunks.e2e", ["curl", ...(distribution ? ["docker-registry"] : [])]);
 
 beforeAll(async () => {
+  if (clients.skip) return;
+  clients.assert();
   dir = mkdtempSync(join(tmpdir(), "cloister-e2e-chunks-"));
   reg = await startTarget();
 });
@@ -99,7 +102,7 @@ async function pushRagged(f: DataFile, sizes: number[]) {
   return chunks.length;
 }
 
-describe("chunked blob uploads", () => {
+describe.skipIf(clients.skip)("chunked blob uploads", () => {
   let big: DataFile;
 
   test("200 MiB blob in ragged Content-Range chunks pulls back byte-exact", async () => {
@@ -185,8 +188,7 @@ describe("chunked blob uploads", () => {
     expect(get.body.equals(body)).toBe(true);
   });
 
-  // distribution 2.8 ignores Content-Range on PATCH and appends (fixed in distribution 3).
-  test.skipIf(distribution)("out-of-order PATCH answers 416 with the current Range and the session stays usable", async () => {
+  test("out-of-order PATCH answers 416 with the current Range and the session stays usable", async () => {
     const f = await writeDeterministicFile(join(dir, "ooo.bin"), 3 * MiB + 5, "out-of-order");
     let loc = await startUpload();
     loc = await patchRange(loc, f.path, 0, MiB - 1);
@@ -194,6 +196,11 @@ describe("chunked blob uploads", () => {
       headers: { "Content-Type": "application/octet-stream", "Content-Range": `${2 * MiB}-${3 * MiB - 1}`, "Content-Length": String(MiB) },
       body: { file: f.path, start: 2 * MiB, end: 3 * MiB - 1 },
     });
+    if (distribution) {
+      // distribution 2.8 ignores Content-Range on PATCH and appends (fixed in distribution 3).
+      expectStatus(gap, 202, "distribution PATCH skipping ahead");
+      return;
+    }
     expectStatus(gap, 416, "PATCH skipping ahead");
     expect(gap.headers.range, `Range on 416: ${show(gap)}`).toBe(`0-${MiB - 1}`);
     const overlap = await request(reg, "PATCH", loc, {

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startTarget, type RunningRegistry } from "./helpers/registry";
-import { Skopeo } from "./helpers/exec";
+import { Skopeo, needClients } from "./helpers/exec";
 import { request, describe as show, sha256 } from "./helpers/http";
 import { buildLayout, readBlob, refDescriptor, type Layout, type BuiltImage, OCI_MANIFEST, OCI_INDEX, DOCKER_V2S2 } from "./helpers/images";
 
@@ -15,8 +15,11 @@ let reg: RunningRegistry;
 let skopeo: Skopeo;
 let work: string;
 let layout: Layout;
+const clients = needClients("clients.e2e", ["skopeo", "umoci", ...(distribution ? ["docker-registry"] : [])]);
 
 beforeAll(async () => {
+  if (clients.skip) return;
+  clients.assert();
   work = mkdtempSync(join(tmpdir(), "cloister-e2e-clients-"));
   const [r, l] = await Promise.all([startTarget(), buildLayout(join(work, "layout"), work)]);
   reg = r;
@@ -60,7 +63,7 @@ async function expectBlobs(repo: string, img: BuiltImage, opts: { skipConfig?: b
   }
 }
 
-describe("skopeo with umoci-built images", () => {
+describe.skipIf(clients.skip)("skopeo with umoci-built images", () => {
   const amd = () => layout.images.amd64;
   const arm = () => layout.images.arm64;
 

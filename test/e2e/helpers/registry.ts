@@ -72,7 +72,7 @@ process.once("exit", () => {
 });
 
 /** Direct and indirect children of `root` (by /proc ppid), with their command names. */
-function descendants(root: number): { pid: number; comm: string }[] {
+export function descendants(root: number): { pid: number; comm: string }[] {
   const parent = new Map<number, number>();
   const comm = new Map<number, string>();
   for (const ent of readdirSync("/proc")) {
@@ -103,7 +103,7 @@ function descendants(root: number): { pid: number; comm: string }[] {
   return out;
 }
 
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
