@@ -6,13 +6,14 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startRegistry, type RunningRegistry } from "./helpers/registry";
+import { offlineEnv, repoRoot, startRegistry, type RunningRegistry } from "./helpers/registry";
+import { crashRegistry } from "./helpers/crash";
 import { Skopeo, needClients, run } from "./helpers/exec";
 import { request, describe as show, sha256 } from "./helpers/http";
 import { buildLayout, readBlob, type Layout } from "./helpers/images";
 import { writeDeterministicFile } from "./helpers/data";
 
-const clients = needClients("gc.e2e", ["skopeo", "umoci"]);
+const clients = needClients("gc.e2e", ["skopeo", "umoci", "sqlite3"]);
 let reg: RunningRegistry;
 let skopeo: Skopeo;
 let work: string;
@@ -125,5 +126,56 @@ describe.skipIf(clients.skip)("garbage collection with skopeo", () => {
     // the deleted ones are gone for clients too
     expect((await request(reg, "GET", "/v2/gc/big/tags/list")).status).toBe(404);
     expect((await request(reg, "HEAD", `/v2/gc/copy/manifests/${keep().manifestDigest}`)).status).toBe(404);
+  });
+});
+
+/** Keys and sizes local R2 holds (miniflare's object index), read with sqlite3 while the registry is down. */
+async function r2Keys(): Promise<Map<string, number>> {
+  const dir = join(state, "v3", "r2", "miniflare-R2BucketObject");
+  const out = new Map<string, number>();
+  for (const f of readdirSync(dir).filter((n) => n.endsWith(".sqlite") && n !== "metadata.sqlite")) {
+    const r = await run("sqlite3", ["-separator", "\t", join(dir, f), "SELECT key, size FROM _mf_objects"]);
+    for (const line of r.stdout.split("\n").filter(Boolean)) {
+      const [k, n] = line.split("\t");
+      out.set(k, Number(n));
+    }
+  }
+  return out;
+}
+
+const wranglerR2 = (args: string[]) => run(process.execPath, [join(repoRoot, "node_modules/wrangler/bin/wrangler.js"), "r2", "object", ...args, "--local", "--persist-to", state],
+  { cwd: repoRoot, env: { ...process.env, ...offlineEnv } });
+
+describe.skipIf(clients.skip)("reconcile after a crash", () => {
+  test("an object left without a row is deleted; a row whose object was deleted by hand is reported, not dropped", async () => {
+    const keep = layout.images.amd64;
+    await crashRegistry(reg); // killed: what a commit in flight wrote stays in R2 without a row
+    const keys = await r2Keys();
+    const layer = keep.manifest.layers[0];
+    const layerKey = [...keys].find(([k, n]) => n === layer.size && k.startsWith("data/"))?.[0];
+    expect(layerKey, JSON.stringify([...keys])).toBeTruthy();
+    const orphan = `data/${crypto.randomUUID()}/0`;
+    const orphanFile = join(work, "orphan");
+    writeFileSync(orphanFile, Buffer.alloc(3 * 1024 * 1024, 7));
+    await wranglerR2(["put", `cloister/${orphan}`, "--file", orphanFile]);
+    await wranglerR2(["delete", `cloister/${layerKey}`]);
+    expect((await r2Keys()).has(orphan)).toBe(true);
+
+    reg = await startRegistry({ persistDir: state, vars: { GC_GRACE_SECONDS: "0" } });
+    const run = await gcRun({ dryRun: false, reconcile: true });
+    console.log(`gc e2e reconcile:`, JSON.stringify(run.stats));
+    expect(run.state).toBe("done");
+    expect(run.stats.orphansDeleted).toBe(1);
+    expect(run.stats.orphanBytes).toBe(3 * 1024 * 1024);
+    expect(run.stats.missingCount).toBe(1);
+    expect(run.stats.missing).toEqual([{ digest: layer.digest, r2Key: layerKey }]);
+    // the row stays for the operator: the registry says the bytes are missing instead of pretending the blob never existed
+    const get = await request(reg, "GET", `/v2/gc/keep/blobs/${layer.digest}`);
+    expect(get.status).toBe(500);
+    expect(get.body.toString()).toContain("bytes are missing");
+    await reg.stop();
+    const left = await r2Keys();
+    expect(left.has(orphan)).toBe(false);
+    expect(left.has(layerKey!)).toBe(false);
   });
 });
