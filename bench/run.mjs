@@ -19,13 +19,14 @@ import memory from "./sections/memory.mjs";
 import boundary from "./sections/boundary.mjs";
 import buildcache from "./sections/buildcache.mjs";
 import concurrency from "./sections/concurrency.mjs";
+import gc from "./sections/gc.mjs";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 // ---- Sections, in run order. A section is {id, title, needs[], run(ctx) → {rows, metrics, notes}}.
 // needs: "benchRoutes" (cloister's /_bench routes), "registries" (runs against every registry that
 // works; reasons printed for the others), "cloisterRegistry" (cloister's /v2 must work), "workerPid".
-const SECTIONS = [r2, push, small, hash, boundary, buildcache, concurrency, memory];
+const SECTIONS = [r2, push, small, hash, boundary, buildcache, concurrency, gc, memory];
 
 // ---- Targets: ratios checked at the end. {num, den, min} → num/den ≥ min; {value, max} → value < max.
 const CHECKS = [
@@ -66,6 +67,8 @@ const DEFAULTS = {
   clients: 32,
   concurrencyOps: 40,
   heavyLayers: 5000,
+  gcBlobs: 100000,
+  gcKib: 4,
   hashMib: 200,
   sampleMs: 200,
   source: "working",
@@ -73,7 +76,7 @@ const DEFAULTS = {
   keep: false,
   help: false,
 };
-const NUMERIC = ["layerMib", "chunkMib", "smallCount", "smallKib", "memoryMib", "hashMib", "sampleMs", "clients", "concurrencyOps", "heavyLayers"];
+const NUMERIC = ["layerMib", "chunkMib", "smallCount", "smallKib", "memoryMib", "hashMib", "sampleMs", "clients", "concurrencyOps", "heavyLayers", "gcBlobs", "gcKib"];
 
 function usage() {
   return `usage: npm run bench [-- options]
@@ -88,6 +91,8 @@ function usage() {
   --clients N        parallel clients (and repositories) for the concurrency section (default ${DEFAULTS.clients})
   --concurrency-ops N  operations per client in the concurrency section (default ${DEFAULTS.concurrencyOps})
   --heavy-layers N   layers of the heavy manifest in the concurrency section (default ${DEFAULTS.heavyLayers})
+  --gc-blobs N       unheld blobs the gc section seeds and collects (default ${DEFAULTS.gcBlobs})
+  --gc-kib N         size of each of them (default ${DEFAULTS.gcKib})
   --hash-mib N       body size for the hash section (default ${DEFAULTS.hashMib})
   --sample-ms N      RSS sampling interval (default ${DEFAULTS.sampleMs})
   --source S         working (copy of the working tree, default) | head (last commit) |

@@ -10,14 +10,17 @@
 //   DELETE /_bench/r2/:key   deletes the object
 //   POST   /_bench/hash?algo=none|native|sha256|sha512|blake3[&min=BYTES]
 //          consumes the body inside the Worker, hashing it; answers {algo, bytes, ms, mbps, hex}
+//   POST   /_bench/gc/seed, /_bench/gc/run   GC throughput (src/gc/bench-routes.ts)
 //
 // Keys are stored under the "_bench/" prefix so they never collide with registry objects.
 import { Hono, type MiddlewareHandler } from "hono";
 import type { Env } from "./env";
 import { Hasher, type HashAlgorithm } from "./digest/hasher";
 import { toHex } from "./util/encoding";
+import { gcBenchRoutes } from "./gc/bench-routes";
 
 export const benchRoutes = new Hono<{ Bindings: Env }>();
+benchRoutes.route("/gc", gcBenchRoutes); // GC throughput (src/gc/bench-routes.ts)
 
 /** Runs before the admin gate, so that with BENCH_ROUTES off /_bench is a plain 404 for everyone. */
 export const benchEnabled: MiddlewareHandler<{ Bindings: Env }> = async (c, next) => {

@@ -255,6 +255,16 @@ export class BlobStore extends DurableObject<Env> {
       .toArray().map((r) => ({ digest: r.digest, r2Key: r.r2_key, size: r.size }));
   }
 
+  /** Bench only (/_bench/gc/seed): rows as deleted pushes leave them — no holder, created long ago. */
+  benchSeedUnheld(rows: StoredBlob[]): void {
+    if (rows.length > GC_SCAN_ROWS) throw new RangeError(`benchSeedUnheld takes at most ${GC_SCAN_ROWS} rows`);
+    this.ctx.storage.transactionSync(() => {
+      for (const r of rows) {
+        this.sql.exec(`INSERT OR IGNORE INTO blobs (digest, size, r2_key, content_sha256, created_at) VALUES (?, ?, ?, ?, 0)`, r.digest, r.size, r.r2Key, r.contentSha256);
+      }
+    });
+  }
+
   /** Usage: physical bytes (distinct live objects) and logical bytes (sum over live digests). */
   usage(): { blobs: number; objects: number; physicalBytes: number; digestBytes: number } {
     const a = this.sql.exec<{ n: number; b: number }>(`SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM blobs WHERE condemned_at IS NULL`).one();
