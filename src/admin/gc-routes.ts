@@ -3,10 +3,18 @@
 //   POST /admin/gc   {"dryRun": bool, "reconcile": bool} → 202 {id, run}; 409 while a run holds
 //                    the lease or the index migration is unfinished
 //   GET  /admin/gc   {state: "idle"|"running", current, history}
+//   GET  /admin/usage?n=&last=   registry-wide physical/logical bytes and dedupe ratio, plus a page
+//                    (n ≤ 100, default 50) of repositories with their usage; Link for the next page
+//   GET  /admin/usage/<repository>   logical bytes, blob/manifest/tag counts, last push
 import type { Hono } from "hono";
 import { z } from "zod";
 import type { Env } from "../env";
-import { gcCoordinator } from "../stores";
+import { blobShard, blobShards, catalogShard, catalogShards, gcCoordinator, trustStoreFor } from "../stores";
+import { isValidName } from "../oci/grammar";
+import { nextLink, parsePage } from "../oci/pagination";
+
+/** Repositories per usage page (each is one call to its TrustStore). */
+const USAGE_PAGE = 100;
 
 const startSchema = z.object({ dryRun: z.boolean().default(false), reconcile: z.boolean().default(false) }).strict();
 
@@ -39,4 +47,46 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
   });
 
   app.get("/gc", async (c) => c.json(await gcCoordinator(c.env as Env).status()));
+
+  app.get("/usage", async (c) => {
+    const env = c.env as Env;
+    const url = new URL(c.req.url);
+    const raw = url.searchParams.get("n");
+    if (raw !== null && !/^\d+$/.test(raw)) return apiError("BAD_REQUEST", `n must be an integer from 0 to ${USAGE_PAGE}, got "${raw.slice(0, 20)}"`, 400);
+    const page = parsePage(url, USAGE_PAGE);
+    const n = page.n ?? 50;
+    const totals = { blobs: 0, objects: 0, physicalBytes: 0, digestBytes: 0, heldBytes: 0 };
+    for (const shard of blobShards()) {
+      const u = await blobShard(env, shard).usage();
+      for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += u[k];
+    }
+    const names: string[] = [];
+    let next: string | null = null;
+    for (const shard of catalogShards()) {
+      if (names.length >= n) break;
+      const p = await catalogShard(env, shard).page(n - names.length, page.last);
+      names.push(...p.items);
+      next = p.next;
+    }
+    const repositories = (await Promise.all(names.map((r) => trustStoreFor(env, r).usage(r)))).filter((u) => u !== null);
+    const headers: Record<string, string> = {};
+    if (next !== null && names.length) headers.Link = nextLink("/admin/usage", { n: String(n), last: names[names.length - 1] });
+    return c.json({
+      physicalBytes: totals.physicalBytes,
+      logicalBytes: totals.heldBytes,
+      dedupeRatio: totals.physicalBytes > 0 ? totals.heldBytes / totals.physicalBytes : null,
+      digests: totals.blobs,
+      objects: totals.objects,
+      repositories,
+    }, 200, headers);
+  });
+
+  app.get("/usage/*", async (c) => {
+    const env = c.env as Env;
+    const name = decodeURIComponent(new URL(c.req.url).pathname.replace(/^.*?\/usage\//, ""));
+    if (!isValidName(name)) return apiError("BAD_REQUEST", `invalid repository name "${name.slice(0, 100)}"`, 400);
+    const u = await trustStoreFor(env, name).usage(name);
+    if (!u) return apiError("NAME_UNKNOWN", `repository ${name} is not known to this registry`, 404);
+    return c.json(u);
+  });
 }

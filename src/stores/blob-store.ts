@@ -265,11 +265,16 @@ export class BlobStore extends DurableObject<Env> {
     });
   }
 
-  /** Usage: physical bytes (distinct live objects) and logical bytes (sum over live digests). */
-  usage(): { blobs: number; objects: number; physicalBytes: number; digestBytes: number } {
+  /**
+   * Usage: physical bytes (distinct live objects), bytes per digest, and held bytes — each
+   * digest's size counted once per repository holding it, the registry's logical size.
+   */
+  usage(): { blobs: number; objects: number; physicalBytes: number; digestBytes: number; heldBytes: number } {
     const a = this.sql.exec<{ n: number; b: number }>(`SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM blobs WHERE condemned_at IS NULL`).one();
     const o = this.sql.exec<{ n: number; b: number }>(`SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM (SELECT r2_key, max(size) AS size FROM blobs WHERE condemned_at IS NULL GROUP BY r2_key)`).one();
-    return { blobs: a.n, objects: o.n, physicalBytes: o.b, digestBytes: a.b };
+    const h = this.sql.exec<{ b: number }>(`SELECT coalesce(sum(b.size), 0) AS b FROM holders h JOIN blobs b ON b.digest = h.digest
+      WHERE h.released_at IS NULL AND b.condemned_at IS NULL`).one();
+    return { blobs: a.n, objects: o.n, physicalBytes: o.b, digestBytes: a.b, heldBytes: h.b };
   }
 
   private held(digest: string): boolean {

@@ -555,8 +555,9 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   /** Usage of this repository: logical bytes (sum of member sizes), counts, last push. */
-  async usage(repo: string): Promise<{ repository: string; logicalBytes: number; blobs: number; manifests: number; tags: number; lastPush: number | null }> {
+  async usage(repo: string): Promise<{ repository: string; logicalBytes: number; blobs: number; manifests: number; tags: number; lastPush: number | null } | null> {
     await this.ready(repo);
+    if (!this.repoExists(repo)) return null;
     const m = this.sql.exec<{ b: number; blobs: number; manifests: number; last: number | null }>(
       `SELECT coalesce(sum(size), 0) AS b, count(*) FILTER (WHERE kind = 'blob') AS blobs, count(*) FILTER (WHERE kind = 'manifest') AS manifests, max(created_at) AS last
        FROM (SELECT digest, max(size) AS size, kind, max(created_at) AS created_at FROM members WHERE repo = ? GROUP BY digest, kind)`, repo).one();
