@@ -31,7 +31,9 @@ export default {
       const t0 = performance.now();
       for (let done = 0; done < total;) {
         const n = Math.min(2000, total - done);
-        const r = await json(`${base}/_bench/gc/seed?n=${n}&size=${size}`, { method: "POST", agent });
+        let r = await json(`${base}/_bench/gc/seed?n=${n}&size=${size}`, { method: "POST", agent });
+        // Local workerd occasionally restarts the Worker under a long seeding run: seed that batch again.
+        for (let retry = 0; r.status === 503 && retry < 3; retry++) r = await json(`${base}/_bench/gc/seed?n=${n}&size=${size}`, { method: "POST", agent });
         if (r.status !== 201) throw new BenchError(`seed answered ${r.status}: ${r.text.slice(0, 200)}`);
         done += n;
       }
