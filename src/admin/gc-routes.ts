@@ -6,15 +6,25 @@
 //   GET  /admin/usage?n=&last=   registry-wide physical/logical bytes and dedupe ratio, plus a page
 //                    (n ≤ 100, default 50) of repositories with their usage; Link for the next page
 //   GET  /admin/usage/<repository>   logical bytes, blob/manifest/tag counts, last push
+//   GET  /admin/quotas                {quotas: [{pattern, limitBytes, updatedAt}]}
+//   PUT  /admin/quotas   {"pattern": "team/**", "limitBytes": N}  set (upsert) a rule → 200 list
+//   DELETE /admin/quotas?pattern=team/**   → 204, 404 when no such rule
 import type { Hono } from "hono";
 import { z } from "zod";
 import type { Env } from "../env";
 import { blobShard, blobShards, catalogShard, catalogShards, gcCoordinator, trustStoreFor } from "../stores";
 import { isValidName } from "../oci/grammar";
+import { MAX_QUOTA_RULES } from "../gc/coordinator";
 import { nextLink, parsePage } from "../oci/pagination";
 
 /** Repositories per usage page (each is one call to its TrustStore). */
 const USAGE_PAGE = 100;
+
+/** Repository globs as the policy engine reads them: name characters plus "*" and "**". */
+const quotaSchema = z.object({
+  pattern: z.string().min(1).max(256).regex(/^[a-z0-9._\/*-]+$/, "a repository glob: lowercase name characters, '/', '*' and '**'"),
+  limitBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+}).strict();
 
 const startSchema = z.object({ dryRun: z.boolean().default(false), reconcile: z.boolean().default(false) }).strict();
 
@@ -47,6 +57,33 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
   });
 
   app.get("/gc", async (c) => c.json(await gcCoordinator(c.env as Env).status()));
+
+  app.get("/quotas", async (c) => c.json({ quotas: await gcCoordinator(c.env as Env).quotas() }));
+
+  app.put("/quotas", async (c) => {
+    const text = await c.req.text();
+    if (text.length > 4096) return apiError("BAD_REQUEST", "body too large (4 KiB max)", 400);
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      return apiError("BAD_REQUEST", 'send JSON {"pattern": "<repository glob>", "limitBytes": <bytes>}', 400);
+    }
+    const parsed = quotaSchema.safeParse(data);
+    if (!parsed.success) {
+      return apiError("BAD_REQUEST", 'expected {"pattern": "<repository glob>", "limitBytes": <bytes>}', 400, parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })));
+    }
+    const gc = gcCoordinator(c.env as Env);
+    if (!(await gc.setQuota(parsed.data.pattern, parsed.data.limitBytes))) return apiError("CONFLICT", `at most ${MAX_QUOTA_RULES} quota rules`, 409);
+    return c.json({ quotas: await gc.quotas() });
+  });
+
+  app.delete("/quotas", async (c) => {
+    const pattern = c.req.query("pattern");
+    if (!pattern) return apiError("BAD_REQUEST", "name the rule: DELETE /admin/quotas?pattern=<glob>", 400);
+    if (!(await gcCoordinator(c.env as Env).deleteQuota(pattern))) return apiError("NOT_FOUND", `no quota rule "${pattern.slice(0, 256)}"`, 404);
+    return c.body(null, 204);
+  });
 
   app.get("/usage", async (c) => {
     const env = c.env as Env;

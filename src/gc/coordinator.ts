@@ -7,6 +7,11 @@ import { DurableObject } from "cloudflare:workers";
 import { config, type Env } from "../env";
 import { GcError, runStep, type Cursor, type RunOptions, type RunStats, emptyStats } from "./steps";
 import { legacyTrustStore } from "../stores";
+import { matchGlob } from "../auth/policy";
+
+export interface QuotaRule { pattern: string; limitBytes: number; updatedAt: number }
+/** Most quota rules (each repository's TrustStore reads the matching ones every QUOTA_TTL_MS). */
+export const MAX_QUOTA_RULES = 100;
 
 export interface RunRecord {
   id: number;
@@ -52,6 +57,35 @@ export class GcCoordinator extends DurableObject<Env> {
       id INTEGER PRIMARY KEY AUTOINCREMENT, trigger TEXT NOT NULL, dry_run INTEGER NOT NULL, reconcile INTEGER NOT NULL,
       grace_seconds INTEGER NOT NULL, manual INTEGER NOT NULL, state TEXT NOT NULL, cursor TEXT NOT NULL, stats TEXT NOT NULL,
       started_at INTEGER NOT NULL, finished_at INTEGER, failures INTEGER NOT NULL DEFAULT 0)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS quotas (pattern TEXT PRIMARY KEY, limit_bytes INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID`);
+  }
+
+  // ---- quotas (storage lifecycle's other half; rules live beside the GC state) ---------------
+
+  quotas(): QuotaRule[] {
+    return this.sql.exec<{ pattern: string; limit_bytes: number; updated_at: number }>(`SELECT * FROM quotas ORDER BY pattern`).toArray()
+      .map((r) => ({ pattern: r.pattern, limitBytes: r.limit_bytes, updatedAt: r.updated_at }));
+  }
+
+  /** Upsert a rule; false when MAX_QUOTA_RULES exist and this pattern is new. */
+  setQuota(pattern: string, limitBytes: number): boolean {
+    const exists = this.sql.exec(`SELECT 1 FROM quotas WHERE pattern = ?`, pattern).toArray().length > 0;
+    if (!exists && this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM quotas`).one().n >= MAX_QUOTA_RULES) return false;
+    this.sql.exec(`INSERT OR REPLACE INTO quotas (pattern, limit_bytes, updated_at) VALUES (?, ?, ?)`, pattern, limitBytes, Date.now());
+    return true;
+  }
+
+  deleteQuota(pattern: string): boolean {
+    return this.sql.exec(`DELETE FROM quotas WHERE pattern = ?`, pattern).rowsWritten > 0;
+  }
+
+  /** The quota of a repository: the smallest limit among the rules whose glob matches it. */
+  quotaFor(repo: string): { pattern: string; limitBytes: number } | null {
+    let best: { pattern: string; limitBytes: number } | null = null;
+    for (const r of this.quotas()) {
+      if (matchGlob(r.pattern, repo) && (!best || r.limitBytes < best.limitBytes)) best = { pattern: r.pattern, limitBytes: r.limitBytes };
+    }
+    return best;
   }
 
   /**

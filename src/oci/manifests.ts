@@ -18,6 +18,7 @@ import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
 import { gcBusy } from "../storage/handoff";
+import { quotaExceeded } from "../gc/quotas";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -127,6 +128,7 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     result = await trust.putManifest({ ...input, ifTagMoves: "allow" });
     if (!result.ok && result.fenced) throw gcBusy(digest);
   }
+  if (!result.ok && result.quota) throw quotaExceeded(name, result.quota);
   if (!result.ok) throw referencesUnknown(name, result.missingBlobs, result.missingManifests);
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${digest}`,

@@ -8,6 +8,8 @@ import type { Env } from "../env";
 import { oci } from "../oci/errors";
 import { blobStoreFor, trustStoreFor } from "../stores";
 import type { CommitResult } from "../stores/blob-store";
+import type { LinkResult } from "../stores/trust-store";
+import { quotaExceeded } from "../gc/quotas";
 
 export interface VerifiedObject {
   digest: string;
@@ -34,11 +36,20 @@ export async function commitBlob(env: Env, repo: string, obj: VerifiedObject, ki
 export async function finishCommit(env: Env, repo: string, obj: VerifiedObject, first: CommitResult, kind: "blob" | "manifest" = "blob", mediaType: string | null = null): Promise<CommitResult> {
   let result = first;
   if (kind === "blob") {
+    const since = Date.now();
     const trust = trustStoreFor(env, repo);
-    const link = (r: CommitResult) => trust.link(repo, { digest: obj.digest, kind, size: r.size, r2Key: r.r2Key, mediaType }, r.heldSeq);
-    if (!(await link(result))) {
+    const link = (r: CommitResult): Promise<LinkResult> => trust.link(repo, { digest: obj.digest, kind, size: r.size, r2Key: r.r2Key, mediaType }, r.heldSeq);
+    let linked = await link(result);
+    if (!linked.ok && "fenced" in linked) {
       result = await blobStoreFor(env, obj.digest).commit(obj, repo);
-      if (!(await link(result))) throw gcBusy(obj.digest);
+      linked = await link(result);
+      if (!linked.ok && "fenced" in linked) throw gcBusy(obj.digest);
+    }
+    if (!linked.ok && "quota" in linked) {
+      // Nothing links it here: drop this push's holder (GC collects the bytes if nobody else holds them).
+      await blobStoreFor(env, obj.digest).release(obj.digest, repo, since + 1).catch(() => {});
+      if (!result.adoptedOffered && result.r2Key !== obj.r2Key) await env.BUCKET.delete(obj.r2Key).catch(() => {});
+      throw quotaExceeded(repo, linked.quota);
     }
   }
   if (!result.adoptedOffered && result.r2Key !== obj.r2Key) {

@@ -24,7 +24,8 @@ export async function mountBlob(env: Env, name: string, digest: string, sources:
     // mount fails and the client uploads the bytes (docs/adr/0011).
     const stored = await blobStoreFor(env, digest).hold(digest, name);
     if (!stored) return false;
-    return trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq);
+    // A quota refusal also fails the mount: the upload that follows gets the 403.
+    return (await trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq)).ok;
   }
   return false;
 }

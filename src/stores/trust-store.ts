@@ -7,7 +7,7 @@
 // only the migration (exports, progress, the alarm that drives it), never reads or writes.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import { catalogFor, groupByBlobShard, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
+import { catalogFor, gcCoordinator, groupByBlobShard, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
 import { MAX_HOLD_BATCH } from "./blob-store";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
 
@@ -57,7 +57,15 @@ export interface PutManifestInput {
 
 export type PutManifestResult =
   | { ok: true; previousTagDigest: string | null }
-  | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean };
+  | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal };
+
+/** A write that would take the repository over its quota (nothing was written). */
+export interface QuotaRefusal { used: number; limit: number; adding: number; pattern: string }
+
+export type LinkResult = { ok: true } | { ok: false; fenced: true } | { ok: false; quota: QuotaRefusal };
+
+/** How long a repository's object keeps the quota rule it read (quota changes apply within this). */
+export const QUOTA_TTL_MS = 30_000;
 
 /** Most refs one gcRecordRefs call takes. */
 export const GC_REFS_BATCH = 2000;
@@ -121,6 +129,8 @@ export class TrustStore extends DurableObject<Env> {
   /** True once this object has taken over its repository's rows from the legacy object (or had none). */
   private imported = false;
   private cataloged = false;
+  /** The quota rule for this repository, read from the GC coordinator at most every QUOTA_TTL_MS. */
+  private quota: { rule: { pattern: string; limitBytes: number } | null; at: number } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -310,15 +320,37 @@ export class TrustStore extends DurableObject<Env> {
    * False, writing nothing, when GC fenced the digest after the BlobStore step (`heldSeq`): the
    * caller commits again (resurrecting or re-holding) and retries, or makes the client re-upload.
    */
-  async link(repo: string, member: Member, heldSeq = 0): Promise<boolean> {
+  async link(repo: string, member: Member, heldSeq = 0): Promise<LinkResult> {
     await this.ready(repo);
-    const ok = this.ctx.storage.transactionSync(() => {
-      if (this.fenced(member.digest, heldSeq)) return false;
+    const rule = await this.quotaRule(repo);
+    const r = this.ctx.storage.transactionSync((): LinkResult => {
+      if (this.fenced(member.digest, heldSeq)) return { ok: false, fenced: true };
+      const over = this.overQuota(repo, rule, member.digest, member.kind, member.size);
+      if (over) return { ok: false, quota: over };
       this.insertMember(repo, member);
-      return true;
+      return { ok: true };
     });
-    if (ok) await this.registerInCatalog(repo);
-    return ok;
+    if (r.ok) await this.registerInCatalog(repo);
+    return r;
+  }
+
+  /** Quota rule for this repository (cached; a failure to read it allows the write, and is logged). */
+  private async quotaRule(repo: string): Promise<{ pattern: string; limitBytes: number } | null> {
+    if (this.quota && Date.now() - this.quota.at < QUOTA_TTL_MS) return this.quota.rule;
+    try {
+      this.quota = { rule: await gcCoordinator(this.env).quotaFor(repo), at: Date.now() };
+    } catch (err) {
+      console.error(`quota lookup for ${repo} failed`, err);
+      return this.quota?.rule ?? null;
+    }
+    return this.quota.rule;
+  }
+
+  /** Whether adding (digest, kind) of `size` bytes takes the repository over its quota. */
+  private overQuota(repo: string, rule: { pattern: string; limitBytes: number } | null, digest: string, kind: MemberKind, size: number): QuotaRefusal | null {
+    if (!rule || this.holdsAs(repo, digest, kind)) return null;
+    const used = this.sql.exec<{ b: number }>(`SELECT coalesce(sum(size), 0) AS b FROM members WHERE repo = ?`, repo).one().b;
+    return used + size > rule.limitBytes ? { used, limit: rule.limitBytes, adding: size, pattern: rule.pattern } : null;
   }
 
   /**
@@ -348,6 +380,7 @@ export class TrustStore extends DurableObject<Env> {
    */
   async putManifest(input: PutManifestInput): Promise<PutManifestResult> {
     await this.ready(input.repo);
+    const rule = await this.quotaRule(input.repo);
     const result = this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
@@ -358,6 +391,8 @@ export class TrustStore extends DurableObject<Env> {
       if (input.ifTagMoves === "refuse" && previousTagDigest !== null && previousTagDigest !== m.digest) {
         return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest };
       }
+      const over = this.overQuota(input.repo, rule, m.digest, "manifest", m.size);
+      if (over) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: over };
       this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
       for (const d of new Set(input.refs ?? [...input.requiredBlobs, ...input.requiredManifests])) {
         this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, input.repo, m.digest, d);

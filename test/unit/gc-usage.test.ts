@@ -46,3 +46,43 @@ describe("usage", () => {
     await expectError(req(`/admin/usage?n=x`), 400, "BAD_REQUEST");
   });
 });
+
+describe("quotas", () => {
+  const put = (body: unknown) => req(`/admin/quotas`, { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+  it("a push over its namespace quota gets 403 DENIED 'quota exceeded: used / limit' at blob commit and manifest PUT", async () => {
+    // the rule is read by each repository's object at most every 30 s: use repositories it has not seen
+    expect((await put({ pattern: "quota/**", limitBytes: 5000 })).status).toBe(200);
+    const list = (await (await req(`/admin/quotas`)).json()) as { quotas: { pattern: string; limitBytes: number }[] };
+    expect(list.quotas).toContainEqual(expect.objectContaining({ pattern: "quota/**", limitBytes: 5000 }));
+
+    await pushBlob("quota/a", bytes(3000, 11)); // 3000 of 5000
+    const d = "sha256:" + [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(2500, 12)))].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const refused = req(`/v2/quota/a/blobs/uploads/?digest=${d}`, { method: "POST", body: bytes(2500, 12) });
+    const msg = await expectError(refused, 403, "DENIED");
+    expect(msg).toContain("quota exceeded: 3000 / 5000");
+    expect((await req(`/v2/quota/a/blobs/${d}`, { method: "HEAD" })).status).toBe(404);
+    // re-pushing what the repository already holds costs nothing
+    await pushBlob("quota/a", bytes(3000, 11));
+
+    // manifest PUT: config + layer fit, the manifest itself does not
+    const img = await makeImage("quota/b", { seed: 13 }); // ~60 + 1000 bytes
+    await pushBlob("quota/b", bytes(3900, 14));
+    const used = 3900 + 1000 + Number((await req(`/v2/quota/b/blobs/${img.config}`, { method: "HEAD" })).headers.get("Content-Length"));
+    const m = await expectError(putManifest("quota/b", "v1", img.manifest), 403, "DENIED");
+    expect(m).toContain(`quota exceeded: ${used} / 5000`);
+    expect((await req(`/v2/quota/b/manifests/v1`, { method: "HEAD" })).status).toBe(404);
+    // outside the glob: no limit
+    await pushBlob("other/a", bytes(9000, 15));
+
+    expect((await req(`/admin/quotas?pattern=${encodeURIComponent("quota/**")}`, { method: "DELETE" })).status).toBe(204);
+    expect((await req(`/admin/quotas?pattern=nope`, { method: "DELETE" })).status).toBe(404);
+  });
+
+  it("rejects bad rules with 400", async () => {
+    await expectError(put({ pattern: "Bad Pattern", limitBytes: 1 }), 400, "BAD_REQUEST");
+    await expectError(put({ pattern: "a/**", limitBytes: -1 }), 400, "BAD_REQUEST");
+    await expectError(put({ pattern: "a/**", limitBytes: 1, extra: true }), 400, "BAD_REQUEST");
+    await expectError(req(`/admin/quotas`, { method: "PUT", body: "{" }), 400, "BAD_REQUEST");
+  });
+});
