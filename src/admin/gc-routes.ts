@@ -6,6 +6,9 @@
 //   GET  /admin/usage?n=&last=   registry-wide physical/logical bytes and dedupe ratio, plus a page
 //                    (n ≤ 100, default 50) of repositories with their usage; Link for the next page
 //   GET  /admin/usage/<repository>   logical bytes, blob/manifest/tag counts, last push
+//   GET  /admin/retention             {rules: [...]}
+//   PUT  /admin/retention  {"pattern", "keepLastTags", "keepTags", "untaggedOlderThanDays", "deleteOrphanReferrers"}
+//   DELETE /admin/retention?pattern=…  → 204, 404 when no such rule
 //   GET  /admin/quotas                {quotas: [{pattern, limitBytes, updatedAt}]}
 //   PUT  /admin/quotas   {"pattern": "team/**", "limitBytes": N}  set (upsert) a rule → 200 list
 //   DELETE /admin/quotas?pattern=team/**   → 204, 404 when no such rule
@@ -14,7 +17,7 @@ import { z } from "zod";
 import type { Env } from "../env";
 import { blobShard, blobShards, catalogShard, catalogShards, gcCoordinator, trustStoreFor } from "../stores";
 import { isValidName } from "../oci/grammar";
-import { MAX_QUOTA_RULES } from "../gc/coordinator";
+import { MAX_QUOTA_RULES, MAX_RETENTION_RULES } from "../gc/coordinator";
 import { nextLink, parsePage } from "../oci/pagination";
 
 /** Repositories per usage page (each is one call to its TrustStore). */
@@ -25,6 +28,29 @@ const quotaSchema = z.object({
   pattern: z.string().min(1).max(256).regex(/^[a-z0-9._\/*-]+$/, "a repository glob: lowercase name characters, '/', '*' and '**'"),
   limitBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
 }).strict();
+
+const glob = z.string().min(1).max(256).regex(/^[a-z0-9._\/*-]+$/, "a repository glob: lowercase name characters, '/', '*' and '**'");
+const retentionSchema = z.object({
+  pattern: glob,
+  keepLastTags: z.number().int().min(0).max(1_000_000).nullable().default(null),
+  keepTags: z.array(z.string().min(1).max(128).regex(/^[A-Za-z0-9_.*-]+$/, "a tag glob: tag characters and '*'")).max(50).default([]),
+  untaggedOlderThanDays: z.number().min(0).max(36500).nullable().default(null),
+  deleteOrphanReferrers: z.boolean().default(false),
+}).strict();
+
+async function jsonBody<T extends z.ZodType>(c: { req: { text(): Promise<string> } }, schema: T, shape: string): Promise<z.output<T> | Response> {
+  const text = await c.req.text();
+  if (text.length > 16384) return apiError("BAD_REQUEST", "body too large (16 KiB max)", 400);
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    return apiError("BAD_REQUEST", `send JSON ${shape}`, 400);
+  }
+  const parsed = schema.safeParse(data);
+  if (!parsed.success) return apiError("BAD_REQUEST", `expected ${shape}`, 400, parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })));
+  return parsed.data;
+}
 
 const startSchema = z.object({ dryRun: z.boolean().default(false), reconcile: z.boolean().default(false) }).strict();
 
@@ -57,6 +83,23 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
   });
 
   app.get("/gc", async (c) => c.json(await gcCoordinator(c.env as Env).status()));
+
+  app.get("/retention", async (c) => c.json({ rules: await gcCoordinator(c.env as Env).retentionRules() }));
+
+  app.put("/retention", async (c) => {
+    const body = await jsonBody(c, retentionSchema, '{"pattern": "<repository glob>", "keepLastTags": N, "keepTags": ["<tag glob>"], "untaggedOlderThanDays": D, "deleteOrphanReferrers": bool}');
+    if (body instanceof Response) return body;
+    const gc = gcCoordinator(c.env as Env);
+    if (!(await gc.setRetention(body))) return apiError("CONFLICT", `at most ${MAX_RETENTION_RULES} retention rules`, 409);
+    return c.json({ rules: await gc.retentionRules() });
+  });
+
+  app.delete("/retention", async (c) => {
+    const pattern = c.req.query("pattern");
+    if (!pattern) return apiError("BAD_REQUEST", "name the rule: DELETE /admin/retention?pattern=<glob>", 400);
+    if (!(await gcCoordinator(c.env as Env).deleteRetention(pattern))) return apiError("NOT_FOUND", `no retention rule "${pattern.slice(0, 256)}"`, 404);
+    return c.body(null, 204);
+  });
 
   app.get("/quotas", async (c) => c.json({ quotas: await gcCoordinator(c.env as Env).quotas() }));
 

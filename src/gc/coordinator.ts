@@ -6,8 +6,34 @@
 import { DurableObject } from "cloudflare:workers";
 import { config, type Env } from "../env";
 import { GcError, runStep, type Cursor, type RunOptions, type RunStats, emptyStats } from "./steps";
-import { legacyTrustStore } from "../stores";
+import { accountStoreFor, legacyTrustStore } from "../stores";
+import { parseRule } from "../auth/policy";
+
+/** Immutable-tag policy rules (repository globs → tag globs): retention never removes those tags. */
+async function immutableTagRules(env: Env): Promise<{ repositories: string[]; tags: string[] }[]> {
+  const out: { repositories: string[]; tags: string[] }[] = [];
+  for (const text of await accountStoreFor(env).rules()) {
+    try {
+      const r = parseRule(JSON.parse(text));
+      if (r.kind === "immutable-tags") out.push({ repositories: r.repositories, tags: r.tags });
+    } catch {
+      // invalid stored rule: the auth layer logs it
+    }
+  }
+  return out;
+}
 import { matchGlob } from "../auth/policy";
+
+/** A retention rule for the repositories its glob matches (applied by GC phase 1). */
+export interface RetentionRule {
+  pattern: string;
+  keepLastTags: number | null;
+  keepTags: string[];
+  untaggedOlderThanDays: number | null;
+  deleteOrphanReferrers: boolean;
+  updatedAt?: number;
+}
+export const MAX_RETENTION_RULES = 100;
 
 export interface QuotaRule { pattern: string; limitBytes: number; updatedAt: number }
 /** Most quota rules (each repository's TrustStore reads the matching ones every QUOTA_TTL_MS). */
@@ -57,7 +83,27 @@ export class GcCoordinator extends DurableObject<Env> {
       id INTEGER PRIMARY KEY AUTOINCREMENT, trigger TEXT NOT NULL, dry_run INTEGER NOT NULL, reconcile INTEGER NOT NULL,
       grace_seconds INTEGER NOT NULL, manual INTEGER NOT NULL, state TEXT NOT NULL, cursor TEXT NOT NULL, stats TEXT NOT NULL,
       started_at INTEGER NOT NULL, finished_at INTEGER, failures INTEGER NOT NULL DEFAULT 0)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS retention (pattern TEXT PRIMARY KEY, rule TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS quotas (pattern TEXT PRIMARY KEY, limit_bytes INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID`);
+  }
+
+  // ---- retention rules --------------------------------------------------------------------
+
+  retentionRules(): RetentionRule[] {
+    return this.sql.exec<{ rule: string; updated_at: number }>(`SELECT rule, updated_at FROM retention ORDER BY pattern`).toArray()
+      .map((r) => ({ ...(JSON.parse(r.rule) as RetentionRule), updatedAt: r.updated_at }));
+  }
+
+  setRetention(rule: RetentionRule): boolean {
+    const exists = this.sql.exec(`SELECT 1 FROM retention WHERE pattern = ?`, rule.pattern).toArray().length > 0;
+    if (!exists && this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM retention`).one().n >= MAX_RETENTION_RULES) return false;
+    const { updatedAt: _u, ...stored } = rule;
+    this.sql.exec(`INSERT OR REPLACE INTO retention (pattern, rule, updated_at) VALUES (?, ?, ?)`, rule.pattern, JSON.stringify(stored), Date.now());
+    return true;
+  }
+
+  deleteRetention(pattern: string): boolean {
+    return this.sql.exec(`DELETE FROM retention WHERE pattern = ?`, pattern).rowsWritten > 0;
   }
 
   // ---- quotas (storage lifecycle's other half; rules live beside the GC state) ---------------
@@ -124,7 +170,11 @@ export class GcCoordinator extends DurableObject<Env> {
     if (!row) return null;
     const cursor = JSON.parse(row.cursor) as Cursor;
     const stats = JSON.parse(row.stats) as RunStats;
-    const opts: RunOptions = { runId: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1 };
+    const opts: RunOptions = { runId: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1, retention: [], immutable: [] };
+    if (cursor.phase === "repos") {
+      opts.retention = this.retentionRules();
+      if (opts.retention.length) opts.immutable = await immutableTagRules(this.env);
+    }
     try {
       const next = await runStep(this.env, cursor, stats, opts);
       const done = next.phase === "done";

@@ -16,6 +16,9 @@ import { GC_SCAN_ROWS } from "../stores/blob-store";
 import { GC_REFS_BATCH } from "../stores/trust-store";
 import { parseManifest, requiredBlobs, requiredManifests } from "../oci/manifest";
 import { backfillRepo } from "../storage/backfill";
+import type { RetentionRule } from "./coordinator";
+import { matchGlob } from "../auth/policy";
+import type { RetentionSpec } from "../stores/trust-store";
 
 export interface Cursor {
   phase: "repos" | "condemn" | "delete" | "purge" | "orphans" | "missing" | "done";
@@ -31,7 +34,14 @@ export interface Cursor {
   cutoff: number;
 }
 
-export interface RunOptions { runId: number; dryRun: boolean; reconcile: boolean }
+export interface RunOptions {
+  runId: number;
+  dryRun: boolean;
+  reconcile: boolean;
+  /** Retention rules and immutable-tag rules (loaded by the coordinator for phase 1 steps). */
+  retention: RetentionRule[];
+  immutable: { repositories: string[]; tags: string[] }[];
+}
 
 export interface RunStats {
   reposScanned: number;
@@ -55,12 +65,17 @@ export interface RunStats {
   /** First MAX_LISTED rows whose object is missing (data loss). */
   missing: { digest: string; r2Key: string }[];
   errors: string[];
+  retentionTagsRemoved: number;
+  retentionManifestsDeleted: number;
+  /** First MAX_LISTED retention removals (the plan, in a dry run). */
+  retention: { repository: string; tag?: string; digest: string; why: string }[];
 }
 
 export const emptyStats = (): RunStats => ({
   reposScanned: 0, manifestsIndexed: 0, membershipsDropped: 0, membershipBytesDropped: 0, reposUncataloged: 0,
   blobsScanned: 0, condemned: 0, condemnedBytes: 0, reheld: 0, skipped: 0, objectsDeleted: 0, bytesFreed: 0, rowsPurged: 0,
   orphansDeleted: 0, orphanBytes: 0, rowsChecked: 0, missingCount: 0, missing: [], errors: [],
+  retentionTagsRemoved: 0, retentionManifestsDeleted: 0, retention: [],
 });
 
 export class GcError extends Error {}
@@ -118,9 +133,37 @@ async function nextRepo(env: Env, after: string | null): Promise<string | null> 
   return null;
 }
 
-/** Phase 1 for one repository, at most DROPS_PER_STEP drop calls; true when it is finished. */
+/** The retention spec for a repository: of the rules whose glob matches, the longest pattern (most specific). */
+function retentionSpec(repo: string, o: RunOptions): RetentionSpec | null {
+  const rule = o.retention.filter((r) => matchGlob(r.pattern, repo)).sort((a, b) => b.pattern.length - a.pattern.length)[0];
+  if (!rule) return null;
+  return {
+    keepLastTags: rule.keepLastTags,
+    keepTags: rule.keepTags,
+    immutableTags: o.immutable.filter((i) => i.repositories.some((g) => !g.includes("{user}") && matchGlob(g, repo))).flatMap((i) => i.tags),
+    untaggedBefore: rule.untaggedOlderThanDays === null ? null : Date.now() - rule.untaggedOlderThanDays * 86_400_000,
+    deleteOrphanReferrers: rule.deleteOrphanReferrers,
+  };
+}
+
+/** Retention first (its deletions feed this run's drops), then phase 1 for one repository. */
 async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats, o: RunOptions): Promise<boolean> {
   const trust = trustStoreFor(env, repo);
+  const spec = retentionSpec(repo, o);
+  for (let i = 0; spec && i < DROPS_PER_STEP; i++) {
+    const since = Date.now();
+    const r = await trust.gcRetention(repo, spec, o.dryRun);
+    stats.retentionTagsRemoved += r.tags.length;
+    stats.retentionManifestsDeleted += r.manifests.length;
+    for (const t of r.tags) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, tag: t.tag, digest: t.digest, why: "tag beyond keepLastTags" });
+    for (const m of r.manifests) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, digest: m.digest, why: m.why });
+    if (!o.dryRun) {
+      const release = r.manifests.filter((m) => !m.held).map((m) => m.digest);
+      for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
+    }
+    if (!r.more) break;
+    if (o.dryRun) break; // a dry run writes nothing, so it cannot page past its first batch
+  }
   for (let i = 0; i < DROPS_PER_STEP; i++) {
     const since = Date.now();
     const r = await trust.gcDrop(repo, cutoff, DROP_BATCH, o.dryRun);

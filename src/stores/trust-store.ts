@@ -9,6 +9,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { catalogFor, gcCoordinator, groupByBlobShard, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
 import { MAX_HOLD_BATCH } from "./blob-store";
+import { globToRegExp } from "../auth/policy";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
 
 export type MemberKind = "blob" | "manifest";
@@ -66,6 +67,27 @@ export type LinkResult = { ok: true } | { ok: false; fenced: true } | { ok: fals
 
 /** How long a repository's object keeps the quota rule it read (quota changes apply within this). */
 export const QUOTA_TTL_MS = 30_000;
+
+export interface RetentionSpec {
+  /** Keep the newest N tags by push time; null: no tag limit. */
+  keepLastTags: number | null;
+  /** Tag globs always kept. */
+  keepTags: string[];
+  /** Tag globs of immutable-tag policy rules for this repository: never removed. */
+  immutableTags: string[];
+  /** Untagged manifests created before this time (ms) go; null: keep them. */
+  untaggedBefore: number | null;
+  deleteOrphanReferrers: boolean;
+}
+
+export interface RetentionResult {
+  tags: { tag: string; digest: string }[];
+  manifests: { digest: string; size: number; why: "untagged" | "orphan-referrer"; held: boolean }[];
+  more: boolean;
+}
+
+/** Tag globs read like the policy engine's (tags have no "/", so "*" spans the whole tag). */
+const globRe = globToRegExp;
 
 /** Most refs one gcRecordRefs call takes. */
 export const GC_REFS_BATCH = 2000;
@@ -586,6 +608,64 @@ export class TrustStore extends DurableObject<Env> {
         else this.sql.exec(`INSERT INTO fences (digest, seq) VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET seq = max(seq, excluded.seq)`, d, seq);
       }
       return held;
+    });
+  }
+
+  /**
+   * Retention for this repository (issue 11), in one transaction, at most `limit` removals:
+   * tags beyond the newest `keepLastTags` (by push time) go unless they match `keepTags` or
+   * `immutableTags` globs; untagged manifests older than `untaggedBefore` go unless another manifest
+   * of the repository references them or they are referrers; referrers whose subject is not a
+   * manifest here any more go. A dry run returns the plan and writes nothing.
+   */
+  async gcRetention(repo: string, spec: RetentionSpec, dryRun: boolean, limit = 500): Promise<RetentionResult> {
+    await this.ready(repo);
+    const n = Math.max(1, Math.min(limit, 500));
+    return this.ctx.storage.transactionSync((): RetentionResult => {
+      const keepGlobs = [...spec.keepTags, ...spec.immutableTags].map(globRe);
+      const out: RetentionResult = { tags: [], manifests: [], more: false };
+      if (spec.keepLastTags !== null) {
+        const tags = this.sql.exec<{ tag: string; digest: string }>(`SELECT tag, digest FROM tags WHERE repo = ? ORDER BY updated_at DESC, tag`, repo).toArray();
+        for (const t of tags.slice(spec.keepLastTags)) {
+          if (keepGlobs.some((g) => g.test(t.tag))) continue;
+          if (out.tags.length >= n) return { ...out, more: true };
+          out.tags.push({ tag: t.tag, digest: t.digest });
+          if (!dryRun) this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, t.tag);
+        }
+      }
+      const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer") => {
+        if (!dryRun) {
+          this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest);
+          this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
+          this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
+          this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
+        }
+        out.manifests.push({ digest, size, why, held: !dryRun && this.holds(repo, digest) });
+      };
+      if (spec.deleteOrphanReferrers) {
+        const orphans = this.sql.exec<{ digest: string; size: number }>(
+          `SELECT DISTINCT r.digest, m.size FROM referrers r JOIN members m ON m.repo = r.repo AND m.digest = r.digest AND m.kind = 'manifest'
+           WHERE r.repo = ? AND NOT EXISTS (SELECT 1 FROM members s WHERE s.repo = r.repo AND s.digest = r.subject AND s.kind = 'manifest') LIMIT ?`,
+          repo, n + 1).toArray();
+        for (const o of orphans) {
+          if (out.manifests.length >= n) return { ...out, more: true };
+          drop(o.digest, o.size, "orphan-referrer");
+        }
+      }
+      if (spec.untaggedBefore !== null) {
+        const old = this.sql.exec<{ digest: string; size: number }>(
+          `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'manifest' AND m.created_at < ?
+             AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest)
+             AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest)
+             AND NOT EXISTS (SELECT 1 FROM referrers f WHERE f.repo = m.repo AND f.digest = m.digest)
+           ORDER BY m.digest LIMIT ?`, repo, spec.untaggedBefore, n + 1).toArray();
+        for (const o of old) {
+          if (out.manifests.length >= n) return { ...out, more: true };
+          // A tag removed above in a dry run still exists in the table: those manifests are counted next run.
+          drop(o.digest, o.size, "untagged");
+        }
+      }
+      return out;
     });
   }
 
