@@ -12,7 +12,12 @@ export function blobShardOf(_digest: string): string {
 }
 
 export function blobStoreFor(env: Env, digest: string) {
-  return env.BLOB_STORE.get(env.BLOB_STORE.idFromName(blobShardOf(digest)));
+  return blobStoreShard(env, blobShardOf(digest));
+}
+
+/** A BlobStore object by shard name (groupByBlobShard; the bench uses its own "_bench/…" shard). */
+export function blobStoreShard(env: Env, shard: string) {
+  return env.BLOB_STORE.get(env.BLOB_STORE.idFromName(shard));
 }
 
 /** Digests grouped by the BlobStore shard that holds them (for batched calls). */
@@ -21,7 +26,7 @@ export function groupByBlobShard(env: Env, digests: Iterable<string>) {
   for (const d of digests) {
     const shard = blobShardOf(d);
     let g = groups.get(shard);
-    if (!g) groups.set(shard, (g = { store: env.BLOB_STORE.get(env.BLOB_STORE.idFromName(shard)), digests: [] }));
+    if (!g) groups.set(shard, (g = { store: blobStoreShard(env, shard), digests: [] }));
     g.digests.push(d);
   }
   return [...groups.values()];
