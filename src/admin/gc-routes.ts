@@ -15,7 +15,7 @@
 import type { Hono } from "hono";
 import { z } from "zod";
 import type { Env } from "../env";
-import { blobShard, blobShards, catalogShard, catalogShards, gcCoordinator, trustStoreFor } from "../stores";
+import { blobStoreShard, blobShards, catalogShard, catalogShards, gcCoordinator, trustStoreFor } from "../stores";
 import { isValidName } from "../oci/grammar";
 import { MAX_QUOTA_RULES, MAX_RETENTION_RULES } from "../gc/coordinator";
 import { nextLink, parsePage } from "../oci/pagination";
@@ -137,7 +137,7 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
     const n = page.n ?? 50;
     const totals = { blobs: 0, objects: 0, physicalBytes: 0, digestBytes: 0, heldBytes: 0 };
     for (const shard of blobShards()) {
-      const u = await blobShard(env, shard).usage();
+      const u = await blobStoreShard(env, shard).usage();
       for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += u[k];
     }
     const names: string[] = [];

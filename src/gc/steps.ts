@@ -11,7 +11,7 @@
 //   orphans  reconcile: R2 objects no row names, older than the cutoff, not an open upload's.
 //   missing  reconcile: rows whose object is gone — the data-loss alarm (listed, never dropped).
 import type { Env } from "../env";
-import { blobShard, blobShards, catalogShard, catalogShards, groupByBlobShard, trustStoreFor, uploadSessionFor } from "../stores";
+import { blobStoreShard, blobShards, catalogShard, catalogShards, groupByBlobShard, trustStoreFor, uploadSessionFor } from "../stores";
 import { GC_SCAN_ROWS } from "../stores/blob-store";
 import { GC_REFS_BATCH } from "../stores/trust-store";
 import { parseManifest, requiredBlobs, requiredManifests } from "../oci/manifest";
@@ -204,7 +204,7 @@ async function indexRefs(env: Env, repo: string, digest: string, r2Key: string, 
 async function condemnStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions): Promise<Cursor> {
   const shards = blobShards();
   if (c.shard >= shards.length) return { ...c, phase: o.dryRun ? (o.reconcile ? "orphans" : "done") : "delete", after: null, shard: 0 };
-  const store = blobShard(env, shards[c.shard]);
+  const store = blobStoreShard(env, shards[c.shard]);
   const page = await store.gcCandidates(c.cutoff, c.after);
   stats.blobsScanned += page.scanned;
   stats.skipped += page.skipped.length;
@@ -246,7 +246,7 @@ async function condemnStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions):
 async function deleteStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions): Promise<Cursor> {
   const shards = blobShards();
   if (c.shard >= shards.length) return { ...c, phase: o.reconcile ? "orphans" : "done", after: null, shard: 0, pending: null };
-  const keys = await blobShard(env, shards[c.shard]).gcDoomed(GC_SCAN_ROWS);
+  const keys = await blobStoreShard(env, shards[c.shard]).gcDoomed(GC_SCAN_ROWS);
   if (!keys.length) return { ...c, shard: c.shard + 1 };
   await env.BUCKET.delete(keys.map((k) => k.key));
   stats.objectsDeleted += keys.length;
@@ -256,7 +256,7 @@ async function deleteStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions): 
 
 async function purgeStep(env: Env, c: Cursor, stats: RunStats): Promise<Cursor> {
   const keys = (c.pending ?? []).map((k) => k.key);
-  if (keys.length) stats.rowsPurged += await blobShard(env, blobShards()[c.shard]).gcPurge(keys);
+  if (keys.length) stats.rowsPurged += await blobStoreShard(env, blobShards()[c.shard]).gcPurge(keys);
   return { ...c, phase: "delete", pending: null };
 }
 
@@ -272,7 +272,7 @@ async function orphansStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions):
   if (old.length) {
     let unknown = old.map((obj) => obj.key);
     for (const shard of blobShards()) {
-      const known = new Set(await blobShard(env, shard).gcKnownKeys(unknown));
+      const known = new Set(await blobStoreShard(env, shard).gcKnownKeys(unknown));
       unknown = unknown.filter((k) => !known.has(k));
     }
     const doomed: string[] = [];
@@ -295,7 +295,7 @@ async function orphansStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions):
 async function missingStep(env: Env, c: Cursor, stats: RunStats): Promise<Cursor> {
   const shards = blobShards();
   if (c.shard >= shards.length) return { ...c, phase: "done" };
-  const rows = await blobShard(env, shards[c.shard]).gcRows(c.after, CHECK_ROWS);
+  const rows = await blobStoreShard(env, shards[c.shard]).gcRows(c.after, CHECK_ROWS);
   stats.rowsChecked += rows.length;
   const heads = await Promise.all(rows.map((r) => env.BUCKET.head(r.r2Key)));
   rows.forEach((r, i) => {

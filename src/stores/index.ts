@@ -16,17 +16,18 @@ export function blobShards(): string[] {
   return ["blobs"];
 }
 
-export function blobShard(env: Env, shard: string) {
-  return env.BLOB_STORE.get(env.BLOB_STORE.idFromName(shard));
-}
-
 /** The registry-wide GC coordinator: one object, whose run table is the GC lease (docs/adr/0011). */
 export function gcCoordinator(env: Env) {
   return env.GC.get(env.GC.idFromName("gc"));
 }
 
 export function blobStoreFor(env: Env, digest: string) {
-  return env.BLOB_STORE.get(env.BLOB_STORE.idFromName(blobShardOf(digest)));
+  return blobStoreShard(env, blobShardOf(digest));
+}
+
+/** A BlobStore object by shard name (groupByBlobShard; the bench uses its own "_bench/…" shard). */
+export function blobStoreShard(env: Env, shard: string) {
+  return env.BLOB_STORE.get(env.BLOB_STORE.idFromName(shard));
 }
 
 /** Digests grouped by the BlobStore shard that holds them (for batched calls). */
@@ -35,7 +36,7 @@ export function groupByBlobShard(env: Env, digests: Iterable<string>) {
   for (const d of digests) {
     const shard = blobShardOf(d);
     let g = groups.get(shard);
-    if (!g) groups.set(shard, (g = { store: env.BLOB_STORE.get(env.BLOB_STORE.idFromName(shard)), digests: [] }));
+    if (!g) groups.set(shard, (g = { store: blobStoreShard(env, shard), digests: [] }));
     g.digests.push(d);
   }
   return [...groups.values()];
