@@ -15,7 +15,7 @@
 import type { Hono } from "hono";
 import { z } from "zod";
 import type { Env } from "../env";
-import { blobStoreShard, blobShards, catalogShard, catalogShards, gcCoordinator, trustStoreFor } from "../stores";
+import { blobStoreShard, blobShards, catalogShard, catalogShards, gcCoordinator, quotaStore, trustStoreFor } from "../stores";
 import { isValidName } from "../oci/grammar";
 import { MAX_QUOTA_RULES, MAX_RETENTION_RULES } from "../gc/coordinator";
 import { nextLink, parsePage } from "../oci/pagination";
@@ -101,7 +101,7 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
     return c.body(null, 204);
   });
 
-  app.get("/quotas", async (c) => c.json({ quotas: await gcCoordinator(c.env as Env).quotas() }));
+  app.get("/quotas", async (c) => c.json({ quotas: await quotaStore(c.env as Env).quotas() }));
 
   app.put("/quotas", async (c) => {
     const text = await c.req.text();
@@ -116,7 +116,7 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
     if (!parsed.success) {
       return apiError("BAD_REQUEST", 'expected {"pattern": "<repository glob>", "limitBytes": <bytes>}', 400, parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })));
     }
-    const gc = gcCoordinator(c.env as Env);
+    const gc = quotaStore(c.env as Env);
     if (!(await gc.setQuota(parsed.data.pattern, parsed.data.limitBytes))) return apiError("CONFLICT", `at most ${MAX_QUOTA_RULES} quota rules`, 409);
     return c.json({ quotas: await gc.quotas() });
   });
@@ -124,7 +124,7 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
   app.delete("/quotas", async (c) => {
     const pattern = c.req.query("pattern");
     if (!pattern) return apiError("BAD_REQUEST", "name the rule: DELETE /admin/quotas?pattern=<glob>", 400);
-    if (!(await gcCoordinator(c.env as Env).deleteQuota(pattern))) return apiError("NOT_FOUND", `no quota rule "${pattern.slice(0, 256)}"`, 404);
+    if (!(await quotaStore(c.env as Env).deleteQuota(pattern))) return apiError("NOT_FOUND", `no quota rule "${pattern.slice(0, 256)}"`, 404);
     return c.body(null, 204);
   });
 

@@ -21,6 +21,14 @@ export function gcCoordinator(env: Env) {
   return env.GC.get(env.GC.idFromName("gc"));
 }
 
+/**
+ * Quota rules: a second GcCoordinator instance that holds only the rules. TrustStores read it on
+ * pushes; it never calls another object, so no call cycle (coordinator ⇄ TrustStore) can form.
+ */
+export function quotaStore(env: Env) {
+  return env.GC.get(env.GC.idFromName("quotas"));
+}
+
 export function blobStoreFor(env: Env, digest: string) {
   return blobStoreShard(env, blobShardOf(digest));
 }

@@ -7,7 +7,7 @@
 // only the migration (exports, progress, the alarm that drives it), never reads or writes.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import { catalogFor, gcCoordinator, groupByBlobShard, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
+import { catalogFor, groupByBlobShard, quotaStore, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
 import { MAX_HOLD_BATCH } from "./blob-store";
 import { globToRegExp } from "../auth/policy";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
@@ -360,7 +360,7 @@ export class TrustStore extends DurableObject<Env> {
   private async quotaRule(repo: string): Promise<{ pattern: string; limitBytes: number } | null> {
     if (this.quota && Date.now() - this.quota.at < QUOTA_TTL_MS) return this.quota.rule;
     try {
-      this.quota = { rule: await gcCoordinator(this.env).quotaFor(repo), at: Date.now() };
+      this.quota = { rule: await quotaStore(this.env).quotaFor(repo), at: Date.now() };
     } catch (err) {
       console.error(`quota lookup for ${repo} failed`, err);
       return this.quota?.rule ?? null;
