@@ -72,6 +72,8 @@ describe("per-repository layout", () => {
     const r = await req(`/admin/blobs/${d}/holders`);
     expect(r.status).toBe(200);
     expect(await r.json()).toEqual({ digest: d, repositories: [`${p}/x`] });
+    expect(await (await req(`/admin/blobs/${d}/holders?n=0`)).json()).toEqual({ digest: d, repositories: [] });
+    await expectError(req(`/admin/blobs/${d}/holders?n=x`), 400, "UNSUPPORTED"); // the spec code for a bad n
     await expectError(req(`/admin/blobs/sha256:nothex/holders`), 400, "DIGEST_INVALID");
   });
 
