@@ -206,3 +206,31 @@ benchRoutes.post("/index", async (c) => {
   const ms = Date.now() - t0;
   return c.json({ store, commits: n, concurrency, objects, ms, perSecond: ms > 0 ? (n * 1000) / ms : null });
 });
+
+// POST /_bench/heavyput?refs=N — object-level cost of a heavy manifest PUT: links N blobs into a
+// fresh bench repository, then times one putManifest that requires all N (the transaction that
+// used to run inside the object every repository shared). Answers {refs, linkMs, putMs}.
+benchRoutes.post("/heavyput", async (c) => {
+  const refs = Math.max(1, Math.min(10_000, Math.floor(Number(new URL(c.req.url).searchParams.get("refs") ?? 5000)) || 5000));
+  const run = crypto.randomUUID().replace(/-/g, "");
+  const repo = `_bench/heavy-${run.slice(0, 8)}`;
+  const trust = trustStoreFor(c.env, repo);
+  const digests = Array.from({ length: refs }, (_, i) => `sha256:${run}${i.toString(16).padStart(32, "0")}`);
+  const t0 = Date.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < refs) {
+      const d = digests[next++];
+      await trust.link(repo, { digest: d, kind: "blob", size: 1, r2Key: `_bench/heavy/${d.slice(7)}`, mediaType: null });
+    }
+  }));
+  const t1 = Date.now();
+  const r = await trust.putManifest({
+    repo, manifest: { digest: `sha256:${run}${"f".repeat(32)}`, size: 1, r2Key: "_bench/heavy/manifest", mediaType: "application/vnd.oci.image.manifest.v1+json" },
+    tag: "heavy", subject: null, artifactType: null, annotations: null, requiredBlobs: digests, requiredManifests: [],
+  });
+  const putMs = Date.now() - t1;
+  if (!r.ok) return benchError(500, "heavy putManifest was refused");
+  return c.json({ refs, linkMs: t1 - t0, putMs });
+});
+

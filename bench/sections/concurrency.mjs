@@ -181,6 +181,16 @@ export default {
       rows.push({ label: `tags/list in B during 6 parallel ${heavyLayers}-layer manifest PUTs in A (${rounds} rounds)`, unit: "ms p99", values: { cloister: q(busy, 0.99) }, note: `p50 ${q(busy, 0.5).toFixed(1)} ms, max ${Math.max(...busy).toFixed(0)} ms, ${busy.length} requests; ${rounds * 6} PUTs took ${putSecs.toFixed(1)} s (${(heavy.length / 1e6).toFixed(1)} MB each)` });
 
       // ---- object-level index write rate ----------------------------------------------------------
+      // Object-level: how long one heavy manifest PUT keeps A's TrustStore busy. Before ADR 0008 every
+      // repository's reads waited behind this transaction; now only repository A's do.
+      {
+        const r = await request(`${base}/_bench/heavyput?refs=${Math.min(heavyLayers, 10_000)}`, { method: "POST", agent: setup, idleMs: 600_000 });
+        expectStatus(r, 200, "/_bench/heavyput");
+        const j = JSON.parse(r.text);
+        metrics["concurrency.heavy_put_txn_ms"] = j.putMs;
+        rows.push({ label: `one putManifest with ${j.refs} references, inside A's TrustStore`, unit: "ms", values: { cloister: j.putMs }, note: "the time A's object is busy per heavy PUT; B's object is not involved" });
+      }
+
       // Several short requests (long ones get "Your worker restarted mid-request" from wrangler dev).
       for (const [label, qs, key] of [
         ["BlobStore commits (one object, 16 concurrent)", "store=blob&n=500&concurrency=16", "blobstore"],

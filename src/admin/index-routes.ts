@@ -20,6 +20,7 @@ export function mountIndexAdminRoutes(app: Hono<any>): void {
     const { digest } = parseDigest(c.req.param("digest"));
     const url = new URL(c.req.url);
     const { n, last } = parsePage(url, MAX_HOLDERS_PAGE);
+    if (n === 0) return c.json({ digest, repositories: [] });
     const page = await blobStoreFor(c.env as Env, digest).holders(digest, n ?? 100, last);
     const headers: Record<string, string> = {};
     if (page.next !== null) headers.Link = nextLink(`/admin/blobs/${digest}/holders`, { n: String(n ?? 100), last: page.next });

@@ -8,11 +8,15 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /**
- * References per manifest: config + layers of an image manifest, or children of an index.
- * Over it: 400 MANIFEST_INVALID. Real images have tens of layers; 10,000 keeps the membership
- * check of one push to ~110 batched statements.
+ * Distinct digests a manifest requires the repository to hold: config + layers (foreign layers
+ * with `urls` excepted), or index children; repeats count once. Over it: 400 MANIFEST_INVALID.
+ * The default; the MAX_MANIFEST_REFERENCES variable sets it up to the ceiling, which keeps the
+ * digest lists of one push (~140 bytes per sha512 digest, sent to TrustStore twice) far under
+ * the 32 MiB RPC cap. Real images have tens of layers; a build-cache/v1 tree of many small files
+ * may need more (one distinct chunk per file).
  */
 export const MAX_MANIFEST_REFERENCES = 10_000;
+export const MAX_MANIFEST_REFERENCES_CEILING = 100_000;
 
 /**
  * UTF-8 bytes of the JSON `annotations` object of a manifest that has a `subject`. The referrers
@@ -22,6 +26,19 @@ export const MAX_MANIFEST_REFERENCES = 10_000;
  * MAX_MANIFEST_BYTES. Large payloads belong in a layer.
  */
 export const MAX_REFERRER_ANNOTATION_BYTES = 64 * KiB;
+
+/**
+ * Shape of a manifest's JSON, checked by a byte scan before JSON.parse: parse time depends on the
+ * number of objects, arrays and object members far more than on bytes (measured in V8: 32 MiB of
+ * `[[[[…` or `[],[],…` or one object with 2M keys parses in 2–8 s; 32 MiB of one string in
+ * ~30 ms). With these caps the parse of the largest manifest stays under half a second, and real
+ * manifests are inside them: a 10,000-child index with platforms and annotations has ~40k
+ * containers and ~150k members; a 32 MiB build-cache/v1 manifest with layer annotations
+ * (~110k descriptors) ~225k containers and ~900k members. Over any: 400 MANIFEST_INVALID.
+ */
+export const MAX_MANIFEST_JSON_DEPTH = 64;
+export const MAX_MANIFEST_JSON_CONTAINERS = 500_000;
+export const MAX_MANIFEST_JSON_MEMBERS = 1_000_000;
 
 /** `annotation=<key>=<value>` filters per referrers request; more: 400 UNSUPPORTED. */
 export const MAX_REFERRER_FILTERS = 16;

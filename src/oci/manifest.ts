@@ -10,7 +10,9 @@
 // issue-translation layer. Each rule lives in exactly one function below.
 import { oci } from "./errors";
 import { parseDigest, truncate, tryParseDigest } from "./grammar";
-import { MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES } from "./limits";
+import {
+  MAX_MANIFEST_JSON_CONTAINERS, MAX_MANIFEST_JSON_DEPTH, MAX_MANIFEST_JSON_MEMBERS, MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES,
+} from "./limits";
 
 export const MediaType = {
   OCI_MANIFEST: "application/vnd.oci.image.manifest.v1+json",
@@ -194,23 +196,53 @@ function checkDescriptor(v: unknown, path: Path): Descriptor {
   return v as unknown as Descriptor;
 }
 
-/**
- * Go encoders write a nil slice as `null`; distribution reads that as empty, and so do we.
- * `max` bounds the count before any descriptor is walked, so refusing a huge array is cheap.
- */
-function checkDescriptorArray(v: unknown, name: string, max: number, what: string): Descriptor[] {
+/** Go encoders write a nil slice as `null`; distribution reads that as empty, and so do we. */
+function checkDescriptorArray(v: unknown, name: string): Descriptor[] {
   if (v === null) return [];
   if (!Array.isArray(v)) invalid(`${name} must be an array of descriptors, got ${show(v)}`, name);
-  if (v.length > max) {
-    invalid(`${name} has ${v.length} entries; ${what} at most ${MAX_MANIFEST_REFERENCES} references per manifest (MAX_MANIFEST_REFERENCES)`, name);
-  }
   for (let i = 0; i < v.length; i++) checkDescriptor(v[i], () => `${name}[${i}]`);
   return v as Descriptor[];
 }
 
 // ---------------------------------------------------------------------------------------------
 
-function decodeJsonObject(body: Uint8Array): Json {
+/**
+ * Bound what JSON.parse will build: nesting depth, objects + arrays, and object members (a ':'
+ * outside strings), counted in one pass over the bytes. Strings are skipped with a native search
+ * for the closing quote. UTF-8 continuation bytes are never ASCII, so byte values are safe to test.
+ * Malformed JSON is left to JSON.parse to describe.
+ */
+function checkJsonShape(body: Uint8Array): void {
+  let depth = 0;
+  let containers = 0;
+  let members = 0;
+  const n = body.length;
+  for (let i = 0; i < n; i++) {
+    const b = body[i];
+    if (b === 0x22) {
+      for (;;) {
+        const close = body.indexOf(0x22, i + 1);
+        if (close < 0) return;
+        let backslashes = 0;
+        while (body[close - 1 - backslashes] === 0x5c) backslashes++;
+        i = close;
+        if ((backslashes & 1) === 0) break; // an even run of backslashes escapes itself, not the quote
+      }
+    } else if (b === 0x7b || b === 0x5b) {
+      if (++depth > MAX_MANIFEST_JSON_DEPTH) invalid(`manifest JSON nests deeper than ${MAX_MANIFEST_JSON_DEPTH} levels (MAX_MANIFEST_JSON_DEPTH)`);
+      if (++containers > MAX_MANIFEST_JSON_CONTAINERS) {
+        invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_CONTAINERS} objects and arrays (MAX_MANIFEST_JSON_CONTAINERS)`);
+      }
+    } else if (b === 0x7d || b === 0x5d) {
+      depth--;
+    } else if (b === 0x3a && ++members > MAX_MANIFEST_JSON_MEMBERS) {
+      invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_MEMBERS} object members (MAX_MANIFEST_JSON_MEMBERS)`);
+    }
+  }
+}
+
+function decodeJsonObject(body: Uint8Array, limits: boolean): Json {
+  if (limits) checkJsonShape(body);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
@@ -262,11 +294,13 @@ function effectiveMediaType(contentType: string, doc: Json): string {
 
 export interface ParseOptions {
   /**
-   * Enforce the push-time limits (MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES).
+   * Enforce the push-time limits (JSON shape, references, MAX_REFERRER_ANNOTATION_BYTES).
    * Off only when re-reading bytes already stored (backfill), which must not lose access to
    * content accepted before a limit existed.
    */
   limits?: boolean;
+  /** Distinct digests the repository must hold (the MAX_MANIFEST_REFERENCES variable); default MAX_MANIFEST_REFERENCES. */
+  maxReferences?: number;
 }
 
 /**
@@ -275,9 +309,8 @@ export interface ParseOptions {
  */
 export function parseManifest(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions = {}): ParsedManifest {
   const limits = opts.limits ?? true;
-  const maxRefs = limits ? MAX_MANIFEST_REFERENCES : Number.MAX_SAFE_INTEGER;
   const ct = normalizeContentType(contentType);
-  const doc = decodeJsonObject(body);
+  const doc = decodeJsonObject(body, limits);
   if (isSchema1(ct, doc)) invalid(SCHEMA1_REFUSAL);
   if (doc.schemaVersion !== 2) invalid(`schemaVersion must be 2, got ${has(doc, "schemaVersion") ? show(doc.schemaVersion) : "nothing"}`, "schemaVersion");
 
@@ -292,14 +325,13 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
     if (!has(doc, "config")) invalid(`config is required in an image manifest (${mediaType})`, "config");
     config = checkDescriptor(doc.config, () => "config");
     if (!has(doc, "layers")) invalid(`layers is required in an image manifest (${mediaType}); use [] for an artifact without layers`, "layers");
-    // The config is a reference too: config + layers together stay within the limit.
-    layers = checkDescriptorArray(doc.layers, "layers", maxRefs - 1, "with the config, an image manifest may have");
+    layers = checkDescriptorArray(doc.layers, "layers");
   } else {
     for (const k of ["config", "layers"]) {
       if (has(doc, k)) invalid(`an index (${mediaType}) must not have "${k}"`, k);
     }
     if (!has(doc, "manifests")) invalid(`manifests is required in an index (${mediaType})`, "manifests");
-    manifests = checkDescriptorArray(doc.manifests, "manifests", maxRefs, "an index may have");
+    manifests = checkDescriptorArray(doc.manifests, "manifests");
   }
 
   const subject = has(doc, "subject") ? checkDescriptor(doc.subject, () => "subject") : undefined;
@@ -314,6 +346,15 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
   const effectiveArtifactType = artifactType ?? config?.mediaType;
   if (effectiveArtifactType !== undefined) parsed.artifactType = effectiveArtifactType;
   if (has(doc, "annotations")) parsed.annotations = doc.annotations as Record<string, string>;
+  if (limits) {
+    // What the membership check costs is one lookup per distinct digest (repeats are free, and
+    // build-cache/v1 repeats chunk digests freely), so distinct digests are what is capped.
+    const max = opts.maxReferences ?? MAX_MANIFEST_REFERENCES;
+    const refs = requiredBlobs(parsed).length + requiredManifests(parsed).length;
+    if (refs > max) {
+      invalid(`manifest references ${refs} distinct blobs and manifests (config, layers, index children); this registry accepts at most ${max} per manifest (MAX_MANIFEST_REFERENCES)`, kind === "index" ? "manifests" : "layers");
+    }
+  }
   if (limits && subject && parsed.annotations) {
     const size = annotationBytes(parsed.annotations);
     if (size > MAX_REFERRER_ANNOTATION_BYTES) {

@@ -1,13 +1,13 @@
-// /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2, indexed in BlobStore,
-// and made readable per repository in TrustStore. Each PUT writes a unique key
-// (manifests/sha256/<hex>/<uuid>): a re-push never writes the object GC may be deleting
-// (docs/adr/0011); BlobStore keeps one object per digest and the redundant copy is deleted.
+// /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2 under a per-PUT
+// unique key (docs/adr/0011), indexed in BlobStore, and made readable per repository in TrustStore
+// (the handoff is storage/handoff.ts commitManifest).
 import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
 import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } from "./grammar";
-import { acceptable, indexedAnnotations, parseManifest, requiredBlobs, requiredManifests } from "./manifest";
-import { blobStoreFor, trustStoreFor } from "../stores";
+import { acceptable, parseManifest } from "./manifest";
+import { trustStoreFor } from "../stores";
+import { commitManifest } from "../storage/handoff";
 import { memberManifest } from "../storage/backfill";
 import { assertClaim, computeAll } from "../digest/verify";
 import { digestPolicy } from "./uploads";
@@ -17,8 +17,6 @@ import { assertManifestDeletable, assertTagMutable } from "../auth";
 import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
-import { gcBusy } from "../storage/handoff";
-import { quotaExceeded } from "../gc/quotas";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -60,8 +58,9 @@ export async function get(c: Ctx, name: string, reference: string, head: boolean
 
 export async function put(c: Ctx, name: string, reference: string): Promise<Response> {
   const ref = parseReference(reference);
-  const body = await readCapped(c, config(c.env).maxManifestBytes);
-  const parsed = parseManifest(body, c.req.header("Content-Type"));
+  const cfg = config(c.env);
+  const body = await readCapped(c, cfg.maxManifestBytes);
+  const parsed = parseManifest(body, c.req.header("Content-Type"), { maxReferences: cfg.maxManifestReferences });
 
   const policy = digestPolicy(c.env, name);
   const computed = computeAll(body, ref.digest, policy);
@@ -71,65 +70,11 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     digest = ref.digest.digest;
   }
 
-  // A refused push stores nothing: check every reference before writing a byte. putManifest checks
-  // again inside its transaction; only a reference deleted between the two checks can leave the
-  // bytes and BlobStore row behind (unreferenced, for GC), never a reference to missing content.
-  const trust = trustStoreFor(c.env, name);
-  const blobs = requiredBlobs(parsed).map((d) => d.digest);
-  const children = requiredManifests(parsed).map((d) => d.digest);
-  if (blobs.length || children.length) {
-    const pre = await trust.missingReferences(name, blobs, children);
-    if (pre.missingBlobs.length || pre.missingManifests.length) throw referencesUnknown(name, pre.missingBlobs, pre.missingManifests);
-  }
-
-  // Bytes → BlobStore (digest + holder) → TrustStore. Only what the index needs crosses to the
-  // stores (never the manifest's bytes).
-  const r2Key = `manifests/sha256/${computed.sha256}/${crypto.randomUUID()}`;
-  await c.env.BUCKET.put(r2Key, body, { httpMetadata: { contentType: parsed.mediaType } });
-  const offered = { digest, size: body.length, r2Key, contentSha256: computed.sha256! };
-  let stored = await blobStoreFor(c.env, digest).commit(offered, name);
-  try {
-    return await storeManifest();
-  } finally {
-    // The offered copy is redundant when BlobStore already had the bytes (kept until here: a GC
-    // fence retry may need it to resurrect the digest).
-    if (!stored.adoptedOffered) await c.env.BUCKET.delete(r2Key).catch(() => {});
-  }
-
-  async function storeManifest(): Promise<Response> {
-  const input = {
-    repo: name,
-    manifest: { digest, size: body.length, r2Key: stored.r2Key, mediaType: parsed.mediaType },
-    tag: ref.tag,
-    subject: parsed.subject ? parsed.subject.digest : null,
-    artifactType: parsed.artifactType ?? null,
-    annotations: indexedAnnotations(parsed),
-    requiredBlobs: blobs,
-    requiredManifests: children,
-    heldSeq: stored.heldSeq,
-  };
-  // Immutable tags (docs/auth.md), atomically: the store refuses to move an existing tag; only
-  // then are the policy rules consulted, and the write is retried when no rule protects the tag.
-  let result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
-  if (!result.ok && result.fenced) {
-    // GC fenced the digest after our commit: commit again (resurrect or re-hold), then retry.
-    stored = await blobStoreFor(c.env, digest).commit(offered, name);
-    input.manifest.r2Key = stored.r2Key;
-    input.heldSeq = stored.heldSeq;
-    result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
-    if (!result.ok && result.fenced) throw gcBusy(digest);
-  }
-  if (!result.ok && result.tagIsAt !== null) {
-    const rule = immutableRuleFor(await rulesFor(c), name, ref.tag!);
-    if (rule) {
-      throw oci("DENIED", `tag "${ref.tag}" in ${name} is immutable (policy rule ${rule.id}): it cannot be moved to another manifest; push a new tag instead`,
-        { repository: name, tag: ref.tag, rule: rule.id, current: result.tagIsAt }, 403);
-    }
-    result = await trust.putManifest({ ...input, ifTagMoves: "allow" });
-    if (!result.ok && result.fenced) throw gcBusy(digest);
-  }
-  if (!result.ok && result.quota) throw quotaExceeded(name, result.quota);
-  if (!result.ok) throw referencesUnknown(name, result.missingBlobs, result.missingManifests);
+  // Immutable tags (docs/auth.md) are decided inside the tag write (commitManifest); the policy is
+  // read only when that write finds the tag pointing elsewhere.
+  const tag = ref.tag;
+  const immutableRule = async () => (tag === null ? null : immutableRuleFor(await rulesFor(c), name, tag)?.id ?? null);
+  await commitManifest(c.env, { repo: name, digest, sha256: computed.sha256!, body, parsed, tag, immutableRule });
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${digest}`,
     "Docker-Content-Digest": digest,
@@ -137,7 +82,6 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
   };
   if (parsed.subject) headers["OCI-Subject"] = parsed.subject.digest;
   return new Response(null, { status: 201, headers });
-  }
 }
 
 export async function remove(c: Ctx, name: string, reference: string): Promise<Response> {
@@ -156,38 +100,44 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
 }
 
-function referencesUnknown(name: string, missingBlobs: string[], missingManifests: string[]) {
-  const missing = [...missingBlobs.map((d) => `blob ${d}`), ...missingManifests.map((d) => `manifest ${d}`)];
-  return oci("MANIFEST_BLOB_UNKNOWN", `manifest references content that is not in repository ${name}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ` and ${missing.length - 10} more` : ""}; push it first`, {
-    missingBlobs: missingBlobs.slice(0, 100), missingManifests: missingManifests.slice(0, 100),
-  });
-}
-
 function manifestUnknown(reference: string) {
   return oci("MANIFEST_UNKNOWN", `manifest ${truncate(reference)} is not known to this repository`, { reference: truncate(reference) });
 }
 
-/** Read a request body into memory, refusing more than `max` bytes with 413. */
+/**
+ * Read a request body into memory, refusing more than `max` bytes with 413. With a declared
+ * Content-Length the bytes go straight into one buffer of that size (no second copy: a 32 MiB
+ * manifest then needs 32 MiB here, not 64, in an isolate of 128 MB).
+ */
 async function readCapped(c: Ctx, max: number): Promise<Uint8Array> {
   const declared = c.req.header("Content-Length");
-  if (declared && /^\d+$/.test(declared) && Number(declared) > max) throw manifestTooLarge(max);
+  const length = declared && /^\d+$/.test(declared) ? Number(declared) : null;
+  if (length !== null && length > max) throw manifestTooLarge(max);
   const bodyCap = config(c.env).maxBodyBytes;
-  if (bodyCap > 0 && declared && Number(declared) > bodyCap) throw tooLarge(bodyCap);
+  if (bodyCap > 0 && length !== null && length > bodyCap) throw tooLarge(bodyCap);
   const stream = c.req.raw.body;
   if (!stream) throw oci("MANIFEST_INVALID", "manifest body is empty");
   const chunks: Uint8Array[] = [];
+  let buffer = length !== null ? new Uint8Array(length) : null;
   let total = 0;
   const reader = stream.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    total += value.length;
-    if (total > max) {
+    if (total + value.length > max) {
       await reader.cancel().catch(() => {});
       throw manifestTooLarge(max);
     }
-    chunks.push(value);
+    if (buffer && total + value.length <= buffer.length) buffer.set(value, total);
+    else {
+      // No length declared, or more bytes than declared: collect chunks instead.
+      if (buffer) chunks.push(buffer.subarray(0, total));
+      buffer = null;
+      chunks.push(value);
+    }
+    total += value.length;
   }
+  if (buffer) return total === buffer.length ? buffer : buffer.slice(0, total);
   const out = new Uint8Array(total);
   let off = 0;
   for (const ch of chunks) {

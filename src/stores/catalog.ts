@@ -52,11 +52,6 @@ export class Catalog extends DurableObject<Env> {
     return { items: rows, next: null };
   }
 
-  async count(): Promise<number> {
-    await this.ready();
-    return this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM repos`).one().n;
-  }
-
   /** Copy the legacy store's repository list once, in batches; the cursor survives a restart. */
   private async ready(): Promise<void> {
     if (this.seeded) return;

@@ -153,11 +153,16 @@ export class TrustStore extends DurableObject<Env> {
   private cataloged = false;
   /** The quota rule for this repository, read from the GC coordinator at most every QUOTA_TTL_MS. */
   private quota: { rule: { pattern: string; limitBytes: number } | null; at: number } | null = null;
+  /**
+   * Whether this object has its schema. A repository's object creates it on its first write (or
+   * import), so reads of repositories that do not exist leave no stored object behind.
+   */
+  private stored = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.init();
+    if (this.sql.exec(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'members'`).toArray().length) this.init();
   }
 
   /** Create or upgrade the schema and load this object's role (tests call it after writing old state). */
@@ -198,6 +203,7 @@ export class TrustStore extends DurableObject<Env> {
     if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().some((r) => r.name === "refs_indexed")) {
       this.sql.exec(`ALTER TABLE members ADD COLUMN refs_indexed INTEGER NOT NULL DEFAULT 0`);
     }
+    this.stored = true;
     this.migrate();
     this.role = this.meta("role") === "legacy" ? "legacy" : "repo";
     this.owner = this.meta("repo");
@@ -236,18 +242,27 @@ export class TrustStore extends DurableObject<Env> {
    * first use it takes over that repository's rows from the legacy object (in bounded batches,
    * with other requests held back), so reads during the migration see the old data.
    */
-  private async ready(repo: string): Promise<void> {
-    if (this.imported && this.owner === repo) return;
+  private async ready(repo: string, write = false): Promise<boolean> {
     if (this.role === "legacy") throw new Error("the pre-schema-3 TrustStore serves only the index migration");
     if (this.owner !== null && this.owner !== repo) throw new Error(`the TrustStore of ${this.owner} was asked about ${repo}`);
+    if (this.imported && (this.stored || !write)) return this.stored;
     await this.ctx.blockConcurrencyWhile(async () => {
-      if (this.imported) return;
-      if (this.owner === null) {
-        this.setMeta("repo", repo);
-        this.owner = repo;
-      }
-      await this.importFromLegacy(repo);
+      this.owner = repo;
+      if (this.stored && this.meta("repo") === null) this.setMeta("repo", repo);
+      if (!this.imported) await this.importFromLegacy(repo);
+      if (write && !this.stored) this.createSchema(repo);
     });
+    return this.stored;
+  }
+
+  /** First write (or import) of a repository's object: schema, owner and import state. */
+  private createSchema(repo: string): void {
+    const imported = this.imported;
+    this.init();
+    this.setMeta("repo", repo);
+    this.owner = repo;
+    if (imported) this.setMeta("import", "done");
+    this.imported = imported;
   }
 
   private async importFromLegacy(repo: string): Promise<void> {
@@ -260,6 +275,7 @@ export class TrustStore extends DurableObject<Env> {
       const batch: ExportBatch | null = await legacy.exportRows(repo, cursor);
       if (!batch) break; // no legacy data for this repository
       any = true;
+      if (!this.stored) this.createSchema(repo);
       // Handoff order: holders before membership.
       const digests = [...new Set(batch.parts.filter((p) => p.table === "members").flatMap((p) => p.rows.map((r) => String(r.digest))))];
       for (const g of groupByBlobShard(this.env, digests)) {
@@ -278,14 +294,15 @@ export class TrustStore extends DurableObject<Env> {
       cursor = next;
     }
     if (any) await legacy.markMigrated(repo);
-    this.setMeta("import", "done");
     this.imported = true;
+    if (!this.stored) return; // nothing here and nothing to take over: stay unstored
+    this.setMeta("import", "done");
     await this.registerInCatalog(repo);
   }
 
   /** Handoff's last step: the catalog row, once, after the repository's first membership. */
   private async registerInCatalog(repo: string): Promise<void> {
-    if (this.cataloged) return;
+    if (this.cataloged || !this.stored) return;
     const row = this.sql.exec<{ created_at: number }>(`SELECT created_at FROM repos WHERE repo = ?`, repo).toArray()[0];
     if (!row) return;
     try {
@@ -311,7 +328,7 @@ export class TrustStore extends DurableObject<Env> {
    * must be walked first (see backfillRoots).
    */
   async blob(repo: string, digest: string): Promise<Member | null | "backfill"> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return null;
     const row = this.sql.exec<{ kind: MemberKind; size: number; r2_key: string; media_type: string | null }>(
       `SELECT kind, size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? ORDER BY kind LIMIT 1`,
       repo, digest).toArray()[0];
@@ -320,20 +337,20 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   async needsBackfill(repo: string): Promise<boolean> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return false;
     return this.flagged(repo);
   }
 
   /** Manifest digests a backfill walks from: every tag's target and every known manifest. */
   async backfillRoots(repo: string): Promise<string[]> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return [];
     return this.sql.exec<{ digest: string }>(
       `SELECT digest FROM tags WHERE repo = ? UNION SELECT digest FROM members WHERE repo = ? AND kind = 'manifest'`, repo, repo)
       .toArray().map((r) => r.digest);
   }
 
   async finishBackfill(repo: string): Promise<void> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return;
     this.sql.exec(`UPDATE repos SET needs_backfill = 0 WHERE repo = ?`, repo);
   }
 
@@ -343,7 +360,7 @@ export class TrustStore extends DurableObject<Env> {
    * caller commits again (resurrecting or re-holding) and retries, or makes the client re-upload.
    */
   async link(repo: string, member: Member, heldSeq = 0): Promise<LinkResult> {
-    await this.ready(repo);
+    await this.ready(repo, true);
     const rule = await this.quotaRule(repo);
     const r = this.ctx.storage.transactionSync((): LinkResult => {
       if (this.fenced(member.digest, heldSeq)) return { ok: false, fenced: true };
@@ -380,7 +397,7 @@ export class TrustStore extends DurableObject<Env> {
    * whether the digest is still a member in another kind (the BlobStore holder must then stay).
    */
   async unlinkBlob(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return { removed: false, held: false };
     const removed = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
     return { removed, held: this.holds(repo, digest) };
   }
@@ -392,7 +409,7 @@ export class TrustStore extends DurableObject<Env> {
    * any byte (a refused push stores nothing); putManifest asks again inside its transaction.
    */
   async missingReferences(repo: string, requiredBlobs: string[], requiredManifests: string[]): Promise<{ missingBlobs: string[]; missingManifests: string[] }> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return { missingBlobs: [...new Set(requiredBlobs)], missingManifests: [...new Set(requiredManifests)] };
     return { missingBlobs: this.missing(repo, requiredBlobs, "blob"), missingManifests: this.missing(repo, requiredManifests, "manifest") };
   }
 
@@ -401,7 +418,11 @@ export class TrustStore extends DurableObject<Env> {
    * input (MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES): no manifest bytes come here.
    */
   async putManifest(input: PutManifestInput): Promise<PutManifestResult> {
-    await this.ready(input.repo);
+    // A refused first push leaves no stored object behind either.
+    if (!(await this.ready(input.repo)) && (input.requiredBlobs.length || input.requiredManifests.length)) {
+      return { ok: false, missingBlobs: [...new Set(input.requiredBlobs)], missingManifests: [...new Set(input.requiredManifests)], tagIsAt: null };
+    }
+    await this.ready(input.repo, true);
     const rule = await this.quotaRule(input.repo);
     const result = this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
@@ -439,7 +460,7 @@ export class TrustStore extends DurableObject<Env> {
 
   /** Resolve a tag or digest to a manifest of this repository. */
   async manifest(repo: string, reference: string, isDigest: boolean): Promise<ManifestRecord | null | "backfill"> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return null;
     const digest = isDigest ? reference : this.tagTarget(repo, reference);
     const row = digest === null ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
       `SELECT size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
@@ -448,7 +469,7 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   async tagDigest(repo: string, tag: string): Promise<string | null> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return null;
     return this.tagTarget(repo, tag);
   }
 
@@ -457,7 +478,7 @@ export class TrustStore extends DurableObject<Env> {
    * `held`: the digest is still a member as a blob (the BlobStore holder must stay).
    */
   async deleteManifest(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return { removed: false, held: false };
     return this.ctx.storage.transactionSync(() => {
       const gone = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).rowsWritten > 0;
       if (!gone) return { removed: false, held: this.holds(repo, digest) };
@@ -470,18 +491,18 @@ export class TrustStore extends DurableObject<Env> {
 
   /** Tags of `repo` pointing at manifest `digest`. */
   async tagsOf(repo: string, digest: string): Promise<string[]> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return [];
     return this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, digest).toArray().map((r) => r.tag);
   }
 
   async deleteTag(repo: string, tag: string): Promise<boolean> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return false;
     return this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag).rowsWritten > 0;
   }
 
   /** Tags of a repository, lexically sorted; null when the repository does not exist. */
   async tags(repo: string, n: number | null, last: string | null): Promise<Page<string> | null> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return null;
     if (!this.repoExists(repo)) return null;
     // The spec's "lexical order" is case-insensitive alphanumeric; ties broken by bytes.
     const limit = n === null ? -1 : n + 1;
@@ -502,8 +523,7 @@ export class TrustStore extends DurableObject<Env> {
    * (a row is under SQLite's 2 MB), so paging always makes progress.
    */
   async referrers(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null, maxBytes = REFERRERS_PAGE_BYTES): Promise<Page<ReferrerRecord>> {
-    await this.ready(repo);
-    if (n <= 0) return { items: [], next: null };
+    if (!(await this.ready(repo)) || n <= 0) return { items: [], next: null };
     const budget = Math.min(maxBytes, REFERRERS_PAGE_BYTES) - PAGE_ENVELOPE_BYTES;
     let q = `SELECT digest, media_type, size, artifact_type, annotations, length(CAST(annotations AS BLOB)) AS annotation_bytes
       FROM referrers WHERE repo = ? AND subject = ? AND digest > ?`;
@@ -548,7 +568,7 @@ export class TrustStore extends DurableObject<Env> {
    * run). Nothing is dropped while a manifest's references are unindexed or a backfill is due.
    */
   async gcDrop(repo: string, cutoff: number, limit: number, dryRun: boolean): Promise<GcDropResult> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return { dropped: [], more: false, unindexed: [], needsBackfill: false, empty: false };
     const n = Math.max(1, Math.min(limit, 500));
     const unindexed = this.sql.exec<{ digest: string; r2_key: string; media_type: string }>(
       `SELECT digest, r2_key, media_type FROM members WHERE repo = ? AND kind = 'manifest' AND refs_indexed = 0 LIMIT 20`, repo)
@@ -585,7 +605,7 @@ export class TrustStore extends DurableObject<Env> {
 
   /** Index a stored manifest's references (≤ GC_REFS_BATCH per call; `done` on the last). */
   async gcRecordRefs(repo: string, manifest: string, refs: string[], done: boolean): Promise<void> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return;
     if (refs.length > GC_REFS_BATCH) throw new RangeError(`gcRecordRefs takes at most ${GC_REFS_BATCH} refs`);
     this.ctx.storage.transactionSync(() => {
       for (const d of new Set(refs)) this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, repo, manifest, d);
@@ -599,7 +619,8 @@ export class TrustStore extends DurableObject<Env> {
    * link whose BlobStore step happened at or before `seq` is refused from now on.
    */
   async gcFence(repo: string, digests: string[], seq: number): Promise<string[]> {
-    await this.ready(repo);
+    // Created if need be: a push that recorded its holder but has not linked yet must meet the fence.
+    await this.ready(repo, true);
     if (digests.length > 500) throw new RangeError("gcFence takes at most 500 digests");
     return this.ctx.storage.transactionSync(() => {
       const held: string[] = [];
@@ -619,7 +640,7 @@ export class TrustStore extends DurableObject<Env> {
    * manifest here any more go. A dry run returns the plan and writes nothing.
    */
   async gcRetention(repo: string, spec: RetentionSpec, dryRun: boolean, limit = 500): Promise<RetentionResult> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return { tags: [], manifests: [], more: false };
     const n = Math.max(1, Math.min(limit, 500));
     return this.ctx.storage.transactionSync((): RetentionResult => {
       const keepGlobs = [...spec.keepTags, ...spec.immutableTags].map(globRe);
@@ -671,7 +692,7 @@ export class TrustStore extends DurableObject<Env> {
 
   /** Usage of this repository: logical bytes (sum of member sizes), counts, last push. */
   async usage(repo: string): Promise<{ repository: string; logicalBytes: number; blobs: number; manifests: number; tags: number; lastPush: number | null } | null> {
-    await this.ready(repo);
+    if (!(await this.ready(repo))) return null;
     if (!this.repoExists(repo)) return null;
     const m = this.sql.exec<{ b: number; blobs: number; manifests: number; last: number | null }>(
       `SELECT coalesce(sum(size), 0) AS b, count(*) FILTER (WHERE kind = 'blob') AS blobs, count(*) FILTER (WHERE kind = 'manifest') AS manifests, max(created_at) AS last
@@ -850,6 +871,7 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   private meta(key: string): string | null {
+    if (!this.stored) return null;
     return this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = ?`, key).toArray()[0]?.value ?? null;
   }
 

@@ -27,6 +27,7 @@ async function makeLegacy(repo: string) {
  */
 async function listInLegacy(repo: string) {
   await runInDurableObject(legacyTrustStore(env as unknown as Env) as unknown as DurableObjectStub<TrustStore>, async (instance, state) => {
+    (instance as unknown as { init(): void }).init(); // the schema (a fresh object has none until written)
     state.storage.sql.exec(`INSERT OR REPLACE INTO repos (repo, created_at, needs_backfill, migrated_at) VALUES (?, ?, 1, ?)`, repo, Date.now(), Date.now());
     state.storage.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('role', 'legacy')`);
     (instance as unknown as { init(): void }).init();

@@ -72,6 +72,8 @@ describe("per-repository layout", () => {
     const r = await req(`/admin/blobs/${d}/holders`);
     expect(r.status).toBe(200);
     expect(await r.json()).toEqual({ digest: d, repositories: [`${p}/x`] });
+    expect(await (await req(`/admin/blobs/${d}/holders?n=0`)).json()).toEqual({ digest: d, repositories: [] });
+    await expectError(req(`/admin/blobs/${d}/holders?n=x`), 400, "UNSUPPORTED"); // the spec code for a bad n
     await expectError(req(`/admin/blobs/sha256:nothex/holders`), 400, "DIGEST_INVALID");
   });
 
@@ -92,5 +94,27 @@ describe("per-repository layout", () => {
     expect((await putManifest(repo, "v1", winner.manifest)).status).toBe(201);
     expect((await putManifest(repo, "latest", one.manifest)).status).toBe(201);
     expect((await putManifest(repo, "latest", two.manifest)).status).toBe(201);
+  });
+});
+
+describe("reads of repositories that do not exist", () => {
+  it("leave no stored object behind (every read route, and a refused first manifest push)", async () => {
+    const repo = `${uid()}/never`;
+    const d = `sha256:${"ab".repeat(32)}`;
+    await expectError(req(`/v2/${repo}/blobs/${d}`), 404, "BLOB_UNKNOWN");
+    await expectError(req(`/v2/${repo}/manifests/latest`), 404, "MANIFEST_UNKNOWN");
+    await expectError(req(`/v2/${repo}/tags/list`), 404, "NAME_UNKNOWN");
+    expect((await req(`/v2/${repo}/referrers/${d}`)).status).toBe(200);
+    await expectError(req(`/v2/${repo}/blobs/${d}`, { method: "DELETE" }), 404, "BLOB_UNKNOWN");
+    await expectError(req(`/v2/${repo}/manifests/${d}`, { method: "DELETE" }), 404, "MANIFEST_UNKNOWN");
+    const img = await makeImage(`${uid()}/elsewhere`, { seed: 11 });
+    await expectError(putManifest(repo, "v1", img.manifest), 400, "MANIFEST_BLOB_UNKNOWN");
+    const stub = trustStoreFor(E, repo) as unknown as DurableObjectStub<TrustStore>;
+    const tables = await runInDurableObject(stub, (_i, s) => s.storage.sql.exec(`SELECT count(*) AS n FROM sqlite_master`).one().n);
+    expect(tables).toBe(0);
+    // the first write creates it, and the repository works from there
+    const blob = await pushBlob(repo, bytes(32, 12));
+    expect((await req(`/v2/${repo}/blobs/${blob}`)).status).toBe(200);
+    expect(((await (await req(`/v2/${repo}/tags/list`)).json()) as { tags: string[] }).tags).toEqual([]);
   });
 });

@@ -478,7 +478,7 @@ describe("performance-sized manifest", () => {
     const m = parseManifest(body, MediaType.OCI_MANIFEST, { limits: false });
     expect(m.layers).toHaveLength(100_000);
     expect(requiredBlobs(m)).toHaveLength(100_001);
-    expect(() => parseManifest(body, MediaType.OCI_MANIFEST)).toThrow(/at most 10000 references/);
+    expect(() => parseManifest(body, MediaType.OCI_MANIFEST)).toThrow(/at most 10000 per manifest/);
   });
   it("reports the exact index of a bad layer deep in a large manifest", () => {
     const layers = [];
@@ -489,14 +489,24 @@ describe("performance-sized manifest", () => {
 });
 
 describe("push limits", () => {
-  it("config + layers and index children are capped at 10000 references, checked before any descriptor is walked", () => {
+  it("caps distinct referenced digests (config + layers, or index children) at 10000; repeats count once", () => {
     const layers = Array.from({ length: 9_999 }, (_, i) => desc(i + 100));
     expect(parseManifest(bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers }), null).layers).toHaveLength(9_999);
-    // one too many, and the over-limit array is all garbage: the count is refused first
-    const err = invalid({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: Array(10_000).fill("not a descriptor") }, null, "at most 10000 references");
+    const err = invalid({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [...layers, desc(99)] }, null, "references 10001 distinct blobs and manifests");
+    expect(err.message).toContain("at most 10000 per manifest (MAX_MANIFEST_REFERENCES)");
     expect(err.detail).toEqual({ field: "layers" });
-    invalid({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: Array(10_001).fill(0) }, null, "an index may have at most 10000");
-    expect(parseManifest(bytes({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: Array.from({ length: 10_000 }, (_, i) => desc(i + 100)) }), null).manifests).toHaveLength(10_000);
+    // build-cache/v1: one descriptor per file, chunk digests repeat freely
+    const repeated = Array.from({ length: 30_000 }, (_, i) => desc(100 + (i % 50)));
+    expect(parseManifest(bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: repeated }), null).layers).toHaveLength(30_000);
+    // foreign layers (with urls) are not fetched from this registry and do not count
+    const foreign = Array.from({ length: 10_000 }, (_, i) => desc(i + 100, MediaType.DOCKER_FOREIGN_LAYER, { urls: ["https://example.com/l"] }));
+    expect(parseManifest(bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: foreign }), null).layers).toHaveLength(10_000);
+    invalid({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: Array.from({ length: 10_001 }, (_, i) => desc(i + 100, MediaType.OCI_MANIFEST)) }, null, "at most 10000 per manifest");
+    expect(parseManifest(bytes({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: Array.from({ length: 10_000 }, (_, i) => desc(i + 100, MediaType.OCI_MANIFEST)) }), null).manifests).toHaveLength(10_000);
+    // the route passes the MAX_MANIFEST_REFERENCES variable
+    const small = bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [desc(2), desc(3)] });
+    expect(() => parseManifest(small, null, { maxReferences: 2 })).toThrow(/references 3 distinct .* at most 2 per manifest/);
+    expect(parseManifest(small, null, { maxReferences: 3 }).layers).toHaveLength(2);
   });
 
   it("caps the annotations of a manifest with a subject at 65536 bytes of JSON; without a subject they are not indexed", () => {
@@ -513,5 +523,41 @@ describe("push limits", () => {
     // limits off (stored content): parsed, but the index still gets nothing oversized
     const legacy = parseManifest(bytes({ ...base, subject, annotations: over }), null, { limits: false });
     expect(indexedAnnotations(legacy)).toBeNull();
+  });
+});
+
+describe("JSON shape limits (checked before JSON.parse)", () => {
+  const base = { schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [] };
+  const withExtra = (extraJson: string) => enc.encode(JSON.stringify(base).slice(0, -1) + `,"x":${extraJson}}`);
+
+  it("nesting: 64 levels parse, 65 are refused", () => {
+    // the manifest object itself is level 1
+    expect(parseManifest(withExtra("[".repeat(63) + "]".repeat(63)), null).kind).toBe("image");
+    invalid(withExtra("[".repeat(64) + "]".repeat(64)), null, "deeper than 64 levels");
+  });
+
+  it("objects and arrays: at most 500000", () => {
+    const n = 500_000 - 3; // + the manifest, config and layers
+    expect(parseManifest(withExtra("[" + "[],".repeat(n - 2) + "[]]"), null).kind).toBe("image");
+    invalid(withExtra("[" + "{},".repeat(n - 1) + "{}]"), null, "more than 500000 objects and arrays");
+  });
+
+  it("object members: at most 1000000", () => {
+    const inBase = 2 + 3 + 1 + 1; // schemaVersion, config's 3, layers, and "x"
+    const keys = (k: number) => "{" + Array.from({ length: k }, (_, i) => `"k${i}":0`).join(",") + "}";
+    expect(parseManifest(withExtra(keys(1_000_000 - inBase)), null).kind).toBe("image");
+    invalid(withExtra(keys(1_000_000 - inBase + 1)), null, "more than 1000000 object members");
+  });
+
+  it("brackets, braces, colons and escaped quotes inside strings are not structure", () => {
+    const tricky = { "a\\": "[[[{{{:::\"]]]", b: "\\", c: "[".repeat(1000) + ":".repeat(1000) };
+    const m = parseManifest(enc.encode(JSON.stringify({ ...base, annotations: tricky })), null);
+    expect(m.annotations).toEqual(tricky);
+    const deepInString = JSON.stringify({ ...base, annotations: { s: "\\\"" + "[".repeat(100) } });
+    expect(parseManifest(enc.encode(deepInString), null).annotations?.s).toBe("\\\"" + "[".repeat(100));
+  });
+
+  it("stored content read back without limits (backfill) is not shape-checked", () => {
+    expect(parseManifest(withExtra("[".repeat(100) + "]".repeat(100)), null, { limits: false }).kind).toBe("image");
   });
 });
