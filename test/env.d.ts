@@ -1,7 +1,11 @@
 // Types for the workerd test pool: the Worker's bindings and its default export.
-declare namespace Cloudflare {
-  interface Env extends import("../src/env").Env {}
-  interface GlobalProps {
-    mainModule: typeof import("../src/index");
+import type { Env as WorkerEnv } from "../src/env";
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends WorkerEnv {}
+    interface GlobalProps {
+      mainModule: typeof import("../src/index");
+    }
   }
 }

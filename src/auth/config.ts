@@ -132,9 +132,13 @@ export function authConfig(env: Vars, requestUrl: string): AuthConfig {
 }
 
 let openWarned = false;
-/** Logs once per isolate that the registry is serving without authentication. */
-export function warnOpenOnce(): void {
-  if (openWarned) return;
+/**
+ * Logs once per isolate that the registry is serving without authentication. OPEN_MODE_WARNING=off
+ * (set in .dev.vars) silences it where something else already warns once per process: `npm start`
+ * prints it itself, and the test pools would otherwise print it once per test file.
+ */
+export function warnOpenOnce(env: Vars = {}): void {
+  if (openWarned || String(env.OPEN_MODE_WARNING ?? "").trim().toLowerCase() === "off") return;
   openWarned = true;
   console.warn(
     "\n" +

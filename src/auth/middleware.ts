@@ -76,7 +76,7 @@ export function authMiddleware(): MiddlewareHandler<any> {
   return async (c, next) => {
     const cfg = configOf(c);
     if (cfg.mode === "open") {
-      warnOpenOnce();
+      warnOpenOnce(c.env);
       setAuth(c, { principal: OPEN, via: "open" });
       return next();
     }

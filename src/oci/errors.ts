@@ -16,7 +16,7 @@ export const ErrorCodes = {
   DENIED: 403,
   UNSUPPORTED: 415,
   TOOMANYREQUESTS: 429,
-  PAGINATION_NUMBER_INVALID: 400,
+  PAGINATION_INVALID: 400,
   RANGE_INVALID: 416,
   TOO_LARGE: 413,
   METHOD_UNKNOWN: 405,
@@ -28,7 +28,7 @@ export type ErrorCode = keyof typeof ErrorCodes;
 /** Wire code: a few internal codes map onto the spec's names. */
 const wireCode: Partial<Record<ErrorCode, string>> = {
   RANGE_INVALID: "BLOB_UPLOAD_INVALID",
-  PAGINATION_NUMBER_INVALID: "UNSUPPORTED",
+  PAGINATION_INVALID: "UNSUPPORTED",
   TOO_LARGE: "SIZE_INVALID",
   METHOD_UNKNOWN: "UNSUPPORTED",
   INTERNAL: "UNKNOWN",

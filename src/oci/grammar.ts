@@ -1,5 +1,4 @@
 // Repository name, tag and digest grammar from the OCI Distribution Spec v1.1.
-import { z } from "zod";
 import { oci } from "./errors";
 
 /** <name>: path components of [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* joined by "/". */
@@ -24,13 +23,6 @@ export interface ParsedDigest {
   /** canonical "algorithm:hex" */
   digest: string;
 }
-
-export const repositoryName = z
-  .string()
-  .max(MAX_NAME_LENGTH)
-  .regex(NAME_RE);
-
-export const tagName = z.string().regex(TAG_RE);
 
 export function isValidName(name: string): boolean {
   return name.length <= MAX_NAME_LENGTH && NAME_RE.test(name);

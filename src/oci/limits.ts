@@ -19,6 +19,14 @@ export const MAX_MANIFEST_REFERENCES = 10_000;
 export const MAX_MANIFEST_REFERENCES_CEILING = 100_000;
 
 /**
+ * build-cache/v1 manifests (artifactType below) list one layer per distinct chunk, and the spec
+ * (cloister-spec/build-cache/v1 §7) sizes them for caches of ~100,000 small files, so they may
+ * reference up to the ceiling whatever MAX_MANIFEST_REFERENCES says. Their cost stays on their own
+ * repository's TrustStore object.
+ */
+export const BUILD_CACHE_ARTIFACT_TYPE = "application/vnd.cloister.build-cache.v1";
+
+/**
  * UTF-8 bytes of the JSON `annotations` object of a manifest that has a `subject`. The referrers
  * index stores them and serves them in every referrers page, so they are refused (400
  * MANIFEST_INVALID), not truncated: the spec requires a referrer's descriptor to carry its

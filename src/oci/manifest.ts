@@ -12,6 +12,7 @@ import { oci } from "./errors";
 import { parseDigest, truncate, tryParseDigest } from "./grammar";
 import {
   MAX_MANIFEST_JSON_CONTAINERS, MAX_MANIFEST_JSON_DEPTH, MAX_MANIFEST_JSON_MEMBERS, MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES,
+  BUILD_CACHE_ARTIFACT_TYPE, MAX_MANIFEST_REFERENCES_CEILING,
 } from "./limits";
 
 export const MediaType = {
@@ -349,10 +350,13 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
   if (limits) {
     // What the membership check costs is one lookup per distinct digest (repeats are free, and
     // build-cache/v1 repeats chunk digests freely), so distinct digests are what is capped.
-    const max = opts.maxReferences ?? MAX_MANIFEST_REFERENCES;
+    const buildCache = artifactType === BUILD_CACHE_ARTIFACT_TYPE;
+    const configured = opts.maxReferences ?? MAX_MANIFEST_REFERENCES;
+    const max = buildCache ? Math.max(configured, MAX_MANIFEST_REFERENCES_CEILING) : configured;
     const refs = requiredBlobs(parsed).length + requiredManifests(parsed).length;
     if (refs > max) {
-      invalid(`manifest references ${refs} distinct blobs and manifests (config, layers, index children); this registry accepts at most ${max} per manifest (MAX_MANIFEST_REFERENCES)`, kind === "index" ? "manifests" : "layers");
+      const which = buildCache ? "for build-cache/v1 manifests" : "per manifest (MAX_MANIFEST_REFERENCES)";
+      invalid(`manifest references ${refs} distinct blobs and manifests (config, layers, index children); this registry accepts at most ${max} ${which}`, kind === "index" ? "manifests" : "layers");
     }
   }
   if (limits && subject && parsed.annotations) {

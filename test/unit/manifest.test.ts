@@ -509,6 +509,22 @@ describe("push limits", () => {
     expect(parseManifest(small, null, { maxReferences: 3 }).layers).toHaveLength(2);
   });
 
+  it("lets build-cache/v1 manifests reference up to 100000 distinct chunks whatever MAX_MANIFEST_REFERENCES says", () => {
+    const bc = (n: number) => bytes({
+      schemaVersion: 2, mediaType: MediaType.OCI_MANIFEST, artifactType: "application/vnd.cloister.build-cache.v1",
+      config: desc(1, "application/vnd.cloister.build-cache.v1.config+json"),
+      layers: Array.from({ length: n }, (_, i) => desc(i + 100, "application/vnd.cloister.build-cache.v1.chunk")),
+    });
+    // 20,000 distinct chunks: over the image default, inside the build-cache allowance
+    expect(requiredBlobs(parseManifest(bc(19_999), MediaType.OCI_MANIFEST))).toHaveLength(20_000);
+    expect(requiredBlobs(parseManifest(bc(19_999), MediaType.OCI_MANIFEST, { maxReferences: 5 }))).toHaveLength(20_000);
+    // the same shape without the build-cache artifactType is an image, capped at the default
+    const plain = bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: Array.from({ length: 19_999 }, (_, i) => desc(i + 100)) });
+    expect(() => parseManifest(plain, null)).toThrow(/at most 10000 per manifest/);
+    // the ceiling still holds for build-cache manifests
+    expect(() => parseManifest(bc(100_000), MediaType.OCI_MANIFEST)).toThrow(/references 100001 distinct .* at most 100000 for build-cache\/v1 manifests/);
+  });
+
   it("caps the annotations of a manifest with a subject at 65536 bytes of JSON; without a subject they are not indexed", () => {
     const subject = desc(2, MediaType.OCI_MANIFEST);
     const fits = { k: "a".repeat(65536 - 8) }; // {"k":"…"}: 8 bytes of JSON around the value, 65536 in all
