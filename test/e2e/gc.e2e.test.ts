@@ -63,7 +63,7 @@ async function gcRun(body: Record<string, boolean>) {
     if (run) return run as { state: string; stats: Record<string, number> & { missing: { digest: string; r2Key: string }[]; errors: string[] }; durationMs: number };
     await new Promise((ok) => setTimeout(ok, 200));
   }
-  throw new Error("GC did not finish in 120 s");
+  throw new Error(`GC did not finish in 120 s; registry log tail:\n${reg.logs().slice(-3000)}`);
 }
 
 beforeAll(async () => {
