@@ -64,10 +64,10 @@ export type StartResult = { ok: true; run: RunRecord } | { ok: false; reason: "r
 /** Runs kept in the history. */
 const HISTORY = 50;
 /**
- * Wall time one alarm spends on steps before it re-arms; 0 = one step per alarm. Local workerd
- * held concurrent requests for a whole multi-step alarm (1 s slices: 4 KiB push p50 ≈ 1 s while GC
- * ran); one step per alarm: p50 36 ms, p99 103 ms, at 4,270 rows/s (bench gc, 30,000 blobs). 200 ms
- * slices keep that bound small with fewer re-arms.
+ * Wall time one alarm spends on steps before it re-arms (0 = one step per alarm). Local workerd
+ * held concurrent requests for a whole multi-step alarm: 1 s slices made 4 KiB pushes wait ~1 s
+ * while GC ran. bench gc, 100,000 blobs: 200 ms → 2,923 rows/s, push p99 337 ms; one step per
+ * alarm → 1,780 rows/s, push p99 528 ms (docs/adr/0011).
  */
 const SLICE_MS = 200;
 /** A step that fails this many times in a row fails the run (and releases the lease). */
