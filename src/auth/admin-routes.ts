@@ -22,6 +22,8 @@ import {
 import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFromId, rulesFor, setAuth, signingKeysFor, storeOf, subjectOf, throttled } from "./session";
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
 import { isValidName } from "../oci/grammar";
+import { mountIndexAdminRoutes } from "../admin/index-routes";
+import { mountGcAdminRoutes } from "../admin/gc-routes";
 
 type Ctx = Context<any>;
 
@@ -345,3 +347,7 @@ adminRoutes.delete("/keys/:kid", async (c) => {
   if (r === "last") throw conflict("the last signing key cannot be deleted; rotate first");
   return c.body(null, 204);
 });
+
+// index migration and blob holders (owned by the index, docs/adr/0008)
+mountIndexAdminRoutes(adminRoutes);
+mountGcAdminRoutes(adminRoutes);

@@ -5,9 +5,8 @@ import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
 import { isValidName, parseDigest, type ParsedDigest } from "./grammar";
-import { trustStoreFor } from "../stores";
 import { tooLarge } from "../storage/ingest";
-import { memberBlob } from "../storage/backfill";
+import { mountBlob } from "../storage/holders";
 import {
   appendToUpload, cancelUpload, closeUpload, openUpload, progressHeaders, unknownUpload, uploadOffset, uploadWhole,
   type UploadBody, type UploadRef,
@@ -20,8 +19,6 @@ export { digestPolicy } from "../storage/uploads";
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const MIN_CHUNK = 5 * 1024 * 1024;
-/** Repositories tried for a mount without `from`. */
-const AUTO_MOUNT_CANDIDATES = 50;
 
 /** POST /v2/<name>/blobs/uploads/ — start a session, upload monolithically (?digest=), or mount. */
 export async function start(c: Ctx, name: string): Promise<Response> {
@@ -64,16 +61,9 @@ export async function start(c: Ctx, name: string): Promise<Response> {
  * "not there".
  */
 async function tryMount(c: Ctx, name: string, d: ParsedDigest, from: string | null): Promise<Response | null> {
-  const sources = from !== null ? [from] : await trustStoreFor(c.env).reposWithBlob(d.digest, AUTO_MOUNT_CANDIDATES);
-  for (const source of sources) {
-    if (source === name || !isValidName(source)) continue;
-    if (!(await mayPull(c, source))) continue; // not readable by this principal: nothing leaks
-    const src = await memberBlob(c.env, source, d.digest);
-    if (!src || src.kind !== "blob") continue;
-    await trustStoreFor(c.env, name).link(name, { digest: d.digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });
-    return created(name, d.digest);
-  }
-  return null;
+  if (from !== null && !isValidName(from)) return null;
+  const mounted = await mountBlob(c.env, name, d.digest, from !== null ? [from] : null, (repo) => mayPull(c, repo));
+  return mounted ? created(name, d.digest) : null;
 }
 
 

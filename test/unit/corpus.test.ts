@@ -254,7 +254,8 @@ describe("bad-input corpus", () => {
     const leaks: Result[] = [];
     for (const key of after) {
       if (before.has(key)) continue;
-      const hex = /^manifests\/sha256\/([0-9a-f]{64})$/.exec(key)?.[1];
+      // Manifests live at manifests/sha256/<hex>/<uuid> since ADR 0011 (one key per PUT).
+      const hex = /^manifests\/sha256\/([0-9a-f]{64})(?:\/[0-9a-f-]{36})?$/.exec(key)?.[1];
       if (hex && accepted.has(hex)) continue;
       const session = /^data\/([0-9a-f-]{36})\//.exec(key)?.[1];
       if (session && sessionsWritten.has(session)) continue;
