@@ -30,21 +30,6 @@ const KNOWN_FAILING: Record<string, string> = {
   "referrers/GET/annotation-filters-1000": "500: too many SQL variables (issue 9 defect 1)",
   // Same route: an annotation filter value over 2 MB reaches SQLite → SQLITE_TOOBIG → 500.
   "referrers/GET/annotation-value-3MiB": "500: SQLITE_TOOBIG from an unbounded filter value",
-  // uploads.ts (upload-leases): without Content-Length, a Content-Range whose length differs from
-  // the bytes sent is not checked, and the bytes are appended (202). With Content-Length it is 400.
-  "content-range/upload/PATCH-chunked/0-5": "202: Content-Range length not checked without Content-Length",
-  "content-range/upload/PATCH-chunked/0-0": "202: Content-Range length not checked without Content-Length",
-  "content-range/upload/PATCH-chunked/0-99999999999999999999": "202: Content-Range length not checked without Content-Length",
-  "content-range/upload/PATCH-chunked/0-999999999999999999…(402)": "202: Content-Range length not checked without Content-Length",
-  "content-range/upload/PATCH-chunked/0-111111111111111111…(70002)": "202: Content-Range length not checked without Content-Length",
-  "big/upload/PATCH-chunked/content-range-1MiB": "202: Content-Range length not checked without Content-Length",
-  // uploads.ts (upload-leases): the closing PUT does not compare Content-Range with Content-Length
-  // (PATCH does); it ingests the bytes, fails the digest check and ends the session.
-  "content-range/upload/PUT-spare/0-5": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
-  "content-range/upload/PUT-spare/0-0": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
-  "content-range/upload/PUT-spare/0-99999999999999999999": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
-  "content-range/upload/PUT-spare/0-999999999999999999…(402)": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
-  "content-range/upload/PUT-spare/0-111111111111111111…(70002)": "DIGEST_INVALID and session ended: Content-Range vs Content-Length not checked on PUT",
   // Defect 4 (manifests.ts, storage-hardening): a manifest PUT refused for missing references
   // (MANIFEST_BLOB_UNKNOWN) has already written its bytes to R2 and BlobStore.
   "manifest/PUT/missing-config-blob": "refused, but its bytes were stored in R2 (issue 9 defect 4)",
