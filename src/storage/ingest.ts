@@ -69,11 +69,15 @@ export async function ingest(inp: IngestInput): Promise<IngestResult> {
 
 function write(inp: IngestInput): Promise<Written> {
   const { layout, contentLength } = inp;
+  if (!inp.body && contentLength) throw truncated(0, contentLength, inp.lengthHeader); // e.g. a Content-Range and no body
   if (contentLength === 0 || !inp.body) {
     if (!inp.final) return Promise.resolve({ layout, offset: inp.offset, newParts: [], obsolete: [] });
     return finalizeLayout(inp, layout);
   }
-  if (layout.kind === "empty" && contentLength !== null && contentLength <= SINGLE_PUT_MAX) {
+  // Only a Content-Length is a length workerd enforces. A chunked body's Content-Range is a claim
+  // that may be wrong: it goes through the part buffers, so a lie is refused without aborting an
+  // R2 put mid-stream (workerd then reports an uncaught "Network connection lost").
+  if (layout.kind === "empty" && contentLength !== null && inp.lengthHeader !== "Content-Range" && contentLength <= SINGLE_PUT_MAX) {
     return singlePut(inp, contentLength);
   }
   return partsWrite(inp);
@@ -99,6 +103,7 @@ async function singlePut(inp: IngestInput, length: number): Promise<Written> {
     await put;
   } catch (err) {
     await writer.abort(err).catch(() => {});
+    await put.catch(() => {}); // settled before the caller deletes the key
     throw err;
   }
   return { layout: { kind: "single", key, size: length }, offset: inp.offset + length, newParts: [], obsolete: [] };

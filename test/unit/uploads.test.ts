@@ -662,6 +662,13 @@ describe("Content-Range without Content-Length (a chunked PATCH): the range's le
     await expectBytes(await pull("crange/multi", digest), data);
   });
 
+  it("a Content-Range with no body at all is refused with 400; nothing is appended", async () => {
+    const loc = await startUpload("crange/nobody");
+    const msg = await expectError(req(loc, { method: "PATCH", headers: { "Content-Range": "0-99" } }), 400, "BLOB_UPLOAD_INVALID");
+    expect(msg).toMatch(/0 of 100 bytes declared by Content-Range/);
+    await untouched(loc);
+  });
+
   it("a matching chunked PATCH is taken as before", async () => {
     const data = bytes(1000, 113);
     const loc = await startUpload("crange/ok");
