@@ -3,6 +3,7 @@ import type { BlobStore } from "./stores/blob-store";
 import type { UploadSession } from "./stores/upload-session";
 import type { TrustStore } from "./stores/trust-store";
 import type { AccountStore } from "./stores/account-store";
+import { MAX_MANIFEST_REFERENCES, MAX_MANIFEST_REFERENCES_CEILING } from "./oci/limits";
 
 export interface Env {
   BUCKET: R2Bucket;
@@ -13,6 +14,7 @@ export interface Env {
   MAX_BODY_BYTES?: string;
   CHUNK_MAX_BYTES?: string;
   MAX_MANIFEST_BYTES?: string;
+  MAX_MANIFEST_REFERENCES?: string;
   UPLOAD_TTL_SECONDS?: string;
   UPLOAD_PART_BYTES?: string;
   UPLOAD_LEASE_SECONDS?: string;
@@ -35,6 +37,7 @@ export interface Config {
   maxBodyBytes: number; // 0 = unlimited
   chunkMaxBytes: number;
   maxManifestBytes: number;
+  maxManifestReferences: number;
   uploadTtlSeconds: number;
   uploadPartBytes: number;
   /** How long an upload's write lease outlives its writer's last renewal (docs/adr/0007). */
@@ -53,6 +56,7 @@ export function config(env: Env): Config {
     maxBodyBytes: num(env.MAX_BODY_BYTES, 0),
     chunkMaxBytes: num(env.CHUNK_MAX_BYTES, 90 * MiB, 1),
     maxManifestBytes: num(env.MAX_MANIFEST_BYTES, 32 * MiB, 4 * MiB),
+    maxManifestReferences: Math.min(num(env.MAX_MANIFEST_REFERENCES, MAX_MANIFEST_REFERENCES, 1), MAX_MANIFEST_REFERENCES_CEILING),
     uploadTtlSeconds: num(env.UPLOAD_TTL_SECONDS, 86400, 1),
     uploadPartBytes: num(env.UPLOAD_PART_BYTES, 16 * MiB, 5 * MiB),
     uploadLeaseSeconds: num(env.UPLOAD_LEASE_SECONDS, 20, 1),

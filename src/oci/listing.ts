@@ -4,8 +4,7 @@ import { oci } from "./errors";
 import { trustStoreFor } from "../stores";
 import { mayPull } from "../auth";
 import { nextLink, parsePage } from "./pagination";
-
-const MAX_PAGE = 1000;
+import { MAX_PAGE_ENTRIES as MAX_PAGE } from "./limits";
 
 export async function tags(c: Ctx, name: string): Promise<Response> {
   const url = new URL(c.req.url);

@@ -10,6 +10,10 @@
 // issue-translation layer. Each rule lives in exactly one function below.
 import { oci } from "./errors";
 import { parseDigest, truncate, tryParseDigest } from "./grammar";
+import {
+  MAX_MANIFEST_JSON_CONTAINERS, MAX_MANIFEST_JSON_DEPTH, MAX_MANIFEST_JSON_MEMBERS, MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES,
+  BUILD_CACHE_ARTIFACT_TYPE, MAX_MANIFEST_REFERENCES_CEILING,
+} from "./limits";
 
 export const MediaType = {
   OCI_MANIFEST: "application/vnd.oci.image.manifest.v1+json",
@@ -203,7 +207,43 @@ function checkDescriptorArray(v: unknown, name: string): Descriptor[] {
 
 // ---------------------------------------------------------------------------------------------
 
-function decodeJsonObject(body: Uint8Array): Json {
+/**
+ * Bound what JSON.parse will build: nesting depth, objects + arrays, and object members (a ':'
+ * outside strings), counted in one pass over the bytes. Strings are skipped with a native search
+ * for the closing quote. UTF-8 continuation bytes are never ASCII, so byte values are safe to test.
+ * Malformed JSON is left to JSON.parse to describe.
+ */
+function checkJsonShape(body: Uint8Array): void {
+  let depth = 0;
+  let containers = 0;
+  let members = 0;
+  const n = body.length;
+  for (let i = 0; i < n; i++) {
+    const b = body[i];
+    if (b === 0x22) {
+      for (;;) {
+        const close = body.indexOf(0x22, i + 1);
+        if (close < 0) return;
+        let backslashes = 0;
+        while (body[close - 1 - backslashes] === 0x5c) backslashes++;
+        i = close;
+        if ((backslashes & 1) === 0) break; // an even run of backslashes escapes itself, not the quote
+      }
+    } else if (b === 0x7b || b === 0x5b) {
+      if (++depth > MAX_MANIFEST_JSON_DEPTH) invalid(`manifest JSON nests deeper than ${MAX_MANIFEST_JSON_DEPTH} levels (MAX_MANIFEST_JSON_DEPTH)`);
+      if (++containers > MAX_MANIFEST_JSON_CONTAINERS) {
+        invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_CONTAINERS} objects and arrays (MAX_MANIFEST_JSON_CONTAINERS)`);
+      }
+    } else if (b === 0x7d || b === 0x5d) {
+      depth--;
+    } else if (b === 0x3a && ++members > MAX_MANIFEST_JSON_MEMBERS) {
+      invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_MEMBERS} object members (MAX_MANIFEST_JSON_MEMBERS)`);
+    }
+  }
+}
+
+function decodeJsonObject(body: Uint8Array, limits: boolean): Json {
+  if (limits) checkJsonShape(body);
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
@@ -253,13 +293,25 @@ function effectiveMediaType(contentType: string, doc: Json): string {
   return type;
 }
 
+export interface ParseOptions {
+  /**
+   * Enforce the push-time limits (JSON shape, references, MAX_REFERRER_ANNOTATION_BYTES).
+   * Off only when re-reading bytes already stored (backfill), which must not lose access to
+   * content accepted before a limit existed.
+   */
+  limits?: boolean;
+  /** Distinct digests the repository must hold (the MAX_MANIFEST_REFERENCES variable); default MAX_MANIFEST_REFERENCES. */
+  maxReferences?: number;
+}
+
 /**
  * Parse and validate a pushed manifest. `contentType` is the request's Content-Type header.
  * Throws OciError MANIFEST_INVALID (400) naming the offending field.
  */
-export function parseManifest(body: Uint8Array, contentType: string | null | undefined): ParsedManifest {
+export function parseManifest(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions = {}): ParsedManifest {
+  const limits = opts.limits ?? true;
   const ct = normalizeContentType(contentType);
-  const doc = decodeJsonObject(body);
+  const doc = decodeJsonObject(body, limits);
   if (isSchema1(ct, doc)) invalid(SCHEMA1_REFUSAL);
   if (doc.schemaVersion !== 2) invalid(`schemaVersion must be 2, got ${has(doc, "schemaVersion") ? show(doc.schemaVersion) : "nothing"}`, "schemaVersion");
 
@@ -295,7 +347,37 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
   const effectiveArtifactType = artifactType ?? config?.mediaType;
   if (effectiveArtifactType !== undefined) parsed.artifactType = effectiveArtifactType;
   if (has(doc, "annotations")) parsed.annotations = doc.annotations as Record<string, string>;
+  if (limits) {
+    // What the membership check costs is one lookup per distinct digest (repeats are free, and
+    // build-cache/v1 repeats chunk digests freely), so distinct digests are what is capped.
+    const buildCache = artifactType === BUILD_CACHE_ARTIFACT_TYPE;
+    const configured = opts.maxReferences ?? MAX_MANIFEST_REFERENCES;
+    const max = buildCache ? Math.max(configured, MAX_MANIFEST_REFERENCES_CEILING) : configured;
+    const refs = requiredBlobs(parsed).length + requiredManifests(parsed).length;
+    if (refs > max) {
+      const which = buildCache ? "for build-cache/v1 manifests" : "per manifest (MAX_MANIFEST_REFERENCES)";
+      invalid(`manifest references ${refs} distinct blobs and manifests (config, layers, index children); this registry accepts at most ${max} ${which}`, kind === "index" ? "manifests" : "layers");
+    }
+  }
+  if (limits && subject && parsed.annotations) {
+    const size = annotationBytes(parsed.annotations);
+    if (size > MAX_REFERRER_ANNOTATION_BYTES) {
+      invalid(`annotations of a manifest with a subject are ${size} bytes as JSON; the referrers index serves them and accepts at most ${MAX_REFERRER_ANNOTATION_BYTES} bytes (MAX_REFERRER_ANNOTATION_BYTES). Put large data in a layer`, "annotations");
+    }
+  }
   return parsed;
+}
+
+const utf8 = new TextEncoder();
+const annotationBytes = (a: Record<string, string>) => utf8.encode(JSON.stringify(a)).length;
+
+/**
+ * The annotations the referrers index stores for this manifest: a referrer's (it has a subject)
+ * when within MAX_REFERRER_ANNOTATION_BYTES, else none. Nothing else is sent to the index.
+ */
+export function indexedAnnotations(m: ParsedManifest): Record<string, string> | null {
+  if (!m.subject || !m.annotations) return null;
+  return annotationBytes(m.annotations) <= MAX_REFERRER_ANNOTATION_BYTES ? m.annotations : null;
 }
 
 function uniqueByDigest(ds: Descriptor[]): Descriptor[] {

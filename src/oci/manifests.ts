@@ -1,11 +1,13 @@
 // /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2 under a
-// content-addressed key, indexed in BlobStore, and made readable per repository in TrustStore.
+// content-addressed key, indexed in BlobStore, and made readable per repository in TrustStore
+// (the handoff is storage/handoff.ts commitManifest).
 import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
 import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } from "./grammar";
-import { acceptable, parseManifest, requiredBlobs, requiredManifests } from "./manifest";
-import { blobStoreFor, trustStoreFor } from "../stores";
+import { acceptable, parseManifest } from "./manifest";
+import { trustStoreFor } from "../stores";
+import { commitManifest } from "../storage/handoff";
 import { memberManifest } from "../storage/backfill";
 import { assertClaim, computeAll } from "../digest/verify";
 import { digestPolicy } from "./uploads";
@@ -53,8 +55,9 @@ export async function get(c: Ctx, name: string, reference: string, head: boolean
 
 export async function put(c: Ctx, name: string, reference: string): Promise<Response> {
   const ref = parseReference(reference);
-  const body = await readCapped(c, config(c.env).maxManifestBytes);
-  const parsed = parseManifest(body, c.req.header("Content-Type"));
+  const cfg = config(c.env);
+  const body = await readCapped(c, cfg.maxManifestBytes);
+  const parsed = parseManifest(body, c.req.header("Content-Type"), { maxReferences: cfg.maxManifestReferences });
 
   const policy = digestPolicy(c.env, name);
   const computed = computeAll(body, ref.digest, policy);
@@ -69,27 +72,7 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     await assertTagMutable(c, name, tag, () => trustStoreFor(c.env, name).tagDigest(name, tag), digest);
   }
 
-  // Bytes → BlobStore → TrustStore. The key is content-addressed, so re-pushes overwrite in place.
-  const r2Key = `manifests/sha256/${computed.sha256}`;
-  await c.env.BUCKET.put(r2Key, body, { httpMetadata: { contentType: parsed.mediaType } });
-  const stored = await blobStoreFor(c.env, digest).commit({ digest, size: body.length, r2Key, contentSha256: computed.sha256! });
-
-  const result = await trustStoreFor(c.env, name).putManifest({
-    repo: name,
-    manifest: { digest, size: body.length, r2Key: stored.r2Key, mediaType: parsed.mediaType },
-    tag: ref.tag,
-    subject: parsed.subject ? parsed.subject.digest : null,
-    artifactType: parsed.artifactType ?? null,
-    annotations: parsed.annotations ?? null,
-    requiredBlobs: requiredBlobs(parsed).map((d) => d.digest),
-    requiredManifests: requiredManifests(parsed).map((d) => d.digest),
-  });
-  if (!result.ok) {
-    const missing = [...result.missingBlobs.map((d) => `blob ${d}`), ...result.missingManifests.map((d) => `manifest ${d}`)];
-    throw oci("MANIFEST_BLOB_UNKNOWN", `manifest references content that is not in repository ${name}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ` and ${missing.length - 10} more` : ""}; push it first`, {
-      missingBlobs: result.missingBlobs.slice(0, 100), missingManifests: result.missingManifests.slice(0, 100),
-    });
-  }
+  await commitManifest(c.env, { repo: name, digest, sha256: computed.sha256!, body, parsed, tag: ref.tag });
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${digest}`,
     "Docker-Content-Digest": digest,
@@ -119,27 +102,40 @@ function manifestUnknown(reference: string) {
   return oci("MANIFEST_UNKNOWN", `manifest ${truncate(reference)} is not known to this repository`, { reference: truncate(reference) });
 }
 
-/** Read a request body into memory, refusing more than `max` bytes with 413. */
+/**
+ * Read a request body into memory, refusing more than `max` bytes with 413. With a declared
+ * Content-Length the bytes go straight into one buffer of that size (no second copy: a 32 MiB
+ * manifest then needs 32 MiB here, not 64, in an isolate of 128 MB).
+ */
 async function readCapped(c: Ctx, max: number): Promise<Uint8Array> {
   const declared = c.req.header("Content-Length");
-  if (declared && /^\d+$/.test(declared) && Number(declared) > max) throw manifestTooLarge(max);
+  const length = declared && /^\d+$/.test(declared) ? Number(declared) : null;
+  if (length !== null && length > max) throw manifestTooLarge(max);
   const bodyCap = config(c.env).maxBodyBytes;
-  if (bodyCap > 0 && declared && Number(declared) > bodyCap) throw tooLarge(bodyCap);
+  if (bodyCap > 0 && length !== null && length > bodyCap) throw tooLarge(bodyCap);
   const stream = c.req.raw.body;
   if (!stream) throw oci("MANIFEST_INVALID", "manifest body is empty");
   const chunks: Uint8Array[] = [];
+  let buffer = length !== null ? new Uint8Array(length) : null;
   let total = 0;
   const reader = stream.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    total += value.length;
-    if (total > max) {
+    if (total + value.length > max) {
       await reader.cancel().catch(() => {});
       throw manifestTooLarge(max);
     }
-    chunks.push(value);
+    if (buffer && total + value.length <= buffer.length) buffer.set(value, total);
+    else {
+      // No length declared, or more bytes than declared: collect chunks instead.
+      if (buffer) chunks.push(buffer.subarray(0, total));
+      buffer = null;
+      chunks.push(value);
+    }
+    total += value.length;
   }
+  if (buffer) return total === buffer.length ? buffer : buffer.slice(0, total);
   const out = new Uint8Array(total);
   let off = 0;
   for (const ch of chunks) {

@@ -7,8 +7,8 @@ import { parseDigest } from "./grammar";
 import { MEDIA_TYPE_RE } from "./manifest";
 import { trustStoreFor } from "../stores";
 import { nextLink, parsePage } from "./pagination";
+import { MAX_FILTER_KEY_LENGTH, MAX_FILTER_VALUE_LENGTH, MAX_PAGE_ENTRIES as MAX_PAGE, MAX_REFERRER_FILTERS, REFERRERS_PAGE_BYTES } from "./limits";
 
-const MAX_PAGE = 1000;
 const INDEX = "application/vnd.oci.image.index.v1+json";
 
 export async function list(c: Ctx, name: string, digestParam: string): Promise<Response> {
@@ -19,14 +19,8 @@ export async function list(c: Ctx, name: string, digestParam: string): Promise<R
   if (artifactType !== null && !MEDIA_TYPE_RE.test(artifactType)) {
     throw oci("UNSUPPORTED", `artifactType "${artifactType.slice(0, 100)}" is not a media type`, undefined, 400);
   }
-  const annotations: [string, string][] = url.searchParams.getAll("annotation").map((a) => {
-    const eq = a.indexOf("=");
-    if (eq <= 0 || a.slice(0, eq).includes('"')) {
-      throw oci("UNSUPPORTED", `annotation filter "${a.slice(0, 100)}" must be <key>=<value>`, undefined, 400);
-    }
-    return [a.slice(0, eq), a.slice(eq + 1)];
-  });
-  const page = await trustStoreFor(c.env, name).referrers(name, digest, { artifactType, annotations }, n ?? MAX_PAGE, last);
+  const annotations = parseAnnotationFilters(url.searchParams.getAll("annotation"));
+  const page = await trustStoreFor(c.env, name).referrers(name, digest, { artifactType, annotations }, n ?? MAX_PAGE, last, REFERRERS_PAGE_BYTES);
   const manifests = page.items.map((r) => ({
     mediaType: r.mediaType,
     digest: r.digest,
@@ -45,4 +39,24 @@ export async function list(c: Ctx, name: string, digestParam: string): Promise<R
     });
   }
   return new Response(JSON.stringify({ schemaVersion: 2, mediaType: INDEX, manifests }), { status: 200, headers });
+}
+
+/** `annotation=<key>=<value>` filters, bounded in number and length (src/oci/limits.ts). */
+function parseAnnotationFilters(raw: string[]): [string, string][] {
+  if (raw.length > MAX_REFERRER_FILTERS) {
+    throw oci("UNSUPPORTED", `${raw.length} annotation filters given; at most ${MAX_REFERRER_FILTERS} per request (MAX_REFERRER_FILTERS)`, { limit: MAX_REFERRER_FILTERS }, 400);
+  }
+  return raw.map((a) => {
+    const eq = a.indexOf("=");
+    if (eq <= 0) throw oci("UNSUPPORTED", `annotation filter "${a.slice(0, 100)}" must be <key>=<value>`, undefined, 400);
+    const key = a.slice(0, eq);
+    const value = a.slice(eq + 1);
+    if (key.length > MAX_FILTER_KEY_LENGTH) {
+      throw oci("UNSUPPORTED", `annotation filter key "${key.slice(0, 100)}…" is ${key.length} characters; at most ${MAX_FILTER_KEY_LENGTH}`, { limit: MAX_FILTER_KEY_LENGTH }, 400);
+    }
+    if (value.length > MAX_FILTER_VALUE_LENGTH) {
+      throw oci("UNSUPPORTED", `annotation filter value for "${key.slice(0, 100)}" is ${value.length} characters; at most ${MAX_FILTER_VALUE_LENGTH}`, { limit: MAX_FILTER_VALUE_LENGTH }, 400);
+    }
+    return [key, value];
+  });
 }

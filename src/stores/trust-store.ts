@@ -3,6 +3,7 @@
 // Every read of a blob or manifest goes through a membership row here first.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
 
 export type MemberKind = "blob" | "manifest";
 
@@ -161,7 +162,18 @@ export class TrustStore extends DurableObject<Env> {
 
   // ---- manifests and tags -------------------------------------------------------------------
 
-  /** Store a manifest's membership, its tag and its referrer row atomically. */
+  /**
+   * Which required references are not members of `repo`: the manifest route asks before it writes
+   * any byte (a refused push stores nothing); putManifest asks again inside its transaction.
+   */
+  missingReferences(repo: string, requiredBlobs: string[], requiredManifests: string[]): { missingBlobs: string[]; missingManifests: string[] } {
+    return { missingBlobs: this.missing(repo, requiredBlobs, "blob"), missingManifests: this.missing(repo, requiredManifests, "manifest") };
+  }
+
+  /**
+   * Store a manifest's membership, its tag and its referrer row atomically. The caller bounds the
+   * input (MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES): no manifest bytes come here.
+   */
   putManifest(input: PutManifestInput): PutManifestResult {
     return this.ctx.storage.transactionSync(() => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
@@ -237,31 +249,47 @@ export class TrustStore extends DurableObject<Env> {
 
   /**
    * Referrers of `subject` in `repo`, ordered by digest for stable pagination, optionally
-   * filtered by artifactType and by annotations (key = value, all must match).
+   * filtered by artifactType and by annotations (key = value, all must match). A page holds at
+   * most `n` descriptors and at most `maxBytes` of them as JSON (capped at REFERRERS_PAGE_BYTES):
+   * it ends early, with `next` set, when the next row would not fit. The first row always fits
+   * (a row is under SQLite's 2 MB), so paging always makes progress.
    */
-  referrers(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null): Page<ReferrerRecord> {
-    let q = `SELECT digest, media_type, size, artifact_type, annotations FROM referrers WHERE repo = ? AND subject = ? AND digest > ?`;
+  referrers(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null, maxBytes = REFERRERS_PAGE_BYTES): Page<ReferrerRecord> {
+    if (n <= 0) return { items: [], next: null };
+    const budget = Math.min(maxBytes, REFERRERS_PAGE_BYTES) - PAGE_ENVELOPE_BYTES;
+    let q = `SELECT digest, media_type, size, artifact_type, annotations, length(CAST(annotations AS BLOB)) AS annotation_bytes
+      FROM referrers WHERE repo = ? AND subject = ? AND digest > ?`;
     const args: (string | number)[] = [repo, subject, last ?? ""];
     if (filter.artifactType !== null) {
       q += ` AND artifact_type = ?`;
       args.push(filter.artifactType);
     }
-    for (const [k, v] of filter.annotations) {
-      q += ` AND json_extract(annotations, ?) = ?`;
-      args.push(`$."${k}"`, v);
+    if (filter.annotations.length) {
+      // All filters travel as one JSON parameter, compared by exact key (no JSON-path syntax):
+      // a row matches when no filter lacks an equal annotation.
+      q += ` AND NOT EXISTS (SELECT 1 FROM json_each(?) AS f WHERE NOT EXISTS (
+        SELECT 1 FROM json_each(referrers.annotations) AS a WHERE a.key = json_extract(f.value, '$[0]') AND a.value = json_extract(f.value, '$[1]')))`;
+      args.push(JSON.stringify(filter.annotations));
     }
     q += ` ORDER BY digest LIMIT ?`;
     args.push(n + 1);
-    const rows = this.sql.exec<{ digest: string; media_type: string; size: number; artifact_type: string | null; annotations: string | null }>(q, ...args)
-      .toArray().map((r) => ({
+    const items: ReferrerRecord[] = [];
+    let bytes = 0;
+    let more = false;
+    // Iterate the cursor: rows after the page ends are never read.
+    for (const r of this.sql.exec<{ digest: string; media_type: string; size: number; artifact_type: string | null; annotations: string | null; annotation_bytes: number | null }>(q, ...args)) {
+      const cost = DESCRIPTOR_OVERHEAD_BYTES + r.digest.length + r.media_type.length + (r.artifact_type?.length ?? 0) + (r.annotation_bytes ?? 0);
+      if (items.length === n || (items.length > 0 && bytes + cost > budget)) {
+        more = true;
+        break;
+      }
+      bytes += cost;
+      items.push({
         digest: r.digest, mediaType: r.media_type, size: r.size, artifactType: r.artifact_type,
         annotations: r.annotations ? (JSON.parse(r.annotations) as Record<string, string>) : null,
-      }));
-    if (rows.length > n) {
-      const items = rows.slice(0, n);
-      return { items, next: items.length ? items[items.length - 1].digest : null };
+      });
     }
-    return { items: rows, next: null };
+    return { items, next: more ? items[items.length - 1].digest : null };
   }
 
   catalog(n: number | null, last: string | null): Page<string> {
@@ -284,14 +312,24 @@ export class TrustStore extends DurableObject<Env> {
     this.sql.exec(`INSERT INTO repos (repo, created_at) VALUES (?, ?) ON CONFLICT (repo) DO NOTHING`, repo, now);
   }
 
+  /** Digests of `kind` that are not members of `repo`, in input order; batched `IN` lookups. */
   private missing(repo: string, digests: string[], kind: MemberKind): string[] {
+    const want = [...new Set(digests)];
     const out: string[] = [];
-    for (const d of new Set(digests)) {
-      if (this.sql.exec(`SELECT 1 FROM members WHERE repo = ? AND digest = ? AND kind = ?`, repo, d, kind).toArray().length === 0) out.push(d);
+    for (let i = 0; i < want.length; i += SQL_IN_BATCH) {
+      const batch = want.slice(i, i + SQL_IN_BATCH);
+      const found = new Set(this.sql.exec<{ digest: string }>(
+        `SELECT digest FROM members WHERE repo = ? AND kind = ? AND digest IN (${batch.map(() => "?").join(",")})`, repo, kind, ...batch)
+        .toArray().map((r) => r.digest));
+      for (const d of batch) if (!found.has(d)) out.push(d);
     }
     return out;
   }
 }
+
+/** Upper bounds for the referrers response's JSON around and per descriptor (keys, quotes, size digits). */
+const PAGE_ENVELOPE_BYTES = 256;
+const DESCRIPTOR_OVERHEAD_BYTES = 128;
 
 function paginate(rows: string[], n: number | null): Page<string> {
   if (n !== null && rows.length > n) {

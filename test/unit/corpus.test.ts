@@ -22,25 +22,6 @@ import { generateCorpus, type Case, type Fixtures } from "./corpus/cases";
 
 /** case id → why it fails today and whose fix it waits for. */
 const KNOWN_FAILING: Record<string, string> = {
-  // Defect 1 (referrers.ts / TrustStore.referrers, storage-hardening): two bound variables per
-  // annotation filter; SQLite in DOs allows 100, so 49+ filters are "too many SQL variables" → 500.
-  "referrers/GET/annotation-filters-49": "500: too many SQL variables (issue 9 defect 1)",
-  "referrers/GET/annotation-filters-50": "500: too many SQL variables (issue 9 defect 1)",
-  "referrers/GET/annotation-filters-100": "500: too many SQL variables (issue 9 defect 1)",
-  "referrers/GET/annotation-filters-1000": "500: too many SQL variables (issue 9 defect 1)",
-  // Same route: an annotation filter value over 2 MB reaches SQLite → SQLITE_TOOBIG → 500.
-  "referrers/GET/annotation-value-3MiB": "500: SQLITE_TOOBIG from an unbounded filter value",
-  // Defect 4 (manifests.ts, storage-hardening): a manifest PUT refused for missing references
-  // (MANIFEST_BLOB_UNKNOWN) has already written its bytes to R2 and BlobStore.
-  "manifest/PUT/missing-config-blob": "refused, but its bytes were stored in R2 (issue 9 defect 4)",
-  "manifest/PUT/missing-layer-blob": "refused, but its bytes were stored in R2 (issue 9 defect 4)",
-  "manifest/PUT/dup-config-last-missing": "refused, but its bytes were stored in R2 (issue 9 defect 4)",
-  "manifest/PUT/index-missing-child": "refused, but its bytes were stored in R2 (issue 9 defect 4)",
-  "manifest/PUT/index-50k-children": "refused, but its bytes were stored in R2 (issue 9 defect 4)",
-  "manifest/PUT/layers-100k-missing": "refused, but its bytes were stored in R2 (issue 9 defect 4)",
-  // Defect 2 (manifests.ts / TrustStore.putManifest, storage-hardening).
-  "manifest/PUT/exactly-max-manifest-bytes": "500: putManifest RPC over 32 MiB (issue 9 defect 2)",
-  "manifest/PUT/referrer-annotation-4000KiB": "500: SQLITE_TOOBIG for a referrer row (issue 9 defect 2)",
 };
 
 const GROUPS = ["names", "digests", "references", "ranges", "content-range", "pagination", "manifests", "upload-ids", "methods", "oversized", "referrers", "uploads"];

@@ -4,6 +4,7 @@ import {
   acceptable,
   MANIFEST_MEDIA_TYPES,
   MediaType,
+  indexedAnnotations,
   parseManifest,
   requiredBlobs,
   requiredManifests,
@@ -460,7 +461,9 @@ describe("acceptable", () => {
 });
 
 describe("performance-sized manifest", () => {
-  it("parses a ~16 MiB manifest with 100k layers", () => {
+  // Pushes are capped at MAX_MANIFEST_REFERENCES (10,000); stored content read back without the
+  // push limits (backfill) must still parse fast and precisely at 100k layers.
+  it("parses a ~16 MiB manifest with 100k layers when push limits are off", () => {
     const layers = [];
     for (let i = 0; i < 100_000; i++) {
       layers.push({
@@ -472,14 +475,105 @@ describe("performance-sized manifest", () => {
     const body = bytes({ schemaVersion: 2, mediaType: MediaType.OCI_MANIFEST, config: desc(1, MediaType.OCI_CONFIG), layers });
     expect(body.byteLength).toBeGreaterThan(15 * 1024 * 1024);
     expect(body.byteLength).toBeLessThanOrEqual(16 * 1024 * 1024);
-    const m = parseManifest(body, MediaType.OCI_MANIFEST);
+    const m = parseManifest(body, MediaType.OCI_MANIFEST, { limits: false });
     expect(m.layers).toHaveLength(100_000);
     expect(requiredBlobs(m)).toHaveLength(100_001);
+    expect(() => parseManifest(body, MediaType.OCI_MANIFEST)).toThrow(/at most 10000 per manifest/);
   });
   it("reports the exact index of a bad layer deep in a large manifest", () => {
     const layers = [];
-    for (let i = 0; i < 50_000; i++) layers.push(desc(i + 100));
-    layers[43_210] = { ...layers[43_210], digest: "sha256:xyz" };
-    invalid({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers }, null, 'layers[43210].digest "sha256:xyz"');
+    for (let i = 0; i < 9_000; i++) layers.push(desc(i + 100));
+    layers[4_321] = { ...layers[4_321], digest: "sha256:xyz" };
+    invalid({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers }, null, 'layers[4321].digest "sha256:xyz"');
+  });
+});
+
+describe("push limits", () => {
+  it("caps distinct referenced digests (config + layers, or index children) at 10000; repeats count once", () => {
+    const layers = Array.from({ length: 9_999 }, (_, i) => desc(i + 100));
+    expect(parseManifest(bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers }), null).layers).toHaveLength(9_999);
+    const err = invalid({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [...layers, desc(99)] }, null, "references 10001 distinct blobs and manifests");
+    expect(err.message).toContain("at most 10000 per manifest (MAX_MANIFEST_REFERENCES)");
+    expect(err.detail).toEqual({ field: "layers" });
+    // build-cache/v1: one descriptor per file, chunk digests repeat freely
+    const repeated = Array.from({ length: 30_000 }, (_, i) => desc(100 + (i % 50)));
+    expect(parseManifest(bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: repeated }), null).layers).toHaveLength(30_000);
+    // foreign layers (with urls) are not fetched from this registry and do not count
+    const foreign = Array.from({ length: 10_000 }, (_, i) => desc(i + 100, MediaType.DOCKER_FOREIGN_LAYER, { urls: ["https://example.com/l"] }));
+    expect(parseManifest(bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: foreign }), null).layers).toHaveLength(10_000);
+    invalid({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: Array.from({ length: 10_001 }, (_, i) => desc(i + 100, MediaType.OCI_MANIFEST)) }, null, "at most 10000 per manifest");
+    expect(parseManifest(bytes({ schemaVersion: 2, mediaType: MediaType.OCI_INDEX, manifests: Array.from({ length: 10_000 }, (_, i) => desc(i + 100, MediaType.OCI_MANIFEST)) }), null).manifests).toHaveLength(10_000);
+    // the route passes the MAX_MANIFEST_REFERENCES variable
+    const small = bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [desc(2), desc(3)] });
+    expect(() => parseManifest(small, null, { maxReferences: 2 })).toThrow(/references 3 distinct .* at most 2 per manifest/);
+    expect(parseManifest(small, null, { maxReferences: 3 }).layers).toHaveLength(2);
+  });
+
+  it("lets build-cache/v1 manifests reference up to 100000 distinct chunks whatever MAX_MANIFEST_REFERENCES says", () => {
+    const bc = (n: number) => bytes({
+      schemaVersion: 2, mediaType: MediaType.OCI_MANIFEST, artifactType: "application/vnd.cloister.build-cache.v1",
+      config: desc(1, "application/vnd.cloister.build-cache.v1.config+json"),
+      layers: Array.from({ length: n }, (_, i) => desc(i + 100, "application/vnd.cloister.build-cache.v1.chunk")),
+    });
+    // 20,000 distinct chunks: over the image default, inside the build-cache allowance
+    expect(requiredBlobs(parseManifest(bc(19_999), MediaType.OCI_MANIFEST))).toHaveLength(20_000);
+    expect(requiredBlobs(parseManifest(bc(19_999), MediaType.OCI_MANIFEST, { maxReferences: 5 }))).toHaveLength(20_000);
+    // the same shape without the build-cache artifactType is an image, capped at the default
+    const plain = bytes({ schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: Array.from({ length: 19_999 }, (_, i) => desc(i + 100)) });
+    expect(() => parseManifest(plain, null)).toThrow(/at most 10000 per manifest/);
+    // the ceiling still holds for build-cache manifests
+    expect(() => parseManifest(bc(100_000), MediaType.OCI_MANIFEST)).toThrow(/references 100001 distinct .* at most 100000 for build-cache\/v1 manifests/);
+  });
+
+  it("caps the annotations of a manifest with a subject at 65536 bytes of JSON; without a subject they are not indexed", () => {
+    const subject = desc(2, MediaType.OCI_MANIFEST);
+    const fits = { k: "a".repeat(65536 - 8) }; // {"k":"…"}: 8 bytes of JSON around the value, 65536 in all
+    const base = { schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [] };
+    const ok = parseManifest(bytes({ ...base, subject, annotations: fits }), null);
+    expect(indexedAnnotations(ok)).toEqual(fits);
+    const over = { k: "é".repeat(32_765) }; // 2 bytes each in UTF-8: the limit counts bytes, not characters
+    invalid({ ...base, subject, annotations: over }, null, "at most 65536 bytes");
+    const plain = parseManifest(bytes({ ...base, annotations: { k: "a".repeat(200_000) } }), null);
+    expect(plain.annotations?.k.length).toBe(200_000);
+    expect(indexedAnnotations(plain)).toBeNull();
+    // limits off (stored content): parsed, but the index still gets nothing oversized
+    const legacy = parseManifest(bytes({ ...base, subject, annotations: over }), null, { limits: false });
+    expect(indexedAnnotations(legacy)).toBeNull();
+  });
+});
+
+describe("JSON shape limits (checked before JSON.parse)", () => {
+  const base = { schemaVersion: 2, config: desc(1, MediaType.OCI_CONFIG), layers: [] };
+  const withExtra = (extraJson: string) => enc.encode(JSON.stringify(base).slice(0, -1) + `,"x":${extraJson}}`);
+
+  it("nesting: 64 levels parse, 65 are refused", () => {
+    // the manifest object itself is level 1
+    expect(parseManifest(withExtra("[".repeat(63) + "]".repeat(63)), null).kind).toBe("image");
+    invalid(withExtra("[".repeat(64) + "]".repeat(64)), null, "deeper than 64 levels");
+  });
+
+  it("objects and arrays: at most 500000", () => {
+    const n = 500_000 - 3; // + the manifest, config and layers
+    expect(parseManifest(withExtra("[" + "[],".repeat(n - 2) + "[]]"), null).kind).toBe("image");
+    invalid(withExtra("[" + "{},".repeat(n - 1) + "{}]"), null, "more than 500000 objects and arrays");
+  });
+
+  it("object members: at most 1000000", () => {
+    const inBase = 2 + 3 + 1 + 1; // schemaVersion, config's 3, layers, and "x"
+    const keys = (k: number) => "{" + Array.from({ length: k }, (_, i) => `"k${i}":0`).join(",") + "}";
+    expect(parseManifest(withExtra(keys(1_000_000 - inBase)), null).kind).toBe("image");
+    invalid(withExtra(keys(1_000_000 - inBase + 1)), null, "more than 1000000 object members");
+  });
+
+  it("brackets, braces, colons and escaped quotes inside strings are not structure", () => {
+    const tricky = { "a\\": "[[[{{{:::\"]]]", b: "\\", c: "[".repeat(1000) + ":".repeat(1000) };
+    const m = parseManifest(enc.encode(JSON.stringify({ ...base, annotations: tricky })), null);
+    expect(m.annotations).toEqual(tricky);
+    const deepInString = JSON.stringify({ ...base, annotations: { s: "\\\"" + "[".repeat(100) } });
+    expect(parseManifest(enc.encode(deepInString), null).annotations?.s).toBe("\\\"" + "[".repeat(100));
+  });
+
+  it("stored content read back without limits (backfill) is not shape-checked", () => {
+    expect(parseManifest(withExtra("[".repeat(100) + "]".repeat(100)), null, { limits: false }).kind).toBe("image");
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { bytes, expectError, makeImage, pushBlob, putManifest, req, reqWith, sha256 } from "./helpers";
+import { bytes, expectError, makeImage, pushBlob, putManifest, req, reqWith, sha256, streamOf } from "./helpers";
 
 const OCI = "application/vnd.oci.image.manifest.v1+json";
 const INDEX = "application/vnd.oci.image.index.v1+json";
@@ -99,6 +99,20 @@ describe("PUT/GET/HEAD /v2/<name>/manifests/<reference>", () => {
     const res = await reqWith({ MAX_MANIFEST_BYTES: String(4 * 1024 * 1024) }, "/v2/mf/big/manifests/toolarge", { method: "PUT", headers: { "Content-Type": OCI }, body: big });
     expect(res.status).toBe(413);
     expect((await res.json() as { errors: { message: string }[] }).errors[0].message).toMatch(/limit/);
+  });
+
+  it("reads a manifest body without Content-Length (streamed) byte-exact, and caps it with 413 too", async () => {
+    const img = await makeImage("mf/streamed", { seed: 15 });
+    const res = await req("/v2/mf/streamed/manifests/v1", { method: "PUT", headers: { "Content-Type": OCI }, body: streamOf(img.manifest, 7), duplex: "half" } as RequestInit);
+    expect(res.status).toBe(201);
+    expect(res.headers.get("Docker-Content-Digest")).toBe(img.digest);
+    expect(new Uint8Array(await (await req("/v2/mf/streamed/manifests/v1")).arrayBuffer())).toEqual(img.manifest);
+    const base = JSON.parse(new TextDecoder().decode(img.manifest));
+    base.annotations = { pad: "x".repeat(4 * 1024 * 1024) };
+    const big = enc(base);
+    const over = await reqWith({ MAX_MANIFEST_BYTES: String(4 * 1024 * 1024) }, "/v2/mf/streamed/manifests/v2", { method: "PUT", headers: { "Content-Type": OCI }, body: streamOf(big), duplex: "half" } as RequestInit);
+    expect(over.status).toBe(413);
+    await expectError(req("/v2/mf/streamed/manifests/v2"), 404, "MANIFEST_UNKNOWN");
   });
 
   it("answers a manifest PUT with a subject with OCI-Subject, even when the subject is absent", async () => {
