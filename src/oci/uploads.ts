@@ -8,7 +8,7 @@ import { isValidName, parseDigest, type ParsedDigest } from "./grammar";
 import { tooLarge } from "../storage/ingest";
 import { mountBlob } from "../storage/holders";
 import {
-  appendToUpload, cancelUpload, closeUpload, openUpload, progressHeaders, unknownUpload, uploadOffset, uploadWhole,
+  appendToUpload, cancelUpload, closeUpload, maxUploadBytes, openUpload, progressHeaders, unknownUpload, uploadOffset, uploadWhole,
   type UploadBody, type UploadRef,
 } from "../storage/uploads";
 import { principalId } from "./principal";
@@ -103,14 +103,27 @@ function uploadRef(c: Ctx, name: string, id: string): UploadRef {
   return { repo: name, id, principal: principalId(c) };
 }
 
-/** The body with its Content-Length and Content-Range, which must agree when both are given. */
+/**
+ * The body and its declared length: Content-Length, or else (a chunked body) the length of its
+ * Content-Range, which the bytes must then match exactly. When both are given they must agree.
+ * Everything here is refused before a byte of the body is read.
+ */
 function uploadBody(c: Ctx): UploadBody {
-  const range = parseContentRange(c.req.header("Content-Range"));
+  const cfg = config(c.env);
+  const range = parseContentRange(c.req.header("Content-Range"), maxUploadBytes(c.env));
   const length = contentLength(c);
-  if (range && length !== null && range.end - range.start + 1 !== length) {
-    throw oci("BLOB_UPLOAD_INVALID", `Content-Range ${range.start}-${range.end} covers ${range.end - range.start + 1} bytes but Content-Length is ${length}`);
+  if (!range) return { stream: c.req.raw.body, contentLength: length, start: null };
+  const span = range.end - range.start + 1;
+  if (length !== null && span !== length) {
+    throw oci("BLOB_UPLOAD_INVALID", `Content-Range ${range.start}-${range.end} covers ${span} bytes but Content-Length is ${length}`);
   }
-  return { stream: c.req.raw.body, contentLength: length, start: range ? range.start : null };
+  if (length === null && cfg.maxBodyBytes > 0 && span > cfg.maxBodyBytes) {
+    throw oci(
+      "TOO_LARGE", `Content-Range ${range.start}-${range.end} declares a ${span}-byte chunk, over this registry's limit of ${cfg.maxBodyBytes} bytes per request; push the blob in chunks of at most that size`,
+      { limit: cfg.maxBodyBytes }, 413,
+    );
+  }
+  return { stream: c.req.raw.body, contentLength: span, lengthHeader: length === null ? "Content-Range" : "Content-Length", start: range.start };
 }
 
 function created(name: string, digest: string): Response {
@@ -132,13 +145,20 @@ function checkBodyLimit(c: Ctx, max: number) {
   if (max > 0 && len !== null && len > max) throw tooLarge(max);
 }
 
-/** OCI sends "start-end"; tolerate the HTTP form "bytes start-end/total" too. */
-export function parseContentRange(v: string | undefined): { start: number; end: number } | null {
+/**
+ * OCI sends "start-end"; tolerate the HTTP form "bytes start-end/total" too. A range ending at or
+ * past `maxBytes` (the largest upload) can never be satisfied; this also refuses numbers too large
+ * to be exact (past 2^53), since `maxBytes` is far below that.
+ */
+function parseContentRange(v: string | undefined, maxBytes: number): { start: number; end: number } | null {
   if (v === undefined) return null;
   const m = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(v.trim());
   if (!m) throw oci("RANGE_INVALID", `invalid Content-Range "${v.slice(0, 60)}" (expected <start>-<end>)`, undefined, 416);
   const start = Number(m[1]);
   const end = Number(m[2]);
   if (end < start) throw oci("RANGE_INVALID", `invalid Content-Range "${v.slice(0, 60)}": end before start`, undefined, 416);
+  if (end >= maxBytes) {
+    throw oci("RANGE_INVALID", `Content-Range "${v.slice(0, 60)}" ends past the largest upload this registry accepts (${maxBytes} bytes)`, { limit: maxBytes }, 416);
+  }
   return { start, end };
 }
