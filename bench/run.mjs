@@ -18,13 +18,15 @@ import hash from "./sections/hash.mjs";
 import memory from "./sections/memory.mjs";
 import boundary from "./sections/boundary.mjs";
 import buildcache from "./sections/buildcache.mjs";
+import concurrency from "./sections/concurrency.mjs";
+import gc from "./sections/gc.mjs";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 // ---- Sections, in run order. A section is {id, title, needs[], run(ctx) → {rows, metrics, notes}}.
 // needs: "benchRoutes" (cloister's /_bench routes), "registries" (runs against every registry that
 // works; reasons printed for the others), "cloisterRegistry" (cloister's /v2 must work), "workerPid".
-const SECTIONS = [r2, push, small, hash, boundary, buildcache, memory];
+const SECTIONS = [r2, push, small, hash, boundary, buildcache, concurrency, gc, memory];
 
 // ---- Targets: ratios checked at the end. {num, den, min} → num/den ≥ min; {value, max} → value < max.
 const CHECKS = [
@@ -34,6 +36,8 @@ const CHECKS = [
   { label: "chunked pull: cloister / distribution", num: "push.chunked.cloister.pull_MBps", den: "push.chunked.distribution.pull_MBps", min: 1 },
   { label: "small blobs/s: cloister / distribution", num: "small.monolithic.cloister.blobs_per_s", den: "small.monolithic.distribution.blobs_per_s", min: 1 },
   { label: "Worker RSS growth during chunked push", value: "memory.growth_MB", max: 64, unit: "MB" },
+  { label: "tags/list p99 in B during heavy manifest PUTs in A", value: "concurrency.tags_during_heavy_put.p99_ms", max: 50, unit: "ms" },
+  { label: "pulls/s: N repositories / 1 repository", num: "concurrency.pull_nrepos.per_s", den: "concurrency.pull_1repo.per_s", min: 1.5 },
 ];
 // Informational ratios (no target).
 const INFO = [
@@ -60,6 +64,11 @@ const DEFAULTS = {
   smallCount: 1000,
   smallKib: 4,
   memoryMib: 2048,
+  clients: 32,
+  concurrencyOps: 40,
+  heavyLayers: 5000,
+  gcBlobs: 100000,
+  gcKib: 4,
   hashMib: 200,
   sampleMs: 200,
   source: "working",
@@ -67,7 +76,7 @@ const DEFAULTS = {
   keep: false,
   help: false,
 };
-const NUMERIC = ["layerMib", "chunkMib", "smallCount", "smallKib", "memoryMib", "hashMib", "sampleMs"];
+const NUMERIC = ["layerMib", "chunkMib", "smallCount", "smallKib", "memoryMib", "hashMib", "sampleMs", "clients", "concurrencyOps", "heavyLayers", "gcBlobs", "gcKib"];
 
 function usage() {
   return `usage: npm run bench [-- options]
@@ -79,6 +88,11 @@ function usage() {
   --small-count N    number of small blobs (default ${DEFAULTS.smallCount})
   --small-kib N      size of each small blob (default ${DEFAULTS.smallKib})
   --memory-mib N     blob size for the memory section (default ${DEFAULTS.memoryMib})
+  --clients N        parallel clients (and repositories) for the concurrency section (default ${DEFAULTS.clients})
+  --concurrency-ops N  operations per client in the concurrency section (default ${DEFAULTS.concurrencyOps})
+  --heavy-layers N   layers of the heavy manifest in the concurrency section (default ${DEFAULTS.heavyLayers})
+  --gc-blobs N       unheld blobs the gc section seeds and collects (default ${DEFAULTS.gcBlobs})
+  --gc-kib N         size of each of them (default ${DEFAULTS.gcKib})
   --hash-mib N       body size for the hash section (default ${DEFAULTS.hashMib})
   --sample-ms N      RSS sampling interval (default ${DEFAULTS.sampleMs})
   --source S         working (copy of the working tree, default) | head (last commit) |

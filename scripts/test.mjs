@@ -1,11 +1,13 @@
 #!/usr/bin/env node
-// `npm test`: unit/integration tests in workerd (vitest.config.ts), then end-to-end tests with
-// real clients against `wrangler dev` (vitest.e2e.config.ts). Both suites always run; the exit
-// code is non-zero if either fails, and under CI=true also if any test was skipped (a missing
-// client must never turn into a green run).
+// `npm test`: the typecheck (`npm run typecheck`: Worker + workerd tests, vitest configs, e2e),
+// unit/integration tests in workerd (vitest.config.ts), then end-to-end tests with real clients
+// against `wrangler dev` (vitest.e2e.config.ts). Every step always runs; the exit code is non-zero
+// if any fails, and under CI=true also if any test was skipped (a missing client must never turn
+// into a green run).
 //
-//   npm test                      both suites
+//   npm test                      typecheck and both suites
 //   npm test -- --unit            only the workerd suite       (--e2e: only the e2e suite)
+//   npm test -- --no-typecheck    leave out the typecheck
 //   npm test -- <vitest args>     extra args go to both vitest runs (e.g. -t "pattern", a file filter)
 //   E2E_TARGET=distribution npm test -- --e2e   run the e2e suite against docker-registry
 import { spawn } from "node:child_process";
@@ -18,6 +20,9 @@ import { fileURLToPath } from "node:url";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(import.meta.url);
 const vitest = join(dirname(require.resolve("vitest/package.json")), "vitest.mjs");
+const tsc = join(dirname(require.resolve("typescript/package.json")), "bin", "tsc");
+/** The programs `npm run typecheck` checks (package.json), one tsconfig each. */
+const TSCONFIGS = ["tsconfig.json", "tsconfig.node.json", "test/e2e/tsconfig.json"];
 
 const env = {
   ...process.env,
@@ -28,7 +33,8 @@ const env = {
 
 let args = process.argv.slice(2);
 const only = args.includes("--unit") ? "unit" : args.includes("--e2e") ? "e2e" : null;
-args = args.filter((a) => a !== "--unit" && a !== "--e2e");
+const typecheck = !args.includes("--no-typecheck");
+args = args.filter((a) => a !== "--unit" && a !== "--e2e" && a !== "--no-typecheck");
 
 function runNode(script, argv, label) {
   return new Promise((resolve) => {
@@ -53,10 +59,14 @@ function runNode(script, argv, label) {
 const extract = await runNode(join(root, "scripts/extract-wasm.mjs"), [], "extract-wasm");
 if (extract.code !== 0) process.exit(extract.code);
 
+const results = [];
+if (typecheck) {
+  for (const project of TSCONFIGS) results.push(await runNode(tsc, ["--noEmit", "-p", project], `typecheck (tsc -p ${project})`));
+}
+
 // Each run also writes a JSON report, so the summary can count tests across both suites.
 const reportDir = mkdtempSync(join(tmpdir(), "cloister-test-"));
 const reporters = (name) => ["--reporter=default", "--reporter=json", `--outputFile.json=${join(reportDir, name + ".json")}`];
-const results = [];
 if (only !== "e2e") results.push(await runNode(vitest, ["run", ...reporters("unit"), ...args], "unit + integration (workerd, vitest.config.ts)"));
 if (only !== "e2e") results.push(await runNode(vitest, ["run", "--config", "vitest.auth.config.ts", ...reporters("auth"), ...args], "conformance with token auth (workerd, vitest.auth.config.ts)"));
 if (only !== "unit") results.push(await runNode(vitest, ["run", "--config", "vitest.e2e.config.ts", ...reporters("e2e"), ...args], "end-to-end (real clients, vitest.e2e.config.ts)"));
@@ -73,7 +83,7 @@ for (const name of ["unit", "auth", "e2e"]) {
   }
 }
 rmSync(reportDir, { recursive: true, force: true });
-const crashed = results.filter((r) => r.code !== 0).length;
+const crashed = results.filter((r) => r.code !== 0 && !r.label.startsWith("typecheck")).length;
 if (crashed && failed === 0) failed = crashed; // a suite failed without a countable test failure
 
 console.log("\n=== summary ===");

@@ -10,6 +10,7 @@ import * as manifests from "./oci/manifests";
 import * as listing from "./oci/listing";
 import * as referrers from "./oci/referrers";
 import { benchEnabled, benchRoutes } from "./bench";
+import { drainRefusedBody } from "./storage/ingest";
 import { adminRoutes, authMiddleware, requireAdmin, tokenRoutes, type AuthVariables } from "./auth";
 import { requestLog } from "./http/request-log";
 
@@ -27,7 +28,8 @@ export function buildApp() {
     c.res.headers.set("Docker-Distribution-API-Version", "registry/2.0");
   });
 
-  app.onError((err, c) => {
+  app.onError(async (err, c) => {
+    await drainRefusedBody(c.req.raw); // a half-read upload body would break the connection
     if (err instanceof OciError) return err.toResponse();
     console.error("unhandled error", err instanceof Error ? err.stack : err);
     return oci("INTERNAL", "internal server error").toResponse();

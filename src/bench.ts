@@ -10,14 +10,18 @@
 //   DELETE /_bench/r2/:key   deletes the object
 //   POST   /_bench/hash?algo=none|native|sha256|sha512|blake3[&min=BYTES]
 //          consumes the body inside the Worker, hashing it; answers {algo, bytes, ms, mbps, hex}
+//   POST   /_bench/gc/seed, /_bench/gc/run   GC throughput (src/gc/bench-routes.ts)
 //
 // Keys are stored under the "_bench/" prefix so they never collide with registry objects.
 import { Hono, type MiddlewareHandler } from "hono";
 import type { Env } from "./env";
 import { Hasher, type HashAlgorithm } from "./digest/hasher";
 import { toHex } from "./util/encoding";
+import { blobStoreShard, trustStoreFor } from "./stores";
+import { gcBenchRoutes } from "./gc/bench-routes";
 
 export const benchRoutes = new Hono<{ Bindings: Env }>();
+benchRoutes.route("/gc", gcBenchRoutes); // GC throughput (src/gc/bench-routes.ts)
 
 /** Runs before the admin gate, so that with BENCH_ROUTES off /_bench is a plain 404 for everyone. */
 export const benchEnabled: MiddlewareHandler<{ Bindings: Env }> = async (c, next) => {
@@ -169,3 +173,64 @@ benchRoutes.post("/hash", async (c) => {
   const ms = Date.now() - t0;
   return c.json({ algo, bytes, reads, readAtLeast: min, ms, mbps: ms > 0 ? bytes / MB / (ms / 1000) : null, hex });
 });
+
+// POST /_bench/index?store=blob|trust&n=N&concurrency=C&objects=K — index write rate: N commits
+// issued by C concurrent loops from this Worker, to one BlobStore object ("blob") or spread over K
+// repositories' TrustStore objects ("trust"). Uses bench-only object names and repositories
+// ("_bench/…"), never registry ones. Answers {store, commits, concurrency, objects, ms, perSecond}.
+benchRoutes.post("/index", async (c) => {
+  const q = new URL(c.req.url).searchParams;
+  const int = (k: string, dflt: number, max: number) => Math.max(1, Math.min(max, Math.floor(Number(q.get(k) ?? dflt)) || dflt));
+  const store = q.get("store") === "trust" ? "trust" : "blob";
+  const n = int("n", 2000, 100_000);
+  const concurrency = int("concurrency", 16, 256);
+  const objects = store === "trust" ? int("objects", 1, 256) : 1;
+  const run = crypto.randomUUID().replace(/-/g, "");
+  const blobs = blobStoreShard(c.env, "_bench/blobs");
+  let next = 0;
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) {
+      const i = next++;
+      const hex = run + i.toString(16).padStart(32, "0");
+      const digest = `sha256:${hex}`;
+      if (store === "blob") {
+        await blobs.commit({ digest, size: 1, r2Key: `_bench/index/${hex}`, contentSha256: hex }, "_bench/repo");
+      } else {
+        const repo = `_bench/repo-${i % objects}`;
+        // "_bench/…" is not a valid repository name, so these objects never meet real ones.
+        await trustStoreFor(c.env, repo).link(repo, { digest, kind: "blob", size: 1, r2Key: `_bench/index/${hex}`, mediaType: null });
+      }
+    }
+  }));
+  const ms = Date.now() - t0;
+  return c.json({ store, commits: n, concurrency, objects, ms, perSecond: ms > 0 ? (n * 1000) / ms : null });
+});
+
+// POST /_bench/heavyput?refs=N — object-level cost of a heavy manifest PUT: links N blobs into a
+// fresh bench repository, then times one putManifest that requires all N (the transaction that
+// used to run inside the object every repository shared). Answers {refs, linkMs, putMs}.
+benchRoutes.post("/heavyput", async (c) => {
+  const refs = Math.max(1, Math.min(10_000, Math.floor(Number(new URL(c.req.url).searchParams.get("refs") ?? 5000)) || 5000));
+  const run = crypto.randomUUID().replace(/-/g, "");
+  const repo = `_bench/heavy-${run.slice(0, 8)}`;
+  const trust = trustStoreFor(c.env, repo);
+  const digests = Array.from({ length: refs }, (_, i) => `sha256:${run}${i.toString(16).padStart(32, "0")}`);
+  const t0 = Date.now();
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < refs) {
+      const d = digests[next++];
+      await trust.link(repo, { digest: d, kind: "blob", size: 1, r2Key: `_bench/heavy/${d.slice(7)}`, mediaType: null });
+    }
+  }));
+  const t1 = Date.now();
+  const r = await trust.putManifest({
+    repo, manifest: { digest: `sha256:${run}${"f".repeat(32)}`, size: 1, r2Key: "_bench/heavy/manifest", mediaType: "application/vnd.oci.image.manifest.v1+json" },
+    tag: "heavy", subject: null, artifactType: null, annotations: null, requiredBlobs: digests, requiredManifests: [],
+  });
+  const putMs = Date.now() - t1;
+  if (!r.ok) return benchError(500, "heavy putManifest was refused");
+  return c.json({ refs, linkMs: t1 - t0, putMs });
+});
+

@@ -4,6 +4,8 @@ import type { UploadSession } from "./stores/upload-session";
 import type { TrustStore } from "./stores/trust-store";
 import type { AccountStore } from "./stores/account-store";
 import type { AuditLog } from "./stores/audit-log";
+import type { Catalog } from "./stores/catalog";
+import type { GcCoordinator } from "./gc/coordinator";
 import { MAX_MANIFEST_REFERENCES, MAX_MANIFEST_REFERENCES_CEILING } from "./oci/limits";
 
 export interface Env {
@@ -13,6 +15,10 @@ export interface Env {
   TRUST_STORE: DurableObjectNamespace<TrustStore>;
   ACCOUNT_STORE: DurableObjectNamespace<AccountStore>;
   AUDIT_LOG: DurableObjectNamespace<AuditLog>;
+  CATALOG: DurableObjectNamespace<Catalog>;
+  GC: DurableObjectNamespace<GcCoordinator>;
+  /** Grace period of garbage collection in seconds (docs/adr/0011); default 86400, 0 allowed. */
+  GC_GRACE_SECONDS?: string;
   MAX_BODY_BYTES?: string;
   CHUNK_MAX_BYTES?: string;
   MAX_MANIFEST_BYTES?: string;
@@ -22,6 +28,7 @@ export interface Env {
   UPLOAD_LEASE_SECONDS?: string;
   DELETE_ENABLED?: string;
   BENCH_ROUTES?: string;
+  LEGACY_INDEX?: string;
   // Auth (read by src/auth/config.ts; see docs/auth.md)
   AUTH_MODE?: string;
   ADMIN_PASSWORD?: string;
@@ -49,6 +56,7 @@ export interface Config {
   /** How long an upload's write lease outlives its writer's last renewal (docs/adr/0007). */
   uploadLeaseSeconds: number;
   deleteEnabled: boolean;
+  gcGraceSeconds: number;
 }
 
 const MiB = 1024 * 1024;
@@ -67,5 +75,6 @@ export function config(env: Env): Config {
     uploadPartBytes: num(env.UPLOAD_PART_BYTES, 16 * MiB, 5 * MiB),
     uploadLeaseSeconds: num(env.UPLOAD_LEASE_SECONDS, 20, 1),
     deleteEnabled: String(env.DELETE_ENABLED ?? "true").toLowerCase() !== "false",
+    gcGraceSeconds: num(env.GC_GRACE_SECONDS, 86400, 0),
   };
 }

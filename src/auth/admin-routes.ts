@@ -24,6 +24,8 @@ import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
 import { isValidName } from "../oci/grammar";
 import { auditRoutes } from "../admin/audit-routes";
 import { record } from "../audit/record";
+import { mountIndexAdminRoutes } from "../admin/index-routes";
+import { mountGcAdminRoutes } from "../admin/gc-routes";
 
 type Ctx = Context<any>;
 
@@ -369,3 +371,7 @@ adminRoutes.delete("/keys/:kid", async (c) => {
   await record(c.env, { action: "key.delete", outcome: { status: 204 }, details: { kid: c.req.param("kid").slice(0, 128) } });
   return c.body(null, 204);
 });
+
+// index migration and blob holders (owned by the index, docs/adr/0008)
+mountIndexAdminRoutes(adminRoutes);
+mountGcAdminRoutes(adminRoutes);

@@ -5,8 +5,8 @@ import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
 import { parseDigest } from "./grammar";
-import { trustStoreFor } from "../stores";
 import { memberBlob } from "../storage/backfill";
+import { unlinkBlob } from "../storage/holders";
 
 export async function get(c: Ctx, name: string, digestParam: string, head: boolean): Promise<Response> {
   const { digest } = parseDigest(digestParam);
@@ -48,7 +48,7 @@ export async function get(c: Ctx, name: string, digestParam: string, head: boole
 export async function remove(c: Ctx, name: string, digestParam: string): Promise<Response> {
   if (!config(c.env).deleteEnabled) throw deletesDisabled();
   const { digest } = parseDigest(digestParam);
-  const removed = await trustStoreFor(c.env, name).unlinkBlob(name, digest);
+  const removed = await unlinkBlob(c.env, name, digest);
   if (!removed) throw blobUnknown(digest);
   await record(c.env, { action: "blob.delete", target: { repository: name, digest }, outcome: { status: 202 } });
   return new Response(null, { status: 202, headers: { "Content-Length": "0", "Docker-Content-Digest": digest } });

@@ -1,7 +1,7 @@
-// GET /v2/<name>/tags/list and GET /v2/_catalog, served from the TrustStore index.
+// GET /v2/<name>/tags/list (the repository's TrustStore) and GET /v2/_catalog (the Catalog index).
 import type { Ctx } from "../app";
 import { oci } from "./errors";
-import { trustStoreFor } from "../stores";
+import { catalogShard, catalogShards, trustStoreFor } from "../stores";
 import { mayPull } from "../auth";
 import { nextLink, parsePage } from "./pagination";
 import { MAX_PAGE_ENTRIES as MAX_PAGE } from "./limits";
@@ -27,20 +27,24 @@ export async function catalog(c: Ctx): Promise<Response> {
   const visible: string[] = [];
   let more = false;
   if (want > 0) {
-    const trust = trustStoreFor(c.env);
-    let cursor = last;
-    scan: for (;;) {
-      const page = await trust.catalog(MAX_PAGE, cursor);
-      for (const repo of page.items) {
-        if (!(await mayPull(c, repo))) continue;
-        if (visible.length === want) {
-          more = true; // one more visible repository exists: offer a next page
-          break scan;
+    // Shards are walked in name order; each page is read from one shard only.
+    const shards = catalogShards();
+    scan: for (const shard of shards) {
+      const store = catalogShard(c.env, shard);
+      let cursor = last;
+      for (;;) {
+        const page = await store.page(MAX_PAGE, cursor);
+        for (const repo of page.items) {
+          if (!(await mayPull(c, repo))) continue;
+          if (visible.length === want) {
+            more = true; // one more visible repository exists: offer a next page
+            break scan;
+          }
+          visible.push(repo);
         }
-        visible.push(repo);
+        if (page.next === null) break;
+        cursor = page.next;
       }
-      if (page.next === null) break;
-      cursor = page.next;
     }
   }
   const headers: Record<string, string> = {};

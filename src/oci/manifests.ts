@@ -1,5 +1,5 @@
-// /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2 under a
-// content-addressed key, indexed in BlobStore, and made readable per repository in TrustStore
+// /v2/<name>/manifests/<reference>: manifests are stored byte-exact in R2 under a per-PUT
+// unique key (docs/adr/0011), indexed in BlobStore, and made readable per repository in TrustStore
 // (the handoff is storage/handoff.ts commitManifest).
 import type { Ctx } from "../app";
 import { config } from "../env";
@@ -15,6 +15,9 @@ import { deletesDisabled } from "./blobs";
 import { tooLarge } from "../storage/ingest";
 import { assertManifestDeletable, assertTagMutable } from "../auth";
 import { pullAudited, record } from "../audit/record";
+import { rulesFor } from "../auth/session";
+import { immutableRuleFor } from "../auth/policy";
+import { deleteManifest } from "../storage/holders";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -69,12 +72,11 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
     digest = ref.digest.digest;
   }
 
-  if (ref.tag !== null) {
-    const tag = ref.tag; // immutable tags (docs/auth.md): the lookup only runs when a rule covers the repo
-    await assertTagMutable(c, name, tag, () => trustStoreFor(c.env, name).tagDigest(name, tag), digest);
-  }
-
-  await commitManifest(c.env, { repo: name, digest, sha256: computed.sha256!, body, parsed, tag: ref.tag });
+  // Immutable tags (docs/auth.md) are decided inside the tag write (commitManifest); the policy is
+  // read only when that write finds the tag pointing elsewhere.
+  const tag = ref.tag;
+  const immutableRule = async () => (tag === null ? null : immutableRuleFor(await rulesFor(c), name, tag)?.id ?? null);
+  await commitManifest(c.env, { repo: name, digest, sha256: computed.sha256!, body, parsed, tag, immutableRule });
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${digest}`,
     "Docker-Content-Digest": digest,
@@ -95,7 +97,7 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
     const tag = ref.tag;
     await assertTagMutable(c, name, tag, () => trust.tagDigest(name, tag), null);
   }
-  const removed = ref.digest ? await trust.deleteManifest(name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
+  const removed = ref.digest ? await deleteManifest(c.env, name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);
   await record(c.env, { action: ref.digest ? "manifest.delete" : "tag.delete", target: { repository: name, tag: ref.tag, digest: ref.digest?.digest ?? null }, outcome: { status: 202 } });
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });

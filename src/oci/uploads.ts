@@ -5,11 +5,10 @@ import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
 import { isValidName, parseDigest, type ParsedDigest } from "./grammar";
-import { trustStoreFor } from "../stores";
 import { tooLarge } from "../storage/ingest";
-import { memberBlob } from "../storage/backfill";
+import { mountBlob } from "../storage/holders";
 import {
-  appendToUpload, cancelUpload, closeUpload, openUpload, progressHeaders, unknownUpload, uploadOffset, uploadWhole,
+  appendToUpload, cancelUpload, closeUpload, maxUploadBytes, openUpload, progressHeaders, unknownUpload, uploadOffset, uploadWhole,
   type UploadBody, type UploadRef,
 } from "../storage/uploads";
 import { principalId } from "./principal";
@@ -21,8 +20,6 @@ export { digestPolicy } from "../storage/uploads";
 
 const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const MIN_CHUNK = 5 * 1024 * 1024;
-/** Repositories tried for a mount without `from`. */
-const AUTO_MOUNT_CANDIDATES = 50;
 
 /** POST /v2/<name>/blobs/uploads/ — start a session, upload monolithically (?digest=), or mount. */
 export async function start(c: Ctx, name: string): Promise<Response> {
@@ -65,17 +62,9 @@ export async function start(c: Ctx, name: string): Promise<Response> {
  * "not there".
  */
 async function tryMount(c: Ctx, name: string, d: ParsedDigest, from: string | null): Promise<Response | null> {
-  const sources = from !== null ? [from] : await trustStoreFor(c.env).reposWithBlob(d.digest, AUTO_MOUNT_CANDIDATES);
-  for (const source of sources) {
-    if (source === name || !isValidName(source)) continue;
-    if (!(await mayPull(c, source))) continue; // not readable by this principal: nothing leaks
-    const src = await memberBlob(c.env, source, d.digest);
-    if (!src || src.kind !== "blob") continue;
-    await trustStoreFor(c.env, name).link(name, { digest: d.digest, kind: "blob", size: src.size, r2Key: src.r2Key, mediaType: null });
-    await record(c.env, { action: "blob.mount", target: { repository: name, digest: d.digest }, outcome: { status: 201 }, details: { from: source, size: src.size } });
-    return created(name, d.digest);
-  }
-  return null;
+  if (from !== null && !isValidName(from)) return null;
+  const mounted = await mountBlob(c.env, name, d.digest, from !== null ? [from] : null, (repo) => mayPull(c, repo));
+  return mounted ? created(name, d.digest) : null;
 }
 
 
@@ -115,14 +104,27 @@ function uploadRef(c: Ctx, name: string, id: string): UploadRef {
   return { repo: name, id, principal: principalId(c) };
 }
 
-/** The body with its Content-Length and Content-Range, which must agree when both are given. */
+/**
+ * The body and its declared length: Content-Length, or else (a chunked body) the length of its
+ * Content-Range, which the bytes must then match exactly. When both are given they must agree.
+ * Everything here is refused before a byte of the body is read.
+ */
 function uploadBody(c: Ctx): UploadBody {
-  const range = parseContentRange(c.req.header("Content-Range"));
+  const cfg = config(c.env);
+  const range = parseContentRange(c.req.header("Content-Range"), maxUploadBytes(c.env));
   const length = contentLength(c);
-  if (range && length !== null && range.end - range.start + 1 !== length) {
-    throw oci("BLOB_UPLOAD_INVALID", `Content-Range ${range.start}-${range.end} covers ${range.end - range.start + 1} bytes but Content-Length is ${length}`);
+  if (!range) return { stream: c.req.raw.body, contentLength: length, start: null };
+  const span = range.end - range.start + 1;
+  if (length !== null && span !== length) {
+    throw oci("BLOB_UPLOAD_INVALID", `Content-Range ${range.start}-${range.end} covers ${span} bytes but Content-Length is ${length}`);
   }
-  return { stream: c.req.raw.body, contentLength: length, start: range ? range.start : null };
+  if (length === null && cfg.maxBodyBytes > 0 && span > cfg.maxBodyBytes) {
+    throw oci(
+      "TOO_LARGE", `Content-Range ${range.start}-${range.end} declares a ${span}-byte chunk, over this registry's limit of ${cfg.maxBodyBytes} bytes per request; push the blob in chunks of at most that size`,
+      { limit: cfg.maxBodyBytes }, 413,
+    );
+  }
+  return { stream: c.req.raw.body, contentLength: span, lengthHeader: length === null ? "Content-Range" : "Content-Length", start: range.start };
 }
 
 function created(name: string, digest: string): Response {
@@ -144,13 +146,20 @@ function checkBodyLimit(c: Ctx, max: number) {
   if (max > 0 && len !== null && len > max) throw tooLarge(max);
 }
 
-/** OCI sends "start-end"; tolerate the HTTP form "bytes start-end/total" too. */
-export function parseContentRange(v: string | undefined): { start: number; end: number } | null {
+/**
+ * OCI sends "start-end"; tolerate the HTTP form "bytes start-end/total" too. A range ending at or
+ * past `maxBytes` (the largest upload) can never be satisfied; this also refuses numbers too large
+ * to be exact (past 2^53), since `maxBytes` is far below that.
+ */
+function parseContentRange(v: string | undefined, maxBytes: number): { start: number; end: number } | null {
   if (v === undefined) return null;
   const m = /^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/.exec(v.trim());
   if (!m) throw oci("RANGE_INVALID", `invalid Content-Range "${v.slice(0, 60)}" (expected <start>-<end>)`, undefined, 416);
   const start = Number(m[1]);
   const end = Number(m[2]);
   if (end < start) throw oci("RANGE_INVALID", `invalid Content-Range "${v.slice(0, 60)}": end before start`, undefined, 416);
+  if (end >= maxBytes) {
+    throw oci("RANGE_INVALID", `Content-Range "${v.slice(0, 60)}" ends past the largest upload this registry accepts (${maxBytes} bytes)`, { limit: maxBytes }, 416);
+  }
   return { start, end };
 }

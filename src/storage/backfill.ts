@@ -1,8 +1,9 @@
 // Membership backfill for repositories stored before the membership index existed: walk every
 // tagged or known manifest (and, through indexes, their children) and make the manifests and the
 // blobs they reference members of that repository. Runs lazily on a read miss and as an admin task.
+// Each grant records the BlobStore holder first, then the membership (handoff order).
 import type { Env } from "../env";
-import { blobStoreFor, trustStoreFor } from "../stores";
+import { blobStoreFor, legacyTrustStore, trustStoreFor } from "../stores";
 import { indexedAnnotations, parseManifest, requiredBlobs, requiredManifests } from "../oci/manifest";
 
 export async function backfillRepo(env: Env, repo: string): Promise<{ manifests: number; blobs: number }> {
@@ -15,7 +16,7 @@ export async function backfillRepo(env: Env, repo: string): Promise<{ manifests:
     const digest = queue.pop()!;
     if (seen.has(digest)) continue;
     seen.add(digest);
-    const stored = await blobStoreFor(env, digest).get(digest);
+    const stored = await blobStoreFor(env, digest).hold(digest, repo);
     if (!stored) continue; // bytes gone: nothing to grant
     const obj = await env.BUCKET.get(stored.r2Key);
     if (!obj) continue;
@@ -27,16 +28,17 @@ export async function backfillRepo(env: Env, repo: string): Promise<{ manifests:
       continue; // not a manifest we can read: grant nothing through it
     }
     for (const d of requiredBlobs(parsed)) {
-      const b = await blobStoreFor(env, d.digest).get(d.digest);
+      const b = await blobStoreFor(env, d.digest).hold(d.digest, repo);
       if (!b) continue;
-      await trust.link(repo, { digest: d.digest, kind: "blob", size: b.size, r2Key: b.r2Key, mediaType: null });
+      await trust.link(repo, { digest: d.digest, kind: "blob", size: b.size, r2Key: b.r2Key, mediaType: null }, b.heldSeq);
       blobs++;
     }
     for (const child of requiredManifests(parsed)) queue.push(child.digest);
     await trust.putManifest({
       repo, manifest: { digest, size: stored.size, r2Key: stored.r2Key, mediaType: parsed.mediaType }, tag: null,
       subject: parsed.subject?.digest ?? null, artifactType: parsed.artifactType ?? null, annotations: indexedAnnotations(parsed),
-      requiredBlobs: [], requiredManifests: [],
+      requiredBlobs: [], requiredManifests: [], heldSeq: stored.heldSeq,
+      refs: [...requiredBlobs(parsed), ...requiredManifests(parsed)].map((x) => x.digest),
     });
     manifests++;
   }
@@ -44,9 +46,15 @@ export async function backfillRepo(env: Env, repo: string): Promise<{ manifests:
   return { manifests, blobs };
 }
 
+/**
+ * Backfill every flagged repository. Only repositories of the pre-schema-3 single index can be
+ * flagged (later ones are born with membership), so the legacy object lists the candidates.
+ */
 export async function backfillAll(env: Env): Promise<Record<string, { manifests: number; blobs: number }>> {
   const out: Record<string, { manifests: number; blobs: number }> = {};
-  for (const repo of await trustStoreFor(env).pendingBackfills()) out[repo] = await backfillRepo(env, repo);
+  for (const repo of await legacyTrustStore(env).legacyPendingBackfills()) {
+    if (await trustStoreFor(env, repo).needsBackfill(repo)) out[repo] = await backfillRepo(env, repo);
+  }
   return out;
 }
 

@@ -24,8 +24,10 @@ export interface IngestInput {
   partSize: number;
   hashers: Hasher[];
   body: ReadableStream<Uint8Array> | null;
-  /** Declared body length, or null when streamed without Content-Length. */
+  /** Declared body length, or null when streamed without Content-Length or Content-Range. */
   contentLength: number | null;
+  /** The header that declared `contentLength` (named in errors); Content-Length if omitted. */
+  lengthHeader?: LengthHeader;
   /** Largest body this request may carry; 0 = unlimited. */
   maxBytes: number;
   /** This request ends the upload: leave one complete object behind. */
@@ -56,6 +58,7 @@ export interface IngestResult {
 }
 
 type Written = Omit<IngestResult, "unused">;
+export type LengthHeader = "Content-Length" | "Content-Range";
 
 export async function ingest(inp: IngestInput): Promise<IngestResult> {
   const reserved = inp.reservedKey;
@@ -66,11 +69,15 @@ export async function ingest(inp: IngestInput): Promise<IngestResult> {
 
 function write(inp: IngestInput): Promise<Written> {
   const { layout, contentLength } = inp;
+  if (!inp.body && contentLength) throw truncated(0, contentLength, inp.lengthHeader); // e.g. a Content-Range and no body
   if (contentLength === 0 || !inp.body) {
     if (!inp.final) return Promise.resolve({ layout, offset: inp.offset, newParts: [], obsolete: [] });
     return finalizeLayout(inp, layout);
   }
-  if (layout.kind === "empty" && contentLength !== null && contentLength <= SINGLE_PUT_MAX) {
+  // Only a Content-Length is a length workerd enforces. A chunked body's Content-Range is a claim
+  // that may be wrong: it goes through the part buffers, so a lie is refused without aborting an
+  // R2 put mid-stream (workerd then reports an uncaught "Network connection lost").
+  if (layout.kind === "empty" && contentLength !== null && inp.lengthHeader !== "Content-Range" && contentLength <= SINGLE_PUT_MAX) {
     return singlePut(inp, contentLength);
   }
   return partsWrite(inp);
@@ -87,15 +94,16 @@ async function singlePut(inp: IngestInput, length: number): Promise<Written> {
   try {
     for await (const chunk of readChunks(inp.body!)) {
       total += chunk.length;
-      if (total > length) throw oci("BLOB_UPLOAD_INVALID", `body is longer than its Content-Length (${length})`);
+      if (total > length) throw overlong(length, inp.lengthHeader);
       for (const h of inp.hashers) h.update(chunk);
       await writer.write(chunk);
     }
-    if (total !== length) throw truncated(total, length);
+    if (total !== length) throw truncated(total, length, inp.lengthHeader);
     await writer.close();
     await put;
   } catch (err) {
     await writer.abort(err).catch(() => {});
+    await put.catch(() => {}); // settled before the caller deletes the key
     throw err;
   }
   return { layout: { kind: "single", key, size: length }, offset: inp.offset + length, newParts: [], obsolete: [] };
@@ -154,7 +162,8 @@ async function partsWrite(inp: IngestInput): Promise<Written> {
       }
     })();
   };
-  const take = async (source: ReadableStream<Uint8Array>, hash: boolean, limit: number | null): Promise<number> => {
+  /** Read `source` into parts; `declared` is the length its header promised (refused as soon as it is exceeded). */
+  const take = async (source: ReadableStream<Uint8Array>, hash: boolean, limit: number | null, declared: number | null): Promise<number> => {
     let total = 0;
     const reader = byobReader(source);
     try {
@@ -171,6 +180,7 @@ async function partsWrite(inp: IngestInput): Promise<Written> {
           if (hash) for (const h of inp.hashers) h.update(value);
           fill += value.length;
           total += value.length;
+          if (declared !== null && total > declared) throw overlong(declared, inp.lengthHeader);
           if (limit !== null && total > limit) throw tooLarge(limit);
         } else if (value) {
           buf = new Uint8Array(value.buffer as ArrayBuffer);
@@ -187,13 +197,13 @@ async function partsWrite(inp: IngestInput): Promise<Written> {
     if (prefix) {
       const obj = await bucket.get(prefix.key);
       if (!obj) throw new Error(`upload data ${prefix.key} is missing`);
-      const got = await take(obj.body, false, null);
+      const got = await take(obj.body, false, null, null);
       if (got !== prefix.size) throw new Error(`upload data ${prefix.key} has ${got} bytes, expected ${prefix.size}`);
       obsolete.push(prefix.key);
     }
     const limit = inp.maxBytes > 0 ? inp.maxBytes : null;
-    const got = await take(inp.body!, true, limit);
-    if (inp.contentLength !== null && got !== inp.contentLength) throw truncated(got, inp.contentLength);
+    const got = await take(inp.body!, true, limit, inp.contentLength);
+    if (inp.contentLength !== null && got !== inp.contentLength) throw truncated(got, inp.contentLength, inp.lengthHeader);
     const offset = inp.offset + got;
 
     if (inp.final) {
@@ -279,18 +289,69 @@ async function claimKey(inp: IngestInput): Promise<string> {
   return key;
 }
 
-function truncated(got: number, want: number) {
-  return oci("BLOB_UPLOAD_INVALID", `request body ended after ${got} of ${want} bytes declared by Content-Length`);
+function truncated(got: number, want: number, header: LengthHeader = "Content-Length") {
+  return oci("BLOB_UPLOAD_INVALID", `request body ended after ${got} of ${want} bytes declared by ${header}`);
+}
+
+function overlong(want: number, header: LengthHeader = "Content-Length") {
+  return oci("BLOB_UPLOAD_INVALID", `request body is longer than the ${want} bytes declared by ${header}`);
 }
 
 export function tooLarge(limit: number) {
   return oci("TOO_LARGE", `request body exceeds this registry's limit of ${limit} bytes per request; push the blob in chunks (PATCH with Content-Range) of at most that size`, { limit }, 413);
 }
 
+/**
+ * A refused request's unread body is read and discarded up to this many bytes (above
+ * Cloudflare's 100 MB request limit on Free/Pro zones, so a deployed Worker drains every body)…
+ */
+export const DRAIN_MAX_BYTES = 128 * 1024 * 1024;
+/** …or for this long; then it is cancelled. */
+export const DRAIN_MAX_MS = 5000;
+
+/**
+ * Read and discard what a refused request left unread of a body it had started to read, before
+ * the error response goes out (workerd refuses reads after the response). A half-read body
+ * breaks the connection it came on: behind wrangler dev's proxy the next request stalled until
+ * yet another arrived (30 s and more) or failed with "Network connection lost"; cancelling the
+ * stream does not help. Bodies nobody touched are left alone: the runtime disposes of them. A
+ * body beyond DRAIN_MAX_BYTES or DRAIN_MAX_MS is cancelled instead of read to its end.
+ * Returns how it ended (for tests).
+ */
+export async function drainRefusedBody(req: Request): Promise<"untouched" | "drained" | "cancelled"> {
+  const body = req.body;
+  if (!body || body.locked || !req.bodyUsed) return "untouched";
+  const reader = byobReader(body);
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const expired = new Promise<null>((resolve) => { timer = setTimeout(() => resolve(null), DRAIN_MAX_MS); });
+  let buf = new Uint8Array(new ArrayBuffer(READ_MAX));
+  let total = 0;
+  try {
+    for (;;) {
+      const res = await Promise.race([reader.read(buf, READ_MIN), expired]);
+      if (res === null || total > DRAIN_MAX_BYTES) {
+        await reader.cancel().catch(() => {});
+        return "cancelled";
+      }
+      if (res.value) {
+        total += res.value.length;
+        buf = new Uint8Array(res.value.buffer as ArrayBuffer);
+      }
+      if (res.done) return "drained";
+    }
+  } catch {
+    return "cancelled"; // the client went away mid-body: nothing left to drain
+  } finally {
+    clearTimeout(timer);
+    reader.release();
+  }
+}
+
 // ---- readers ---------------------------------------------------------------------------------
 
 interface FillReader {
   read(view: Uint8Array, min: number): Promise<{ done: boolean; value: Uint8Array | undefined }>;
+  cancel(): Promise<void>;
   release(): void;
 }
 
@@ -309,6 +370,7 @@ function byobReader(stream: ReadableStream<Uint8Array>): FillReader {
         const res = await byob.readAtLeast(min, view);
         return { done: res.done, value: res.value };
       },
+      cancel: () => byob.cancel(),
       release: () => byob.releaseLock(),
     };
   }
@@ -337,6 +399,7 @@ function byobReader(stream: ReadableStream<Uint8Array>): FillReader {
       }
       return { done, value: view.subarray(0, n) };
     },
+    cancel: () => d.cancel(),
     release: () => d.releaseLock(),
   };
 }

@@ -6,12 +6,12 @@ import { config, type Env } from "../env";
 import { oci } from "../oci/errors";
 import type { ParsedDigest } from "../oci/grammar";
 import { uploadSessionFor } from "../stores";
-import type { BeginResult } from "../stores/upload-session";
+import { MAX_UPLOAD_PARTS, type BeginResult } from "../stores/upload-session";
 import type { HashAlgorithm } from "../digest/hasher";
 import { Hasher } from "../digest/hasher";
 import { assertClaim, createHashers, finishHashers, missingAlgorithm, saveHashers, streamingAlgorithms, type Computed, type DigestPolicy } from "../digest/verify";
 import { matchGlob } from "../auth/policy";
-import { ingest, readChunks } from "./ingest";
+import { ingest, readChunks, type LengthHeader } from "./ingest";
 import { commitBlob } from "./handoff";
 
 /** Who is writing which upload. */
@@ -24,8 +24,13 @@ export interface UploadRef {
 /** A request body and what its headers say about it. */
 export interface UploadBody {
   stream: ReadableStream<Uint8Array> | null;
-  /** Content-Length, or null when the body is streamed without one. */
+  /**
+   * Declared body length: Content-Length, or for a chunked body the Content-Range's length; null
+   * when streamed without either.
+   */
   contentLength: number | null;
+  /** Which header declared `contentLength` (named in errors); Content-Length if omitted. */
+  lengthHeader?: LengthHeader;
   /** Content-Range start, or null (append at the current offset). */
   start: number | null;
 }
@@ -43,6 +48,11 @@ export function digestPolicy(env: Env, repo: string): DigestPolicy {
   if (lower === "false" || lower === "" || lower === "off") return { blake3InSha256: false };
   const globs = raw.split(",").map((g) => g.trim()).filter(Boolean);
   return { blake3InSha256: globs.some((g) => matchGlob(g, repo)) };
+}
+
+/** The largest blob an upload session can hold: R2's part limit times the part size. */
+export function maxUploadBytes(env: Env): number {
+  return MAX_UPLOAD_PARTS * config(env).uploadPartBytes;
 }
 
 /** Start a session; `algorithms` are hashes the client declared it will close with (computed in-stream). */
@@ -169,7 +179,7 @@ async function underLease(env: Env, ref: UploadRef, body: UploadBody, claim: Par
     const hashers = createHashers(algs, state.hashStates);
     const res = await ingest({
       bucket: env.BUCKET, layout: state.layout, offset: state.offset, partSize: state.partSize, hashers,
-      body: body.stream, contentLength: body.contentLength, maxBytes: cfg.maxBodyBytes, final, keyPrefix: `data/${ref.id}/`, reservedKey,
+      body: body.stream, contentLength: body.contentLength, lengthHeader: body.lengthHeader, maxBytes: cfg.maxBodyBytes, final, keyPrefix: `data/${ref.id}/`, reservedKey,
       register: (add) => lease.register(add),
       loadParts: async () => {
         const parts = await session.parts(lease.token);

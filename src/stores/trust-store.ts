@@ -1,8 +1,15 @@
-// TrustStore: what each repository may serve. Per-repository membership (repo, digest, kind)
-// beside the shared content-addressed storage, tags, referrers and the catalog.
-// Every read of a blob or manifest goes through a membership row here first.
+// TrustStore: what ONE repository may serve (one object per repository, docs/adr/0008):
+// membership (digest, kind) beside the shared content-addressed storage, tags and referrers.
+// Every read of a blob or manifest goes through a membership row here first. Rows keep their
+// `repo` column (the pre-schema-3 layout, copied verbatim by the migration) and every method
+// still filters by it; ready() makes sure an object only ever answers for its own repository.
+// The object named LEGACY_TRUST_STORE holds the single-object layout of schema ≤ 2: it serves
+// only the migration (exports, progress, the alarm that drives it), never reads or writes.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import { catalogFor, groupByBlobShard, quotaStore, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
+import { MAX_HOLD_BATCH } from "./blob-store";
+import { globToRegExp } from "../auth/policy";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
 
 export type MemberKind = "blob" | "manifest";
@@ -38,14 +45,96 @@ export interface PutManifestInput {
   /** Digests that must already be members (blobs and child manifests); checked in the same transaction. */
   requiredBlobs: string[];
   requiredManifests: string[];
+  /**
+   * "refuse": store nothing when `tag` exists and points at another digest (answer `tagIsAt`), so
+   * an immutable tag is checked in the same transaction that would move it. Default "allow".
+   */
+  ifTagMoves?: "refuse" | "allow";
+  /** BlobStore holder sequence of the manifest's commit; a GC fence newer than it refuses the write. */
+  heldSeq?: number;
+  /** What the manifest references (GC liveness); default requiredBlobs + requiredManifests. */
+  refs?: string[];
 }
 
 export type PutManifestResult =
   | { ok: true; previousTagDigest: string | null }
-  | { ok: false; missingBlobs: string[]; missingManifests: string[] };
+  | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal };
 
-/** 1: tags/manifests/referrers; 2: per-repository blob membership (with backfill). */
-const SCHEMA_VERSION = 2;
+/** A write that would take the repository over its quota (nothing was written). */
+export interface QuotaRefusal { used: number; limit: number; adding: number; pattern: string }
+
+export type LinkResult = { ok: true } | { ok: false; fenced: true } | { ok: false; quota: QuotaRefusal };
+
+/** How long a repository's object keeps the quota rule it read (quota changes apply within this). */
+export const QUOTA_TTL_MS = 30_000;
+
+export interface RetentionSpec {
+  /** Keep the newest N tags by push time; null: no tag limit. */
+  keepLastTags: number | null;
+  /** Tag globs always kept. */
+  keepTags: string[];
+  /** Tag globs of immutable-tag policy rules for this repository: never removed. */
+  immutableTags: string[];
+  /** Untagged manifests created before this time (ms) go; null: keep them. */
+  untaggedBefore: number | null;
+  deleteOrphanReferrers: boolean;
+}
+
+export interface RetentionResult {
+  tags: { tag: string; digest: string }[];
+  manifests: { digest: string; size: number; why: "untagged" | "orphan-referrer"; held: boolean }[];
+  more: boolean;
+}
+
+/** Tag globs read like the policy engine's (tags have no "/", so "*" spans the whole tag). */
+const globRe = globToRegExp;
+
+/** Most refs one gcRecordRefs call takes. */
+export const GC_REFS_BATCH = 2000;
+
+export interface GcDropResult {
+  /** Memberships dropped (or, in a dry run, that would be). */
+  dropped: { digest: string; size: number; held: boolean }[];
+  /** True when more unlive memberships may remain (call again). */
+  more: boolean;
+  /** Manifests whose references are not indexed yet: nothing is dropped until they are. */
+  unindexed: { digest: string; r2Key: string; mediaType: string }[];
+  needsBackfill: boolean;
+  /** The repository has no members and no tags left (it leaves the catalog). */
+  empty: boolean;
+}
+
+/** 1: tags/manifests/referrers; 2: per-repository blob membership (with backfill); 3: one object per repository. */
+const SCHEMA_VERSION = 3;
+
+/** Rows per export batch of the migration, and a soft byte budget per batch (well under the RPC cap). */
+const EXPORT_ROWS = 200;
+const EXPORT_BYTES = 4 * 1024 * 1024;
+/** Repositories the migration alarm moves per run before it re-arms itself. */
+const MIGRATE_PER_ALARM = 20;
+
+type Table = "repos" | "members" | "tags" | "referrers";
+/** Tables a repository's rows live in, in export order, with their key columns after `repo`. */
+const EXPORT_TABLES: { table: Table; keys: string[] }[] = [
+  { table: "repos", keys: [] },
+  { table: "members", keys: ["digest", "kind"] },
+  { table: "tags", keys: ["tag"] },
+  { table: "referrers", keys: ["subject", "digest"] },
+];
+type Row = Record<string, string | number | null>;
+export interface ExportCursor { table: number; after: (string | number)[] | null }
+export interface ExportBatch { parts: { table: Table; rows: Row[] }[]; next: ExportCursor | null }
+
+export interface MigrationStatus {
+  /** False when there is no pre-schema-3 data: nothing to migrate. */
+  legacy: boolean;
+  state: "none" | "idle" | "running" | "done";
+  repositories: number;
+  migrated: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  lastError: string | null;
+}
 
 export interface Page<T> {
   items: T[];
@@ -55,10 +144,29 @@ export interface Page<T> {
 
 export class TrustStore extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  /** "legacy": the pre-schema-3 single object (migration only); "repo": one repository's object. */
+  private role: "repo" | "legacy" = "repo";
+  /** The repository this object answers for (set on first use). */
+  private owner: string | null = null;
+  /** True once this object has taken over its repository's rows from the legacy object (or had none). */
+  private imported = false;
+  private cataloged = false;
+  /** The quota rule for this repository, read from the GC coordinator at most every QUOTA_TTL_MS. */
+  private quota: { rule: { pattern: string; limitBytes: number } | null; at: number } | null = null;
+  /**
+   * Whether this object has its schema. A repository's object creates it on its first write (or
+   * import), so reads of repositories that do not exist leave no stored object behind.
+   */
+  private stored = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    if (this.sql.exec(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'members'`).toArray().length) this.init();
+  }
+
+  /** Create or upgrade the schema and load this object's role (tests call it after writing old state). */
+  init(): void {
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS members (
         repo TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL,
@@ -83,28 +191,133 @@ export class TrustStore extends DurableObject<Env> {
         repo TEXT PRIMARY KEY, created_at INTEGER NOT NULL
       ) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS refs (
+        repo TEXT NOT NULL, manifest TEXT NOT NULL, digest TEXT NOT NULL,
+        PRIMARY KEY (repo, manifest, digest)
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS refs_by_digest ON refs(repo, digest);
+      CREATE TABLE IF NOT EXISTS fences (digest TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     `);
+    // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
+    // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
+    if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().some((r) => r.name === "refs_indexed")) {
+      this.sql.exec(`ALTER TABLE members ADD COLUMN refs_indexed INTEGER NOT NULL DEFAULT 0`);
+    }
+    this.stored = true;
     this.migrate();
+    this.role = this.meta("role") === "legacy" ? "legacy" : "repo";
+    this.owner = this.meta("repo");
+    this.imported = this.meta("import") === "done";
+    this.cataloged = this.meta("cataloged") === "1";
   }
 
   /**
    * Schema 2 added per-repository blob membership. Repositories stored before it (tags and
    * manifests, bytes in the shared store) are flagged for a membership backfill, so an upgrade
-   * loses no access and grants none.
+   * loses no access and grants none. Schema 3 (one object per repository): an object that holds
+   * rows but no owner is the old single index and becomes the legacy object, read by the migration.
    */
   private migrate(): void {
-    const version = Number(this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = 'schema'`).toArray()[0]?.value ?? 0);
+    const version = Number(this.meta("schema") ?? 0);
     if (version >= SCHEMA_VERSION) return;
     this.ctx.storage.transactionSync(() => {
       const cols = this.sql.exec<{ name: string }>(`PRAGMA table_info(repos)`).toArray().map((r) => r.name);
       if (!cols.includes("needs_backfill")) this.sql.exec(`ALTER TABLE repos ADD COLUMN needs_backfill INTEGER NOT NULL DEFAULT 0`);
-      if (version > 0 || this.sql.exec(`SELECT 1 FROM tags LIMIT 1`).toArray().length) {
+      if (!cols.includes("migrated_at")) this.sql.exec(`ALTER TABLE repos ADD COLUMN migrated_at INTEGER`);
+      if (version < 2 && (version > 0 || this.sql.exec(`SELECT 1 FROM tags LIMIT 1`).toArray().length)) {
         // Data from before the membership index: every repository with tags must be walked.
         this.sql.exec(`INSERT INTO repos (repo, created_at, needs_backfill) SELECT DISTINCT repo, ?, 1 FROM tags WHERE true
           ON CONFLICT (repo) DO UPDATE SET needs_backfill = 1`, Date.now());
       }
-      this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)`, String(SCHEMA_VERSION));
+      if (this.meta("role") === null) {
+        const hasRows = ["repos", "tags", "members"].some((t) => this.sql.exec(`SELECT 1 FROM ${t} LIMIT 1`).toArray().length > 0);
+        this.setMeta("role", hasRows && this.meta("repo") === null ? "legacy" : "repo");
+      }
+      this.setMeta("schema", String(SCHEMA_VERSION));
     });
+  }
+
+  /**
+   * Every repository method starts here: this object answers for one repository only, and on its
+   * first use it takes over that repository's rows from the legacy object (in bounded batches,
+   * with other requests held back), so reads during the migration see the old data.
+   */
+  private async ready(repo: string, write = false): Promise<boolean> {
+    if (this.role === "legacy") throw new Error("the pre-schema-3 TrustStore serves only the index migration");
+    if (this.owner !== null && this.owner !== repo) throw new Error(`the TrustStore of ${this.owner} was asked about ${repo}`);
+    if (this.imported && (this.stored || !write)) return this.stored;
+    await this.ctx.blockConcurrencyWhile(async () => {
+      this.owner = repo;
+      if (this.stored && this.meta("repo") === null) this.setMeta("repo", repo);
+      if (!this.imported) await this.importFromLegacy(repo);
+      if (write && !this.stored) this.createSchema(repo);
+    });
+    return this.stored;
+  }
+
+  /** First write (or import) of a repository's object: schema, owner and import state. */
+  private createSchema(repo: string): void {
+    const imported = this.imported;
+    this.init();
+    this.setMeta("repo", repo);
+    this.owner = repo;
+    if (imported) this.setMeta("import", "done");
+    this.imported = imported;
+  }
+
+  private async importFromLegacy(repo: string): Promise<void> {
+    const legacy = legacyTrustStore(this.env);
+    const saved = this.meta("import");
+    let cursor: ExportCursor | null = saved ? (JSON.parse(saved) as ExportCursor) : { table: 0, after: null };
+    let any = false;
+    if (!legacyIndexEnabled(this.env)) cursor = null;
+    while (cursor) {
+      const batch: ExportBatch | null = await legacy.exportRows(repo, cursor);
+      if (!batch) break; // no legacy data for this repository
+      any = true;
+      if (!this.stored) this.createSchema(repo);
+      // Handoff order: holders before membership.
+      const digests = [...new Set(batch.parts.filter((p) => p.table === "members").flatMap((p) => p.rows.map((r) => String(r.digest))))];
+      for (const g of groupByBlobShard(this.env, digests)) {
+        for (let i = 0; i < g.digests.length; i += MAX_HOLD_BATCH) await g.store.holdMany(repo, g.digests.slice(i, i + MAX_HOLD_BATCH));
+      }
+      const next: ExportCursor | null = batch.next;
+      this.ctx.storage.transactionSync(() => {
+        for (const part of batch.parts) {
+          for (const row of part.rows) {
+            const cols = Object.keys(row).filter((c) => c !== "migrated_at");
+            this.sql.exec(`INSERT OR IGNORE INTO ${part.table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`, ...cols.map((c) => row[c]));
+          }
+        }
+        this.setMeta("import", next ? JSON.stringify(next) : "done");
+      });
+      cursor = next;
+    }
+    if (any) await legacy.markMigrated(repo);
+    this.imported = true;
+    if (!this.stored) return; // nothing here and nothing to take over: stay unstored
+    this.setMeta("import", "done");
+    await this.registerInCatalog(repo);
+  }
+
+  /** Handoff's last step: the catalog row, once, after the repository's first membership. */
+  private async registerInCatalog(repo: string): Promise<void> {
+    if (this.cataloged || !this.stored) return;
+    const row = this.sql.exec<{ created_at: number }>(`SELECT created_at FROM repos WHERE repo = ?`, repo).toArray()[0];
+    if (!row) return;
+    try {
+      await catalogFor(this.env, repo).add(repo, row.created_at);
+      this.setMeta("cataloged", "1");
+      this.cataloged = true;
+    } catch (err) {
+      // Retried on the next write; the repository is readable meanwhile, only not listed.
+      console.error(`catalog registration of ${repo} failed`, err);
+    }
+  }
+
+  /** Take over this repository's legacy rows now (the migration task); idempotent. */
+  async adopt(repo: string): Promise<void> {
+    await this.ready(repo);
   }
 
   // ---- membership -------------------------------------------------------------------------
@@ -114,50 +327,79 @@ export class TrustStore extends DurableObject<Env> {
    * "backfill" means: not a member yet, but the repository predates the membership index and
    * must be walked first (see backfillRoots).
    */
-  blob(repo: string, digest: string): Member | null | "backfill" {
+  async blob(repo: string, digest: string): Promise<Member | null | "backfill"> {
+    if (!(await this.ready(repo))) return null;
     const row = this.sql.exec<{ kind: MemberKind; size: number; r2_key: string; media_type: string | null }>(
       `SELECT kind, size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? ORDER BY kind LIMIT 1`,
       repo, digest).toArray()[0];
     if (row) return { digest, kind: row.kind, size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
-    return this.needsBackfill(repo) ? "backfill" : null;
+    return this.flagged(repo) ? "backfill" : null;
   }
 
-  needsBackfill(repo: string): boolean {
-    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ? AND needs_backfill = 1`, repo).toArray().length > 0;
-  }
-
-  /** Repositories still waiting for a membership backfill. */
-  pendingBackfills(): string[] {
-    return this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE needs_backfill = 1 ORDER BY repo`).toArray().map((r) => r.repo);
+  async needsBackfill(repo: string): Promise<boolean> {
+    if (!(await this.ready(repo))) return false;
+    return this.flagged(repo);
   }
 
   /** Manifest digests a backfill walks from: every tag's target and every known manifest. */
-  backfillRoots(repo: string): string[] {
+  async backfillRoots(repo: string): Promise<string[]> {
+    if (!(await this.ready(repo))) return [];
     return this.sql.exec<{ digest: string }>(
       `SELECT digest FROM tags WHERE repo = ? UNION SELECT digest FROM members WHERE repo = ? AND kind = 'manifest'`, repo, repo)
       .toArray().map((r) => r.digest);
   }
 
-  finishBackfill(repo: string): void {
+  async finishBackfill(repo: string): Promise<void> {
+    if (!(await this.ready(repo))) return;
     this.sql.exec(`UPDATE repos SET needs_backfill = 0 WHERE repo = ?`, repo);
   }
 
-  /** Record that `repo` holds these bytes. Idempotent. */
-  link(repo: string, member: Member): void {
-    this.ctx.storage.transactionSync(() => {
+  /**
+   * Record that `repo` holds these bytes (after BlobStore recorded the holder). Idempotent.
+   * False, writing nothing, when GC fenced the digest after the BlobStore step (`heldSeq`): the
+   * caller commits again (resurrecting or re-holding) and retries, or makes the client re-upload.
+   */
+  async link(repo: string, member: Member, heldSeq = 0): Promise<LinkResult> {
+    await this.ready(repo, true);
+    const rule = await this.quotaRule(repo);
+    const r = this.ctx.storage.transactionSync((): LinkResult => {
+      if (this.fenced(member.digest, heldSeq)) return { ok: false, fenced: true };
+      const over = this.overQuota(repo, rule, member.digest, member.kind, member.size);
+      if (over) return { ok: false, quota: over };
       this.insertMember(repo, member);
+      return { ok: true };
     });
+    if (r.ok) await this.registerInCatalog(repo);
+    return r;
   }
 
-  /** Repositories holding blob `digest` (candidates for a mount without `from`). */
-  reposWithBlob(digest: string, limit: number): string[] {
-    return this.sql.exec<{ repo: string }>(`SELECT repo FROM members WHERE digest = ? AND kind = 'blob' ORDER BY repo LIMIT ?`, digest, limit)
-      .toArray().map((r) => r.repo);
+  /** Quota rule for this repository (cached; a failure to read it allows the write, and is logged). */
+  private async quotaRule(repo: string): Promise<{ pattern: string; limitBytes: number } | null> {
+    if (this.quota && Date.now() - this.quota.at < QUOTA_TTL_MS) return this.quota.rule;
+    try {
+      this.quota = { rule: await quotaStore(this.env).quotaFor(repo), at: Date.now() };
+    } catch (err) {
+      console.error(`quota lookup for ${repo} failed`, err);
+      return this.quota?.rule ?? null;
+    }
+    return this.quota.rule;
   }
 
-  /** Remove a blob from one repository only; bytes stay for garbage collection. */
-  unlinkBlob(repo: string, digest: string): boolean {
-    return this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
+  /** Whether adding (digest, kind) of `size` bytes takes the repository over its quota. */
+  private overQuota(repo: string, rule: { pattern: string; limitBytes: number } | null, digest: string, kind: MemberKind, size: number): QuotaRefusal | null {
+    if (!rule || this.holdsAs(repo, digest, kind)) return null;
+    const used = this.sql.exec<{ b: number }>(`SELECT coalesce(sum(size), 0) AS b FROM members WHERE repo = ?`, repo).one().b;
+    return used + size > rule.limitBytes ? { used, limit: rule.limitBytes, adding: size, pattern: rule.pattern } : null;
+  }
+
+  /**
+   * Remove a blob from one repository only; bytes stay for garbage collection. `held` says
+   * whether the digest is still a member in another kind (the BlobStore holder must then stay).
+   */
+  async unlinkBlob(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
+    if (!(await this.ready(repo))) return { removed: false, held: false };
+    const removed = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
+    return { removed, held: this.holds(repo, digest) };
   }
 
   // ---- manifests and tags -------------------------------------------------------------------
@@ -166,7 +408,8 @@ export class TrustStore extends DurableObject<Env> {
    * Which required references are not members of `repo`: the manifest route asks before it writes
    * any byte (a refused push stores nothing); putManifest asks again inside its transaction.
    */
-  missingReferences(repo: string, requiredBlobs: string[], requiredManifests: string[]): { missingBlobs: string[]; missingManifests: string[] } {
+  async missingReferences(repo: string, requiredBlobs: string[], requiredManifests: string[]): Promise<{ missingBlobs: string[]; missingManifests: string[] }> {
+    if (!(await this.ready(repo))) return { missingBlobs: [...new Set(requiredBlobs)], missingManifests: [...new Set(requiredManifests)] };
     return { missingBlobs: this.missing(repo, requiredBlobs, "blob"), missingManifests: this.missing(repo, requiredManifests, "manifest") };
   }
 
@@ -174,16 +417,31 @@ export class TrustStore extends DurableObject<Env> {
    * Store a manifest's membership, its tag and its referrer row atomically. The caller bounds the
    * input (MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES): no manifest bytes come here.
    */
-  putManifest(input: PutManifestInput): PutManifestResult {
-    return this.ctx.storage.transactionSync(() => {
+  async putManifest(input: PutManifestInput): Promise<PutManifestResult> {
+    // A refused first push leaves no stored object behind either.
+    if (!(await this.ready(input.repo)) && (input.requiredBlobs.length || input.requiredManifests.length)) {
+      return { ok: false, missingBlobs: [...new Set(input.requiredBlobs)], missingManifests: [...new Set(input.requiredManifests)], tagIsAt: null };
+    }
+    await this.ready(input.repo, true);
+    const rule = await this.quotaRule(input.repo);
+    const result = this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
-      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests } as const;
+      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null };
       const m = input.manifest;
+      if (this.fenced(m.digest, input.heldSeq ?? 0)) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, fenced: true };
+      const previousTagDigest = input.tag === null ? null : this.tagTarget(input.repo, input.tag);
+      if (input.ifTagMoves === "refuse" && previousTagDigest !== null && previousTagDigest !== m.digest) {
+        return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest };
+      }
+      const over = this.overQuota(input.repo, rule, m.digest, "manifest", m.size);
+      if (over) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: over };
       this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
-      let previousTagDigest: string | null = null;
+      for (const d of new Set(input.refs ?? [...input.requiredBlobs, ...input.requiredManifests])) {
+        this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, input.repo, m.digest, d);
+      }
+      this.sql.exec(`UPDATE members SET refs_indexed = 1 WHERE repo = ? AND digest = ? AND kind = 'manifest'`, input.repo, m.digest);
       if (input.tag !== null) {
-        previousTagDigest = this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, input.repo, input.tag).toArray()[0]?.digest ?? null;
         this.sql.exec(`INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?)
           ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
           input.repo, input.tag, m.digest, Date.now());
@@ -194,47 +452,57 @@ export class TrustStore extends DurableObject<Env> {
           input.repo, input.subject, m.digest, m.mediaType, m.size, input.artifactType,
           input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
       }
-      return { ok: true, previousTagDigest } as const;
+      return { ok: true, previousTagDigest };
     });
+    if (result.ok) await this.registerInCatalog(input.repo);
+    return result;
   }
 
   /** Resolve a tag or digest to a manifest of this repository. */
-  manifest(repo: string, reference: string, isDigest: boolean): ManifestRecord | null | "backfill" {
-    const digest = isDigest
-      ? reference
-      : this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, reference).toArray()[0]?.digest;
-    const row = digest === undefined ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
+  async manifest(repo: string, reference: string, isDigest: boolean): Promise<ManifestRecord | null | "backfill"> {
+    if (!(await this.ready(repo))) return null;
+    const digest = isDigest ? reference : this.tagTarget(repo, reference);
+    const row = digest === null ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
       `SELECT size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
     if (row) return { digest: digest!, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
-    return this.needsBackfill(repo) ? "backfill" : null;
+    return this.flagged(repo) ? "backfill" : null;
   }
 
-  tagDigest(repo: string, tag: string): string | null {
-    return this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, tag).toArray()[0]?.digest ?? null;
+  async tagDigest(repo: string, tag: string): Promise<string | null> {
+    if (!(await this.ready(repo))) return null;
+    return this.tagTarget(repo, tag);
   }
 
-  /** Delete a manifest by digest: its membership, every tag pointing at it, and its referrer rows. */
-  deleteManifest(repo: string, digest: string): boolean {
+  /**
+   * Delete a manifest by digest: its membership, every tag pointing at it, and its referrer rows.
+   * `held`: the digest is still a member as a blob (the BlobStore holder must stay).
+   */
+  async deleteManifest(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
+    if (!(await this.ready(repo))) return { removed: false, held: false };
     return this.ctx.storage.transactionSync(() => {
       const gone = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).rowsWritten > 0;
-      if (!gone) return false;
+      if (!gone) return { removed: false, held: this.holds(repo, digest) };
       this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
       this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
-      return true;
+      this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
+      return { removed: true, held: this.holds(repo, digest) };
     });
   }
 
   /** Tags of `repo` pointing at manifest `digest`. */
-  tagsOf(repo: string, digest: string): string[] {
+  async tagsOf(repo: string, digest: string): Promise<string[]> {
+    if (!(await this.ready(repo))) return [];
     return this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, digest).toArray().map((r) => r.tag);
   }
 
-  deleteTag(repo: string, tag: string): boolean {
+  async deleteTag(repo: string, tag: string): Promise<boolean> {
+    if (!(await this.ready(repo))) return false;
     return this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag).rowsWritten > 0;
   }
 
   /** Tags of a repository, lexically sorted; null when the repository does not exist. */
-  tags(repo: string, n: number | null, last: string | null): Page<string> | null {
+  async tags(repo: string, n: number | null, last: string | null): Promise<Page<string> | null> {
+    if (!(await this.ready(repo))) return null;
     if (!this.repoExists(repo)) return null;
     // The spec's "lexical order" is case-insensitive alphanumeric; ties broken by bytes.
     const limit = n === null ? -1 : n + 1;
@@ -245,7 +513,7 @@ export class TrustStore extends DurableObject<Env> {
     return paginate(rows, n);
   }
 
-  // ---- referrers and catalog ----------------------------------------------------------------
+  // ---- referrers ----------------------------------------------------------------------------
 
   /**
    * Referrers of `subject` in `repo`, ordered by digest for stable pagination, optionally
@@ -254,8 +522,8 @@ export class TrustStore extends DurableObject<Env> {
    * it ends early, with `next` set, when the next row would not fit. The first row always fits
    * (a row is under SQLite's 2 MB), so paging always makes progress.
    */
-  referrers(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null, maxBytes = REFERRERS_PAGE_BYTES): Page<ReferrerRecord> {
-    if (n <= 0) return { items: [], next: null };
+  async referrers(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null, maxBytes = REFERRERS_PAGE_BYTES): Promise<Page<ReferrerRecord>> {
+    if (!(await this.ready(repo)) || n <= 0) return { items: [], next: null };
     const budget = Math.min(maxBytes, REFERRERS_PAGE_BYTES) - PAGE_ENVELOPE_BYTES;
     let q = `SELECT digest, media_type, size, artifact_type, annotations, length(CAST(annotations AS BLOB)) AS annotation_bytes
       FROM referrers WHERE repo = ? AND subject = ? AND digest > ?`;
@@ -292,23 +560,299 @@ export class TrustStore extends DurableObject<Env> {
     return { items, next: more ? items[items.length - 1].digest : null };
   }
 
-  catalog(n: number | null, last: string | null): Page<string> {
-    const limit = n === null ? -1 : n + 1;
-    const rows = this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE repo > ? ORDER BY repo LIMIT ?`, last ?? "", limit)
-      .toArray().map((r) => r.repo);
-    return paginate(rows, n);
+  // ---- garbage collection (docs/adr/0011) ---------------------------------------------------
+
+  /**
+   * Phase 1 for this repository: blob memberships that no manifest of the repository references
+   * and that are older than `cutoff` are dropped (at most `limit`, one transaction; none in a dry
+   * run). Nothing is dropped while a manifest's references are unindexed or a backfill is due.
+   */
+  async gcDrop(repo: string, cutoff: number, limit: number, dryRun: boolean): Promise<GcDropResult> {
+    if (!(await this.ready(repo))) return { dropped: [], more: false, unindexed: [], needsBackfill: false, empty: false };
+    const n = Math.max(1, Math.min(limit, 500));
+    const unindexed = this.sql.exec<{ digest: string; r2_key: string; media_type: string }>(
+      `SELECT digest, r2_key, media_type FROM members WHERE repo = ? AND kind = 'manifest' AND refs_indexed = 0 LIMIT 20`, repo)
+      .toArray().map((r) => ({ digest: r.digest, r2Key: r.r2_key, mediaType: r.media_type }));
+    const needsBackfill = this.flagged(repo);
+    if (unindexed.length || needsBackfill) return { dropped: [], more: false, unindexed, needsBackfill, empty: false };
+    const result = this.ctx.storage.transactionSync(() => {
+      const rows = this.sql.exec<{ digest: string; size: number }>(
+        `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'blob' AND m.created_at < ?
+           AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest) ORDER BY m.digest LIMIT ?`,
+        repo, cutoff, n + (dryRun ? 0 : 1)).toArray();
+      const take = rows.slice(0, n);
+      const dropped = take.map((r) => {
+        if (!dryRun) this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, r.digest);
+        // Still a member as a manifest: the BlobStore holder stays.
+        return { digest: r.digest, size: r.size, held: this.holdsAs(repo, r.digest, "manifest") };
+      });
+      const empty = !dryRun && !this.sql.exec(`SELECT 1 FROM members WHERE repo = ? LIMIT 1`, repo).toArray().length
+        && !this.sql.exec(`SELECT 1 FROM tags WHERE repo = ? LIMIT 1`, repo).toArray().length;
+      if (empty) {
+        this.sql.exec(`DELETE FROM repos WHERE repo = ?`, repo);
+        this.setMeta("cataloged", "0");
+        this.cataloged = false;
+      }
+      return { dropped, more: rows.length > n && !dryRun, unindexed: [], needsBackfill: false, empty };
+    });
+    if (result.empty) {
+      await catalogFor(this.env, repo).remove(repo);
+      // A push that landed meanwhile registers again.
+      if (this.repoExists(repo)) await this.registerInCatalog(repo);
+    }
+    return result;
   }
 
-  repoExists(repo: string): boolean {
-    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ?`, repo).toArray().length > 0;
+  /** Index a stored manifest's references (≤ GC_REFS_BATCH per call; `done` on the last). */
+  async gcRecordRefs(repo: string, manifest: string, refs: string[], done: boolean): Promise<void> {
+    if (!(await this.ready(repo))) return;
+    if (refs.length > GC_REFS_BATCH) throw new RangeError(`gcRecordRefs takes at most ${GC_REFS_BATCH} refs`);
+    this.ctx.storage.transactionSync(() => {
+      for (const d of new Set(refs)) this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, repo, manifest, d);
+      if (done) this.sql.exec(`UPDATE members SET refs_indexed = 1 WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, manifest);
+    });
+  }
+
+  /**
+   * Before BlobStore condemns `digests`, fence them here in one transaction: a digest that is a
+   * member after all is returned (GC re-holds it instead); the others get a fence at `seq`, so a
+   * link whose BlobStore step happened at or before `seq` is refused from now on.
+   */
+  async gcFence(repo: string, digests: string[], seq: number): Promise<string[]> {
+    // Created if need be: a push that recorded its holder but has not linked yet must meet the fence.
+    await this.ready(repo, true);
+    if (digests.length > 500) throw new RangeError("gcFence takes at most 500 digests");
+    return this.ctx.storage.transactionSync(() => {
+      const held: string[] = [];
+      for (const d of new Set(digests)) {
+        if (this.holds(repo, d)) held.push(d);
+        else this.sql.exec(`INSERT INTO fences (digest, seq) VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET seq = max(seq, excluded.seq)`, d, seq);
+      }
+      return held;
+    });
+  }
+
+  /**
+   * Retention for this repository (issue 11), in one transaction, at most `limit` removals:
+   * tags beyond the newest `keepLastTags` (by push time) go unless they match `keepTags` or
+   * `immutableTags` globs; untagged manifests older than `untaggedBefore` go unless another manifest
+   * of the repository references them or they are referrers; referrers whose subject is not a
+   * manifest here any more go. A dry run returns the plan and writes nothing.
+   */
+  async gcRetention(repo: string, spec: RetentionSpec, dryRun: boolean, limit = 500): Promise<RetentionResult> {
+    if (!(await this.ready(repo))) return { tags: [], manifests: [], more: false };
+    const n = Math.max(1, Math.min(limit, 500));
+    return this.ctx.storage.transactionSync((): RetentionResult => {
+      const keepGlobs = [...spec.keepTags, ...spec.immutableTags].map(globRe);
+      const out: RetentionResult = { tags: [], manifests: [], more: false };
+      if (spec.keepLastTags !== null) {
+        const tags = this.sql.exec<{ tag: string; digest: string }>(`SELECT tag, digest FROM tags WHERE repo = ? ORDER BY updated_at DESC, tag`, repo).toArray();
+        for (const t of tags.slice(spec.keepLastTags)) {
+          if (keepGlobs.some((g) => g.test(t.tag))) continue;
+          if (out.tags.length >= n) return { ...out, more: true };
+          out.tags.push({ tag: t.tag, digest: t.digest });
+          if (!dryRun) this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, t.tag);
+        }
+      }
+      const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer") => {
+        if (!dryRun) {
+          this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest);
+          this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
+          this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
+          this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
+        }
+        out.manifests.push({ digest, size, why, held: !dryRun && this.holds(repo, digest) });
+      };
+      if (spec.deleteOrphanReferrers) {
+        const orphans = this.sql.exec<{ digest: string; size: number }>(
+          `SELECT DISTINCT r.digest, m.size FROM referrers r JOIN members m ON m.repo = r.repo AND m.digest = r.digest AND m.kind = 'manifest'
+           WHERE r.repo = ? AND NOT EXISTS (SELECT 1 FROM members s WHERE s.repo = r.repo AND s.digest = r.subject AND s.kind = 'manifest') LIMIT ?`,
+          repo, n + 1).toArray();
+        for (const o of orphans) {
+          if (out.manifests.length >= n) return { ...out, more: true };
+          drop(o.digest, o.size, "orphan-referrer");
+        }
+      }
+      if (spec.untaggedBefore !== null) {
+        const old = this.sql.exec<{ digest: string; size: number }>(
+          `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'manifest' AND m.created_at < ?
+             AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest)
+             AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest)
+             AND NOT EXISTS (SELECT 1 FROM referrers f WHERE f.repo = m.repo AND f.digest = m.digest)
+           ORDER BY m.digest LIMIT ?`, repo, spec.untaggedBefore, n + 1).toArray();
+        for (const o of old) {
+          if (out.manifests.length >= n) return { ...out, more: true };
+          // A tag removed above in a dry run still exists in the table: those manifests are counted next run.
+          drop(o.digest, o.size, "untagged");
+        }
+      }
+      return out;
+    });
+  }
+
+  /** Usage of this repository: logical bytes (sum of member sizes), counts, last push. */
+  async usage(repo: string): Promise<{ repository: string; logicalBytes: number; blobs: number; manifests: number; tags: number; lastPush: number | null } | null> {
+    if (!(await this.ready(repo))) return null;
+    if (!this.repoExists(repo)) return null;
+    const m = this.sql.exec<{ b: number; blobs: number; manifests: number; last: number | null }>(
+      `SELECT coalesce(sum(size), 0) AS b, count(*) FILTER (WHERE kind = 'blob') AS blobs, count(*) FILTER (WHERE kind = 'manifest') AS manifests, max(created_at) AS last
+       FROM (SELECT digest, max(size) AS size, kind, max(created_at) AS created_at FROM members WHERE repo = ? GROUP BY digest, kind)`, repo).one();
+    const t = this.sql.exec<{ n: number; last: number | null }>(`SELECT count(*) AS n, max(updated_at) AS last FROM tags WHERE repo = ?`, repo).one();
+    const last = Math.max(m.last ?? 0, t.last ?? 0);
+    return { repository: repo, logicalBytes: m.b, blobs: m.blobs, manifests: m.manifests, tags: t.n, lastPush: last || null };
+  }
+
+  // ---- the legacy object: index migration (schema ≤ 2 → 3) ----------------------------------
+
+  /** Repository names (with creation time) of the legacy object after `after`; empty when not legacy. */
+  legacyRepos(after: string, limit: number): { items: { repo: string; createdAt: number }[]; next: string | null } {
+    if (this.role !== "legacy") return { items: [], next: null };
+    const n = Math.max(1, Math.min(limit, 1000));
+    const rows = this.sql.exec<{ repo: string; created_at: number }>(`SELECT repo, created_at FROM repos WHERE repo > ? ORDER BY repo LIMIT ?`, after, n + 1).toArray();
+    const items = rows.slice(0, n).map((r) => ({ repo: r.repo, createdAt: r.created_at }));
+    return { items, next: rows.length > n ? items[items.length - 1].repo : null };
+  }
+
+  /** Legacy repositories flagged for a membership backfill when they were migrated. */
+  legacyPendingBackfills(): string[] {
+    if (this.role !== "legacy") return [];
+    return this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE needs_backfill = 1 ORDER BY repo LIMIT 10000`).toArray().map((r) => r.repo);
+  }
+
+  /**
+   * The next batch of `repo`'s rows after `cursor`, table by table in EXPORT_TABLES order (at most
+   * EXPORT_ROWS rows or about EXPORT_BYTES in all, so a small repository moves in one call); null
+   * when this object holds nothing for `repo`.
+   */
+  exportRows(repo: string, cursor: ExportCursor): ExportBatch | null {
+    if (this.role !== "legacy") return null;
+    if (cursor.table === 0 && cursor.after === null && !this.legacyHolds(repo)) return null;
+    const parts: ExportBatch["parts"] = [];
+    let budgetRows = EXPORT_ROWS;
+    let bytes = 0;
+    let at: ExportCursor | null = cursor;
+    while (at && budgetRows > 0 && bytes < EXPORT_BYTES) {
+      const spec: { table: Table; keys: string[] } = EXPORT_TABLES[at.table];
+      let q = `SELECT * FROM ${spec.table} WHERE repo = ?`;
+      const args: (string | number)[] = [repo];
+      if (at.after && spec.keys.length) {
+        q += ` AND (${spec.keys.join(", ")}) > (${spec.keys.map(() => "?").join(", ")})`;
+        args.push(...at.after);
+      }
+      q += ` ORDER BY ${["repo", ...spec.keys].join(", ")} LIMIT ?`;
+      args.push(budgetRows);
+      const rows: Row[] = [];
+      for (const r of this.sql.exec<Row>(q, ...args)) {
+        rows.push({ ...r });
+        for (const v of Object.values(r)) bytes += typeof v === "string" ? v.length : 8;
+        if (bytes >= EXPORT_BYTES) break;
+      }
+      budgetRows -= rows.length;
+      if (rows.length) parts.push({ table: spec.table, rows });
+      const last = rows[rows.length - 1];
+      const full = budgetRows === 0 || bytes >= EXPORT_BYTES;
+      at = full && spec.keys.length && last
+        ? { table: at.table, after: spec.keys.map((k) => last[k] as string | number) }
+        : at.table + 1 < EXPORT_TABLES.length ? { table: at.table + 1, after: null } : null;
+    }
+    return { parts, next: at };
+  }
+
+  /** The repository's own object has taken over its rows (they stay here, read-only). */
+  markMigrated(repo: string): void {
+    if (this.role !== "legacy") return;
+    this.sql.exec(`UPDATE repos SET migrated_at = ? WHERE repo = ? AND migrated_at IS NULL`, Date.now(), repo);
+  }
+
+  migrationStatus(): MigrationStatus {
+    if (this.role !== "legacy") {
+      return { legacy: false, state: "none", repositories: 0, migrated: 0, startedAt: null, finishedAt: null, lastError: null };
+    }
+    const c = this.sql.exec<{ total: number; migrated: number }>(`SELECT count(*) AS total, count(migrated_at) AS migrated FROM repos`).one();
+    const num = (k: string) => (this.meta(k) === null ? null : Number(this.meta(k)));
+    return {
+      legacy: true,
+      state: (this.meta("migration") as MigrationStatus["state"] | null) ?? "idle",
+      repositories: c.total,
+      migrated: c.migrated,
+      startedAt: num("migration_started"),
+      finishedAt: num("migration_finished"),
+      lastError: this.meta("migration_error"),
+    };
+  }
+
+  /** Start (or resume) the migration: an alarm moves MIGRATE_PER_ALARM repositories per run. */
+  async startMigration(): Promise<MigrationStatus> {
+    if (this.role === "legacy" && this.meta("migration") !== "done") {
+      if (this.meta("migration") !== "running") {
+        this.setMeta("migration", "running");
+        this.setMeta("migration_started", String(Date.now()));
+      }
+      await this.ctx.storage.setAlarm(Date.now());
+    }
+    return this.migrationStatus();
+  }
+
+  override async alarm(): Promise<void> {
+    if (this.role !== "legacy" || this.meta("migration") !== "running") return;
+    const batch = this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE migrated_at IS NULL ORDER BY repo LIMIT ?`, MIGRATE_PER_ALARM)
+      .toArray().map((r) => r.repo);
+    let failed = 0;
+    for (const repo of batch) {
+      try {
+        await trustStoreFor(this.env, repo).adopt(repo);
+      } catch (err) {
+        failed++;
+        this.setMeta("migration_error", `${repo}: ${err instanceof Error ? err.message : String(err)}`.slice(0, 1000));
+      }
+    }
+    const left = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM repos WHERE migrated_at IS NULL`).one().n;
+    if (left === 0) {
+      this.setMeta("migration", "done");
+      this.setMeta("migration_finished", String(Date.now()));
+      return;
+    }
+    // All of a batch failing means something is wrong: back off instead of spinning.
+    await this.ctx.storage.setAlarm(Date.now() + (failed === batch.length ? 30_000 : 0));
   }
 
   // ---- internals ----------------------------------------------------------------------------
 
+  private repoExists(repo: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ?`, repo).toArray().length > 0;
+  }
+
+  private flagged(repo: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM repos WHERE repo = ? AND needs_backfill = 1`, repo).toArray().length > 0;
+  }
+
+  /** The one tag lookup: the digest `repo:tag` points at, or null. */
+  private tagTarget(repo: string, tag: string): string | null {
+    return this.sql.exec<{ digest: string }>(`SELECT digest FROM tags WHERE repo = ? AND tag = ?`, repo, tag).toArray()[0]?.digest ?? null;
+  }
+
+  /** A GC fence at or after the link's BlobStore step (heldSeq) refuses the link. */
+  private fenced(digest: string, heldSeq: number): boolean {
+    return this.sql.exec(`SELECT 1 FROM fences WHERE digest = ? AND seq >= ?`, digest, heldSeq).toArray().length > 0;
+  }
+
+  private holdsAs(repo: string, digest: string, kind: MemberKind): boolean {
+    return this.sql.exec(`SELECT 1 FROM members WHERE repo = ? AND digest = ? AND kind = ?`, repo, digest, kind).toArray().length > 0;
+  }
+
+  /** Whether `digest` is still a member of `repo` in any kind. */
+  private holds(repo: string, digest: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM members WHERE repo = ? AND digest = ? LIMIT 1`, repo, digest).toArray().length > 0;
+  }
+
+  private legacyHolds(repo: string): boolean {
+    return ["repos", "members", "tags"].some((t) => this.sql.exec(`SELECT 1 FROM ${t} WHERE repo = ? LIMIT 1`, repo).toArray().length > 0);
+  }
+
   private insertMember(repo: string, m: Member): void {
     const now = Date.now();
     this.sql.exec(`INSERT INTO members (repo, digest, kind, size, r2_key, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-      ON CONFLICT (repo, digest, kind) DO NOTHING`, repo, m.digest, m.kind, m.size, m.r2Key, m.mediaType, now);
+      ON CONFLICT (repo, digest, kind) DO UPDATE SET r2_key = excluded.r2_key`, repo, m.digest, m.kind, m.size, m.r2Key, m.mediaType, now);
     this.sql.exec(`INSERT INTO repos (repo, created_at) VALUES (?, ?) ON CONFLICT (repo) DO NOTHING`, repo, now);
   }
 
@@ -324,6 +868,15 @@ export class TrustStore extends DurableObject<Env> {
       for (const d of batch) if (!found.has(d)) out.push(d);
     }
     return out;
+  }
+
+  private meta(key: string): string | null {
+    if (!this.stored) return null;
+    return this.sql.exec<{ value: string }>(`SELECT value FROM meta WHERE key = ?`, key).toArray()[0]?.value ?? null;
+  }
+
+  private setMeta(key: string, value: string): void {
+    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)`, key, value);
   }
 }
 

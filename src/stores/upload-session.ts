@@ -273,6 +273,11 @@ export class UploadSession extends DurableObject<Env> {
     return true;
   }
 
+  /** GC reconcile: whether this upload still exists (its objects are not orphans). */
+  async exists(): Promise<boolean> {
+    return this.row() !== null;
+  }
+
   override async alarm(): Promise<void> {
     const r = this.row();
     if (!r) return;

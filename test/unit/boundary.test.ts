@@ -24,6 +24,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { BASE, req, reqWith, sha256 } from "./helpers";
 import type { TrustStore } from "../../src/stores/trust-store";
+import { trustStoreFor } from "../../src/stores";
 import type { Env } from "../../src/env";
 
 // ---- clients ----------------------------------------------------------------------------------
@@ -1022,21 +1023,19 @@ describe("path games never reach another repository", () => {
 
 // ---- upgrade path: pre-index repositories -------------------------------------------------------
 
-const trust = () => {
-  const e = env as unknown as Env;
-  return e.TRUST_STORE.get(e.TRUST_STORE.idFromName("registry")) as unknown as DurableObjectStub<TrustStore>;
-};
+/** The repository's own TrustStore (one object per repository, ADR 0008). */
+const trust = (repo: string) => trustStoreFor(env as unknown as Env, repo) as unknown as DurableObjectStub<TrustStore>;
 
 /** Make `repo` look like data written before schema 2: tags and bytes, no membership rows (see backfill.test.ts). */
 async function makeLegacy(...repos: string[]) {
-  await runInDurableObject(trust(), async (instance, state) => {
-    for (const repo of repos) {
+  for (const repo of repos) {
+    await runInDurableObject(trust(repo), async (instance, state) => {
       state.storage.sql.exec(`DELETE FROM members WHERE repo = ?`, repo);
       state.storage.sql.exec(`DELETE FROM repos WHERE repo = ?`, repo);
-    }
-    state.storage.sql.exec(`UPDATE meta SET value = '1' WHERE key = 'schema'`);
-    (instance as unknown as { migrate(): void }).migrate();
-  });
+      state.storage.sql.exec(`UPDATE meta SET value = '1' WHERE key = 'schema'`);
+      (instance as unknown as { init(): void }).init();
+    });
+  }
 }
 
 describe("upgrade path: a repository flagged for backfill grants only what its own manifests reference", () => {
@@ -1055,8 +1054,8 @@ describe("upgrade path: a repository flagged for backfill grants only what its o
     const ref = await buildReferrer({ digest: own.digest, size: own.manifest.length }, "application/vnd.example.sig", { k: "v" });
     await pushReferrer(open, O, ref); // refers to L's manifest, but lives in O
     await makeLegacy(L, L2);
-    expect(await trust().needsBackfill(L)).toBe(true);
-    expect(await trust().needsBackfill(L2)).toBe(true);
+    expect(await trust(L).needsBackfill(L)).toBe(true);
+    expect(await trust(L2).needsBackfill(L2)).toBe(true);
 
     // First probe of L for another repository's blob triggers the backfill; compare with L2's first
     // probe for a digest that exists nowhere (also backfilling), and with a later one.
@@ -1064,7 +1063,7 @@ describe("upgrade path: a repository flagged for backfill grants only what its o
     const first = await snap(await open(`/v2/${L}/blobs/${foreignBlob}`), { [foreignBlob]: "<D>", [L]: "<R>" });
     const firstNowhere = await snap(await open(`/v2/${L2}/blobs/${nd}`), { [nd]: "<D>", [L2]: "<R>" });
     expect(first).toEqual(firstNowhere);
-    expect(await trust().needsBackfill(L)).toBe(false);
+    expect(await trust(L).needsBackfill(L)).toBe(false);
     const later = await snap(await open(`/v2/${L}/blobs/${nd}`), { [nd]: "<D>", [L]: "<R>" });
     expect(first).toEqual(later);
 
@@ -1100,7 +1099,7 @@ describe("upgrade path: a repository flagged for backfill grants only what its o
     await makeLegacy(L);
     const s = await snap(await open(`/v2/${L}/manifests/v2`));
     expect(s.status).toBe(404);
-    expect(await trust().needsBackfill(L)).toBe(false);
+    expect(await trust(L).needsBackfill(L)).toBe(false);
     expect(await snap(await open(`/v2/${L}/manifests/v2`))).toEqual(s);
     expect((await open(`/v2/${L}/manifests/${foreign.digest}`)).status).toBe(404);
     expect((await open(`/v2/${L}/manifests/v1`)).status).toBe(200);

@@ -167,7 +167,9 @@ describe("defect 3: a referrers page is bounded in bytes", () => {
     const subject = fakeDigest(6, 1);
     const want: string[] = [];
     // Such rows could be written before the 64 KiB cap existed; write them as that version did.
-    await runInDurableObject(trustStoreFor(env, repo), (_i, state) => {
+    await runInDurableObject(trustStoreFor(env, repo), (instance, state) => {
+      // A repository's object creates its schema on its first write (ADR 0008): create it here.
+      (instance as unknown as { init?: () => void }).init?.();
       const sql = state.storage.sql;
       const cols = sql.exec<{ name: string }>(`PRAGMA table_info(referrers)`).toArray().map((r) => r.name);
       for (let i = 0; i < 18; i++) {

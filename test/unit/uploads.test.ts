@@ -3,6 +3,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { bytes, expectBytes, expectError, patch, req, reqWith, sha256, startUpload, streamOf, withQuery } from "./helpers";
 import { Hasher } from "../../src/digest/hasher";
+import { DRAIN_MAX_BYTES, DRAIN_MAX_MS } from "../../src/storage/ingest";
 import { blake3 } from "@noble/hashes/blake3.js";
 import { base64ToBytes, bytesToBase64 } from "../../src/util/encoding";
 import type { UploadSession, UploadState } from "../../src/stores/upload-session";
@@ -607,5 +608,173 @@ describe("bounded session state (issue 16)", () => {
     const digest = await sha256(data);
     expect((await req(withQuery(loc, `digest=${digest}`), { method: "PUT" })).status).toBe(201);
     await expectBytes(await pull("bounded/legacy", digest), data);
+  });
+});
+
+describe("Content-Range without Content-Length (a chunked PATCH): the range's length is the body's", () => {
+  const chunked = (loc: string, range: string, data: Uint8Array, vars: Record<string, string> = {}) =>
+    reqWith(vars, loc, { method: "PATCH", headers: { "Content-Range": range }, body: streamOf(data), duplex: "half" } as RequestInit);
+  /** Nothing appended: offset 0, no objects in R2 or in the session, lease free. */
+  async function untouched(loc: string, range = "0-0") {
+    expect((await req(loc)).headers.get("Range")).toBe(range);
+    if (range === "0-0") {
+      expect((await env.BUCKET.list({ prefix: `data/${idOf(loc)}/` })).objects).toHaveLength(0);
+      expect(await sessionSql(loc, "SELECT key FROM objects")).toEqual([]);
+    }
+    const [row] = await sessionSql<{ t: string | null }>(loc, "SELECT lease_token AS t FROM session");
+    expect(row.t).toBeNull();
+  }
+
+  it("a body shorter than the range is refused with 400 naming Content-Range; nothing is appended", async () => {
+    const loc = await startUpload("crange/short");
+    const msg = await expectError(chunked(loc, "0-99", bytes(50, 110)), 400, "BLOB_UPLOAD_INVALID");
+    expect(msg).toMatch(/Content-Range/);
+    expect(msg).toMatch(/50 of 100/);
+    await untouched(loc);
+  });
+
+  it("a body longer than the range is refused with 400 naming Content-Range; nothing is appended", async () => {
+    const loc = await startUpload("crange/long");
+    const msg = await expectError(chunked(loc, "0-9", bytes(3 * MiB, 111)), 400, "BLOB_UPLOAD_INVALID");
+    expect(msg).toMatch(/longer than the 10 bytes declared by Content-Range/);
+    await untouched(loc);
+  });
+
+  it("after earlier chunks (multipart with a tail), a mismatched chunk commits nothing and a matching one continues", async () => {
+    const data = bytes(7 * MiB + 123, 112);
+    const digest = await sha256(data);
+    const loc = await startUpload("crange/multi");
+    const first = 6 * MiB; // one 5 MiB part + a tail
+    expect((await req(loc, { method: "PATCH", body: streamOf(data.subarray(0, first)), duplex: "half" } as RequestInit)).status).toBe(202);
+    const before = await sessionState(loc);
+    expect(before.layout.kind).toBe("multipart");
+    const rest = data.subarray(first);
+    // declares 10 bytes, sends the whole rest (> a part's worth with the tail): refused
+    await expectError(chunked(loc, `${first}-${first + 9}`, rest), 400, "BLOB_UPLOAD_INVALID");
+    // declares the rest, sends 10 bytes fewer: refused
+    await expectError(chunked(loc, `${first}-${data.length - 1}`, rest.subarray(0, rest.length - 10)), 400, "BLOB_UPLOAD_INVALID");
+    await untouched(loc, `0-${first - 1}`);
+    expect({ ...(await sessionState(loc)), chunks: 0 }).toEqual({ ...before, chunks: 0 }); // chunks counts attempts
+    const ok = await chunked(loc, `${first}-${data.length - 1}`, rest);
+    expect(ok.status).toBe(202);
+    expect(ok.headers.get("Range")).toBe(`0-${data.length - 1}`);
+    expect((await req(withQuery(loc, `digest=${digest}`), { method: "PUT" })).status).toBe(201);
+    await expectBytes(await pull("crange/multi", digest), data);
+  });
+
+  it("a Content-Range with no body at all is refused with 400; nothing is appended", async () => {
+    const loc = await startUpload("crange/nobody");
+    const msg = await expectError(req(loc, { method: "PATCH", headers: { "Content-Range": "0-99" } }), 400, "BLOB_UPLOAD_INVALID");
+    expect(msg).toMatch(/0 of 100 bytes declared by Content-Range/);
+    await untouched(loc);
+  });
+
+  it("a matching chunked PATCH is taken as before", async () => {
+    const data = bytes(1000, 113);
+    const loc = await startUpload("crange/ok");
+    const r = await chunked(loc, "0-999", data);
+    expect(r.status).toBe(202);
+    expect(r.headers.get("Range")).toBe("0-999");
+    expect((await req(withQuery(loc, `digest=${await sha256(data)}`), { method: "PUT" })).status).toBe(201);
+  });
+
+  it("absurd ranges are refused with 416 before the body is read: past 2^53, past the largest upload", async () => {
+    const loc = await startUpload("crange/absurd");
+    const maxUpload = 10_000 * 5 * MiB; // MAX_UPLOAD_PARTS × UPLOAD_PART_BYTES of this suite
+    for (const range of ["0-99999999999999999999", "0-9007199254740993", "0-" + "1".repeat(70_000), `0-${maxUpload}`]) {
+      let pulled = 0;
+      const body = new ReadableStream<Uint8Array>({ pull(ctl) { pulled++; ctl.enqueue(bytes(10)); ctl.close(); } });
+      const res = await reqWith({}, loc, { method: "PATCH", headers: { "Content-Range": range }, body, duplex: "half" } as RequestInit);
+      const msg = await expectError(res, 416, "BLOB_UPLOAD_INVALID");
+      expect(msg).toMatch(/Content-Range/);
+      expect(msg).toMatch(/largest upload/);
+      expect(pulled, `body of ${range.slice(0, 30)} read`).toBeLessThanOrEqual(1); // a stream may pre-pull once; never consumed
+    }
+    // The largest range that fits is not refused for its size (here: it is longer than the body).
+    await expectError(chunked(loc, `0-${maxUpload - 1}`, bytes(10)), 400, "BLOB_UPLOAD_INVALID");
+    await untouched(loc);
+  });
+
+  it("a range longer than MAX_BODY_BYTES is 413 naming Content-Range, before the body is read", async () => {
+    const loc = await startUpload("crange/cap");
+    const msg = await expectError(chunked(loc, `0-${MiB}`, bytes(10), { MAX_BODY_BYTES: String(MiB) }), 413, "SIZE_INVALID");
+    expect(msg).toMatch(/Content-Range 0-1048576 declares a 1048577-byte chunk/);
+    await untouched(loc);
+  });
+});
+
+describe("a refused request's half-read body is drained before the answer (wrangler dev stalled the next request)", () => {
+  /** A chunked body that counts the bytes the Worker pulled and whether it was cancelled. */
+  function counted(total: number) {
+    const seen = { pulled: 0, cancelled: false };
+    let off = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(ctl) {
+        if (off >= total) return ctl.close();
+        const n = Math.min(64 * 1024, total - off);
+        ctl.enqueue(bytes(n, off + 1));
+        off += n;
+        seen.pulled = off;
+      },
+      cancel() { seen.cancelled = true; },
+    });
+    return { stream, seen };
+  }
+
+  it("a chunked PATCH over MAX_BODY_BYTES: 413, and the rest of the body was read, not left pending", async () => {
+    const cap = { MAX_BODY_BYTES: String(MiB) };
+    const loc = (await reqWith(cap, "/v2/drain/cap/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    const { stream, seen } = counted(3 * MiB);
+    const res = await reqWith(cap, loc, { method: "PATCH", body: stream, duplex: "half" } as RequestInit);
+    expect(res.status).toBe(413);
+    expect(seen.pulled).toBe(3 * MiB);
+    expect(seen.cancelled).toBe(false);
+    expect((await req(loc)).headers.get("Range")).toBe("0-0");
+  });
+
+  it("a chunked PATCH longer than its Content-Range: 400, and the rest of the body was read", async () => {
+    const loc = await startUpload("drain/range");
+    const { stream, seen } = counted(2 * MiB);
+    const res = await reqWith({}, loc, { method: "PATCH", headers: { "Content-Range": "0-99" }, body: stream, duplex: "half" } as RequestInit);
+    expect(res.status).toBe(400);
+    expect(seen.pulled).toBe(2 * MiB);
+  });
+
+  it("a body refused before it was read is left to the runtime (not read to its end)", async () => {
+    const { stream, seen } = counted(8 * MiB);
+    const res = await reqWith({}, "/v2/drain/unknown/blobs/uploads/00000000-0000-4000-8000-000000000000", { method: "PATCH", body: stream, duplex: "half" } as RequestInit);
+    expect(res.status).toBe(404);
+    expect(seen.pulled).toBeLessThan(MiB);
+  });
+
+  it("drains at most DRAIN_MAX_BYTES of an endless body, then cancels it", async () => {
+    const cap = { MAX_BODY_BYTES: String(MiB) };
+    const loc = (await reqWith(cap, "/v2/drain/endless/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    const { stream, seen } = counted(Number.MAX_SAFE_INTEGER);
+    const res = await reqWith(cap, loc, { method: "PATCH", body: stream, duplex: "half" } as RequestInit);
+    expect(res.status).toBe(413);
+    expect(seen.cancelled).toBe(true);
+    expect(seen.pulled).toBeGreaterThan(DRAIN_MAX_BYTES);
+    expect(seen.pulled).toBeLessThan(DRAIN_MAX_BYTES + 4 * MiB);
+  });
+
+  it("stops draining a body that stalls after DRAIN_MAX_MS, and cancels it", async () => {
+    const cap = { MAX_BODY_BYTES: String(MiB) };
+    const loc = (await reqWith(cap, "/v2/drain/stall/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
+    let sent = 0;
+    let cancelled = false;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(ctl) {
+        if (sent >= 2 * MiB) return new Promise<void>(() => {}); // the client stops sending, keeps the connection
+        ctl.enqueue(bytes(64 * 1024, sent + 1));
+        sent += 64 * 1024;
+      },
+      cancel() { cancelled = true; },
+    });
+    const t0 = Date.now();
+    const res = await reqWith(cap, loc, { method: "PATCH", body: stream, duplex: "half" } as RequestInit);
+    expect(res.status).toBe(413);
+    expect(cancelled).toBe(true);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(DRAIN_MAX_MS - 100);
   });
 });
