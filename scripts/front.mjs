@@ -23,6 +23,9 @@ const FIRST_BYTE_TIMEOUT_MS = 30_000;
  * connections. Connections are held (paused) until the promise `waitFor` resolves, so clients
  * that arrive while wrangler starts just wait.
  */
+/** How long the rest of an answer to a vanished client is read and dropped before the upstream connection is closed. */
+const UPSTREAM_DRAIN_MS = 30_000;
+
 export function startFront({ host, port, upstreamHost = "127.0.0.1", upstreamPort, tls = "refuse", onTlsProbe, waitFor }) {
   const open = new Set();
   const track = (s) => {
@@ -37,14 +40,28 @@ export function startFront({ host, port, upstreamHost = "127.0.0.1", upstreamPor
     track(upstream);
     upstream.write(first);
     // pipe() carries each direction's end (FIN) across after flushing what is buffered, so a
-    // response is never cut short; a reset or error on either side tears both down.
+    // response is never cut short. An upstream error tears both down. A client that resets
+    // mid-response must not become a reset towards workerd, which would log a Broken-pipe stack
+    // trace: the upstream gets a FIN instead and its remaining answer is read and dropped
+    // (bounded by UPSTREAM_DRAIN_MS).
     const abort = () => {
       client.destroy();
       upstream.destroy();
     };
-    client.on("error", abort);
+    let draining = false;
+    const drainUpstream = () => {
+      if (draining) return;
+      draining = true;
+      client.destroy();
+      upstream.unpipe(client);
+      upstream.on("data", () => {});
+      upstream.resume();
+      if (!upstream.writableEnded) upstream.end();
+      setTimeout(() => upstream.destroy(), UPSTREAM_DRAIN_MS).unref();
+    };
+    client.on("error", drainUpstream);
     upstream.on("error", abort);
-    client.on("close", (hadError) => hadError && abort());
+    client.on("close", (hadError) => hadError && drainUpstream());
     upstream.on("close", (hadError) => hadError && abort());
     client.pipe(upstream);
     upstream.pipe(client);
