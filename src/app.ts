@@ -12,12 +12,16 @@ import * as referrers from "./oci/referrers";
 import { benchEnabled, benchRoutes } from "./bench";
 import { drainRefusedBody } from "./storage/ingest";
 import { adminRoutes, authMiddleware, requireAdmin, tokenRoutes, type AuthVariables } from "./auth";
+import { requestLog } from "./http/request-log";
 
 export type AppEnv = { Bindings: Env; Variables: { route: V2Route } & AuthVariables };
 export type Ctx = import("hono").Context<AppEnv>;
 
 export function buildApp() {
   const app = new Hono<AppEnv>();
+
+  // First: request id + one JSON log line per request, timed to the last byte (src/http).
+  app.use("*", requestLog());
 
   app.use("*", async (c, next) => {
     await next();

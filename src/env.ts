@@ -3,6 +3,7 @@ import type { BlobStore } from "./stores/blob-store";
 import type { UploadSession } from "./stores/upload-session";
 import type { TrustStore } from "./stores/trust-store";
 import type { AccountStore } from "./stores/account-store";
+import type { AuditLog } from "./stores/audit-log";
 import type { Catalog } from "./stores/catalog";
 import type { GcCoordinator } from "./gc/coordinator";
 import { MAX_MANIFEST_REFERENCES, MAX_MANIFEST_REFERENCES_CEILING } from "./oci/limits";
@@ -13,6 +14,7 @@ export interface Env {
   UPLOAD_SESSION: DurableObjectNamespace<UploadSession>;
   TRUST_STORE: DurableObjectNamespace<TrustStore>;
   ACCOUNT_STORE: DurableObjectNamespace<AccountStore>;
+  AUDIT_LOG: DurableObjectNamespace<AuditLog>;
   CATALOG: DurableObjectNamespace<Catalog>;
   GC: DurableObjectNamespace<GcCoordinator>;
   /** Grace period of garbage collection in seconds (docs/adr/0011); default 86400, 0 allowed. */
@@ -36,6 +38,10 @@ export interface Env {
   REGISTRY_HOSTS?: string;
   TOKEN_TTL_SECONDS?: string;
   REFRESH_TOKEN_TTL_SECONDS?: string;
+  // Audit (docs/audit.md)
+  AUDIT_RETENTION_DAYS?: string;
+  AUDIT_PULLS?: string;
+  AUDIT_PULL_SAMPLE?: string;
   [key: string]: unknown;
 }
 

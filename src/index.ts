@@ -7,6 +7,7 @@ export { BlobStore } from "./stores/blob-store";
 export { UploadSession } from "./stores/upload-session";
 export { TrustStore } from "./stores/trust-store";
 export { AccountStore } from "./stores/account-store";
+export { AuditLog } from "./stores/audit-log";
 export { Catalog } from "./stores/catalog";
 export { GcCoordinator } from "./gc/coordinator";
 

@@ -3,10 +3,10 @@
 // OCI-style error envelope {errors:[{code,message,detail}]}, never a 500.
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import { OciError, oci } from "../oci/errors";
+import { OciError, oci, withRequestId } from "../oci/errors";
 import { hashPassword, randomBytes, sha256Hex } from "./crypto";
 import { bytesToBase64url } from "../util/encoding";
-import { challengeHeader } from "./middleware";
+import { auditDenial, challengeHeader } from "./middleware";
 import {
   ACTIONS,
   BUILTIN_RULES,
@@ -22,6 +22,8 @@ import {
 import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFromId, rulesFor, setAuth, signingKeysFor, storeOf, subjectOf, throttled } from "./session";
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
 import { isValidName } from "../oci/grammar";
+import { auditRoutes } from "../admin/audit-routes";
+import { record } from "../audit/record";
 import { mountIndexAdminRoutes } from "../admin/index-routes";
 import { mountGcAdminRoutes } from "../admin/gc-routes";
 
@@ -38,7 +40,7 @@ class ApiError extends OciError {
     super("UNSUPPORTED", message, detail, status);
   }
   override toResponse(extra: Record<string, string> = {}): Response {
-    return new Response(JSON.stringify({ errors: [{ code: this.apiCode, message: this.message, detail: this.detail ?? null }] }), {
+    return new Response(JSON.stringify({ errors: [{ code: this.apiCode, message: this.message, detail: withRequestId(this.detail) }] }), {
       status: this.status,
       headers: { "Content-Type": "application/json; charset=utf-8", ...this.headers, ...extra },
     });
@@ -150,7 +152,17 @@ adminRoutes.onError((err) => {
 });
 adminRoutes.notFound((c) => notFound(`no admin route for ${c.req.method} ${new URL(c.req.url).pathname}`).toResponse());
 
-adminRoutes.use("*", requireAdmin);
+adminRoutes.use("*", async (c, next) => {
+  try {
+    await requireAdmin(c, () => next());
+  } catch (err) {
+    auditDenial(c, err, null, "registry:admin:*");
+    throw err;
+  }
+});
+
+// The audit log (docs/audit.md), behind the same admin gate.
+adminRoutes.route("/audit", auditRoutes);
 
 adminRoutes.get("/whoami", (c) => c.json({ principal: authState(c)?.principal ?? null }));
 
@@ -164,6 +176,7 @@ adminRoutes.post("/users", async (c) => {
   const b = await body(c, createUserSchema);
   const hash = await hashPassword(b.password);
   if (!(await storeOf(c).createUser(b.name, hash))) throw conflict(`user ${b.name} exists`);
+  await record(c.env, { action: "user.create", outcome: { status: 201 }, details: { user: b.name } });
   return c.json({ name: b.name }, 201);
 });
 
@@ -183,6 +196,7 @@ adminRoutes.get("/users/:name", async (c) => {
 adminRoutes.delete("/users/:name", async (c) => {
   const r = await storeOf(c).deleteUser(userParam(c));
   if (!r.deleted) throw notFound("no such user");
+  await record(c.env, { action: "user.delete", details: { user: c.req.param("name"), revokedRobots: r.robots } });
   return c.json({ deleted: true, revokedRobots: r.robots });
 });
 
@@ -190,6 +204,7 @@ adminRoutes.put("/users/:name/password", async (c) => {
   const name = userParam(c);
   const b = await body(c, passwordSchema);
   if (!(await storeOf(c).setPassword(name, await hashPassword(b.password)))) throw notFound("no such user");
+  await record(c.env, { action: "user.password", outcome: { status: 204 }, details: { user: name } });
   return c.body(null, 204);
 });
 
@@ -198,6 +213,7 @@ adminRoutes.put("/users/:name/password", async (c) => {
 adminRoutes.get("/locks/:account", async (c) => c.json(await storeOf(c).throttleState(c.req.param("account"))));
 adminRoutes.delete("/locks/:account", async (c) => {
   await storeOf(c).unlock(c.req.param("account"));
+  await record(c.env, { action: "lock.unlock", outcome: { status: 204 }, details: { account: c.req.param("account").slice(0, 256) } });
   return c.body(null, 204);
 });
 
@@ -242,7 +258,8 @@ adminRoutes.post("/robots", async (c) => {
     if (res.reason === "exists") throw conflict(`robot$${short} exists`);
     throw conflict(`policy rule ${res.detail} exists`);
   }
-  // The secret is shown here once; only its SHA-256 is stored.
+  // The secret is shown here once; only its SHA-256 is stored (and never audited).
+  await record(c.env, { action: "robot.create", outcome: { status: 201 }, details: { robot: `robot$${short}`, owner: b.owner, expiresAt, rules: rules.map((r) => r.id) } });
   return c.json({ ...res.robot, secret }, 201, { "Cache-Control": "no-store" });
 });
 
@@ -251,6 +268,7 @@ adminRoutes.delete("/robots/:account", async (c) => {
   const short = raw.startsWith("robot$") ? raw.slice(6) : raw;
   if (!/^[a-z0-9._-]{1,64}\+[a-z0-9._-]{1,64}$/.test(short)) throw bad("robot accounts are named robot$<owner>+<name>");
   if (!(await storeOf(c).deleteRobot(short))) throw notFound("no such robot");
+  await record(c.env, { action: "robot.delete", details: { robot: `robot$${short}` } });
   return c.json({ revoked: `robot$${short}` });
 });
 
@@ -284,6 +302,7 @@ adminRoutes.post("/policies", async (c) => {
   if (isBuiltinId(rule.id)) throw bad('ids starting with "builtin:" are reserved');
   if (rule.id.startsWith("robot:")) throw bad('ids starting with "robot:" are reserved for rules created with robots');
   if (!(await storeOf(c).putRule(rule.id, JSON.stringify(rule), "create"))) throw conflict(`rule ${rule.id} exists (use PUT /admin/policies/${rule.id})`);
+  await record(c.env, { action: "policy.create", outcome: { status: 201 }, details: { rule } });
   return c.json(rule, 201);
 });
 
@@ -294,6 +313,7 @@ adminRoutes.put("/policies/:id", async (c) => {
   if (input.id !== undefined && input.id !== id) throw bad("the id in the body differs from the id in the path");
   const rule = parseRuleOrBad({ ...input, id });
   if (!(await storeOf(c).putRule(id, JSON.stringify(rule), "replace"))) throw notFound("no such rule (create it with POST /admin/policies)");
+  await record(c.env, { action: "policy.update", details: { rule } });
   return c.json(rule);
 });
 
@@ -301,6 +321,7 @@ adminRoutes.delete("/policies/:id", async (c) => {
   const id = c.req.param("id");
   if (isBuiltinId(id)) throw bad("built-in rules cannot be deleted; add a deny rule to narrow them");
   if (!(await storeOf(c).deleteRule(id))) throw notFound("no such rule");
+  await record(c.env, { action: "policy.delete", outcome: { status: 204 }, details: { id } });
   return c.body(null, 204);
 });
 
@@ -337,7 +358,9 @@ adminRoutes.get("/keys", async (c) => {
 
 adminRoutes.post("/keys/rotate", async (c) => {
   if (configOf(c).signingKeys) throw conflict("keys come from TOKEN_SIGNING_KEYS: rotate by editing that secret (add the new key first)");
-  return c.json({ kid: await storeOf(c).rotateKey() }, 201);
+  const kid = await storeOf(c).rotateKey();
+  await record(c.env, { action: "key.rotate", outcome: { status: 201 }, details: { kid } });
+  return c.json({ kid }, 201);
 });
 
 adminRoutes.delete("/keys/:kid", async (c) => {
@@ -345,6 +368,7 @@ adminRoutes.delete("/keys/:kid", async (c) => {
   const r = await storeOf(c).deleteKey(c.req.param("kid"));
   if (r === "unknown") throw notFound("no such key");
   if (r === "last") throw conflict("the last signing key cannot be deleted; rotate first");
+  await record(c.env, { action: "key.delete", outcome: { status: 204 }, details: { kid: c.req.param("kid").slice(0, 128) } });
   return c.body(null, 204);
 });
 

@@ -24,6 +24,17 @@ import {
   type Principal,
 } from "./session";
 import { accessCovers, formatScope, verifyJwt, type AccessClaims, type AccessEntry } from "./tokens";
+import { OciError } from "../oci/errors";
+import { record } from "../audit/record";
+
+/**
+ * Audit a refusal of a request that carried credentials (in the background). Anonymous
+ * challenges are not recorded: every docker push starts with one.
+ */
+export function auditDenial(c: Context<any>, err: unknown, repository: string | null, scope: string | null): void {
+  if (!(err instanceof OciError) || ![401, 403, 429].includes(err.status) || !c.req.header("Authorization")) return;
+  void record(c.env, { action: "auth.denied", target: { repository }, outcome: { status: err.status, code: err.code }, details: { reason: err.message.slice(0, 300), scope, method: c.req.method } }, "background");
+}
 
 /** The access a /v2 request needs; null for the base endpoint (any signed-in principal). */
 export function requiredAccess(route: V2Route, method: string): AccessEntry | null {
@@ -73,6 +84,22 @@ async function policyAllows(c: Context<any>, principal: Principal, need: AccessE
 }
 
 export function authMiddleware(): MiddlewareHandler<any> {
+  const gate = gateMiddleware();
+  return async (c, next) => {
+    try {
+      return await gate(c, async () => {
+        await next();
+      });
+    } catch (err) {
+      const route = parseV2Path(new URL(c.req.url).pathname);
+      const need = route ? requiredAccess(route, c.req.method) : null;
+      auditDenial(c, err, need?.type === "repository" ? need.name : null, need ? formatScope(need) : null);
+      throw err;
+    }
+  };
+}
+
+function gateMiddleware(): MiddlewareHandler<any> {
   return async (c, next) => {
     const cfg = configOf(c);
     if (cfg.mode === "open") {

@@ -9,6 +9,7 @@ import { sha256Hex, stringsEqual, verifyPassword } from "./crypto";
 import { base64ToBytes } from "../util/encoding";
 import { parseRule, withBuiltins, type Rule, type Subject } from "./policy";
 import type { AccessEntry } from "./tokens";
+import { record } from "../audit/record";
 
 export type Principal = {
   kind: "user" | "robot" | "anonymous" | "open";
@@ -229,6 +230,7 @@ export async function login(c: AnyCtx, cfg: AuthConfig, username: string, passwo
   } finally {
     const end = await store.loginEnd(username, addr, guess, ok);
     if (end.lockedFor > 0) {
+      void record(view(c).env as unknown as Env, { action: "lock.lock", outcome: { status: 429, code: "TOOMANYREQUESTS" }, details: { account: username.slice(0, 256), address: addr, lockedForSeconds: end.lockedFor } }, "background");
       console.warn(`cloister auth: address ${addr} locked out of account ${JSON.stringify(username.slice(0, 64))} for ${end.lockedFor} s after repeated failed sign-ins`);
     }
   }

@@ -4,6 +4,7 @@
 import { Hono, type Context } from "hono";
 import { OciError, oci } from "../oci/errors";
 import type { AuthConfig } from "./config";
+import { record } from "../audit/record";
 import {
   ANONYMOUS,
   OPEN,
@@ -44,6 +45,8 @@ function badCredentials(message: string, basicChallenge: boolean) {
 
 async function authenticate(c: Ctx, cfg: AuthConfig, username: string, password: string): Promise<{ principal: Principal; epoch: number }> {
   const r = await login(c, cfg, username, password);
+  // Sign-ins are not mutations: recorded in the background, never slowing or failing the sign-in.
+  void record(c.env, { action: "auth.signin", principal: r.ok ? r.principal.id : "anonymous", outcome: r.ok ? { status: 200 } : { status: r.status, code: r.status === 429 ? "TOOMANYREQUESTS" : "UNAUTHORIZED" }, details: { account: username.slice(0, 256), ...(r.ok ? {} : { reason: r.message }) } }, "background");
   if (r.ok) return r;
   if (r.status === 429) throw throttled(r.retryAfter, r.message);
   throw badCredentials(r.message, c.req.method === "GET");
@@ -73,6 +76,7 @@ async function respond(
     expires_in: cfg.tokenTtlSeconds,
     issued_at: new Date(claims.iat * 1000).toISOString(),
   };
+  void record(c.env, { action: "auth.token", principal: principal.id, details: { granted: access.filter((a) => a.actions.length).map(formatScope), requested: requested.map(formatScope).slice(0, 50), refreshToken: refresh !== null } }, "background");
   if (oauth) body.scope = access.filter((a) => a.actions.length).map(formatScope).join(" ");
   if (refresh) {
     body.refresh_token = await issueRefreshToken({ keys, subject: principal.id, audience: cfg.service, epoch: refresh.epoch, ttl: cfg.refreshTokenTtlSeconds });

@@ -1,5 +1,6 @@
 // OCI Distribution error envelope and the spec's error codes.
 // Every non-2xx /v2 response is built here so status, code and body shape stay consistent.
+import { currentRequest } from "../http/request-context";
 
 export const ErrorCodes = {
   BLOB_UNKNOWN: 404,
@@ -49,7 +50,7 @@ export class OciError extends Error {
 
   toResponse(extraHeaders: Record<string, string> = {}): Response {
     const body = JSON.stringify({
-      errors: [{ code: wireCode[this.code] ?? this.code, message: this.message, detail: this.detail ?? null }],
+      errors: [{ code: wireCode[this.code] ?? this.code, message: this.message, detail: withRequestId(this.detail) }],
     });
     return new Response(body, {
       status: this.status,
@@ -60,6 +61,18 @@ export class OciError extends Error {
       },
     });
   }
+}
+
+/**
+ * The request id joins the detail so a user's pasted error finds its log line and audit event.
+ * Array details (distribution's access records on 401) stay as they are; X-Request-Id has it.
+ */
+export function withRequestId(detail: unknown): unknown {
+  const id = currentRequest()?.requestId;
+  if (!id || Array.isArray(detail)) return detail ?? null;
+  if (detail === undefined || detail === null) return { requestId: id };
+  if (typeof detail === "object") return { ...(detail as object), requestId: id };
+  return { value: detail, requestId: id };
 }
 
 export const oci = (code: ErrorCode, message: string, detail?: unknown, status?: number, headers?: Record<string, string>) =>

@@ -14,6 +14,7 @@ import { digestPolicy } from "./uploads";
 import { deletesDisabled } from "./blobs";
 import { tooLarge } from "../storage/ingest";
 import { assertManifestDeletable, assertTagMutable } from "../auth";
+import { pullAudited, record } from "../audit/record";
 import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
@@ -48,6 +49,7 @@ export async function get(c: Ctx, name: string, reference: string, head: boolean
     ETag: `"${m.digest}"`,
   };
   if (head) return new Response(null, { status: 200, headers });
+  if (pullAudited(c.env)) void record(c.env, { action: "pull.manifest", target: { repository: name, tag: ref.tag, digest: m.digest } }, "background");
   const obj = await c.env.BUCKET.get(m.r2Key);
   if (!obj) {
     console.error(`manifest ${m.digest} is indexed but its object ${m.r2Key} is missing`);
@@ -97,6 +99,7 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
   }
   const removed = ref.digest ? await deleteManifest(c.env, name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);
+  await record(c.env, { action: ref.digest ? "manifest.delete" : "tag.delete", target: { repository: name, tag: ref.tag, digest: ref.digest?.digest ?? null }, outcome: { status: 202 } });
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
 }
 

@@ -13,6 +13,7 @@ import {
 } from "../storage/uploads";
 import { principalId } from "./principal";
 import { mayPull } from "../auth";
+import { record } from "../audit/record";
 
 // Moved to the upload domain; re-exported for the manifest routes.
 export { digestPolicy } from "../storage/uploads";

@@ -7,6 +7,7 @@
 import type { Env } from "../env";
 import { oci } from "../oci/errors";
 import { blobStoreFor, trustStoreFor } from "../stores";
+import { record } from "../audit/record";
 import { indexedAnnotations, requiredBlobs, requiredManifests, type ParsedManifest } from "../oci/manifest";
 import type { CommitResult } from "../stores/blob-store";
 import type { LinkResult } from "../stores/trust-store";
@@ -56,6 +57,7 @@ export async function finishCommit(env: Env, repo: string, obj: VerifiedObject, 
   if (!result.adoptedOffered && result.r2Key !== obj.r2Key) {
     await env.BUCKET.delete(obj.r2Key).catch(() => {});
   }
+  if (kind === "blob") await record(env, { action: "blob.upload", target: { repository: repo, digest: obj.digest }, outcome: { status: 201 }, details: { size: result.size, deduplicated: !result.adoptedOffered } });
   return result;
 }
 
@@ -140,6 +142,7 @@ export async function commitManifest(env: Env, m: ManifestToCommit): Promise<voi
   }
   if (!result.ok && result.quota) throw quotaExceeded(m.repo, result.quota);
   if (!result.ok) throw referencesUnknown(m.repo, result.missingBlobs, result.missingManifests);
+  await record(env, { action: "manifest.put", target: { repository: m.repo, tag: m.tag, digest: m.digest }, outcome: { status: 201 }, details: { previous: result.previousTagDigest, mediaType: m.parsed.mediaType, size: m.body.length } });
   }
 }
 

@@ -1,6 +1,7 @@
 // Cross-repository index operations on the per-repository layout (docs/adr/0008): mounts and
 // unlinks keep BlobStore's holders(digest, repo) a superset of TrustStore memberships — holder
 // written before membership, removed after it — so "no holder" is a safe answer for GC.
+import { record } from "../audit/record";
 import type { Env } from "../env";
 import { blobStoreFor, trustStoreFor } from "../stores";
 import { memberBlob } from "./backfill";
@@ -25,7 +26,9 @@ export async function mountBlob(env: Env, name: string, digest: string, sources:
     const stored = await blobStoreFor(env, digest).hold(digest, name);
     if (!stored) return false;
     // A quota refusal also fails the mount: the upload that follows gets the 403.
-    return (await trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq)).ok;
+    const ok = (await trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq)).ok;
+    if (ok) await record(env, { action: "blob.mount", target: { repository: name, digest }, outcome: { status: 201 }, details: { from: source, size: stored.size } });
+    return ok;
   }
   return false;
 }

@@ -97,6 +97,16 @@ export function uploadSessionFor(env: Env, uploadId: string) {
   return env.UPLOAD_SESSION.get(env.UPLOAD_SESSION.idFromName(uploadId));
 }
 
+/** One AuditLog object per UTC day ("YYYY-MM-DD"), see docs/adr/0012. */
+export function auditLogFor(env: Env, partition: string) {
+  return env.AUDIT_LOG.get(env.AUDIT_LOG.idFromName(`day:${partition}`));
+}
+
+/** The AuditLog object that lists the days and runs retention. */
+export function auditIndexFor(env: Env) {
+  return env.AUDIT_LOG.get(env.AUDIT_LOG.idFromName("index"));
+}
+
 export function accountStoreFor(env: Env) {
   return env.ACCOUNT_STORE.get(env.ACCOUNT_STORE.idFromName("accounts"));
 }

@@ -178,7 +178,8 @@ async function snap(res: Response, subst: Record<string, string> = {}, opts: { u
   const sub = (s: string) => {
     for (const [from, to] of Object.entries(subst)) s = s.split(from).join(to);
     if (opts.uuids) s = s.replace(UUID_RE, "<UUID>");
-    return s;
+    // The request id in error details (docs/audit.md) is per request, like X-Request-Id above.
+    return s.replace(/"requestId":"[^"]*"/g, '"requestId":"<per-request>"');
   };
   let body: string;
   try {

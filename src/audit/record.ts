@@ -1,0 +1,93 @@
+// record(): the one entry point that writes audit events (docs/audit.md "Durability").
+//
+// A mutation's event is written BEFORE its 2xx response: the AuditLog append is awaited. If the
+// AuditLog cannot be reached, the event goes to R2 (audit-spool/<day>/<id>.json) — durable too —
+// and is moved into the log by drainSpool(). Only if both fail does the request answer 503 (the
+// change itself is applied and idempotent to retry; the client is told it was not recorded).
+// Reads and refusals (pulls, denials, failed sign-ins) are written in the background (waitUntil):
+// they must never slow or fail the request they describe.
+import type { Env } from "../env";
+import { auditLogFor, auditIndexFor } from "../stores";
+import { dayOf } from "../stores/audit-log";
+import { currentRequest } from "../http/request-context";
+import { oci } from "../oci/errors";
+import { buildEvent, indexedFields, type AuditEvent, type EventInput } from "./events";
+
+const SPOOL = "audit-spool/";
+
+export type Durability = "before-response" | "background";
+
+function context() {
+  const r = currentRequest();
+  const c = r?.c;
+  const principal = (c?.var as { principal?: { id: string } } | undefined)?.principal?.id ?? "anonymous";
+  return {
+    principal,
+    address: (c?.req.header("CF-Connecting-IP") ?? "").trim() || "unknown",
+    userAgent: c?.req.header("User-Agent") ?? null,
+    requestId: r?.requestId ?? null,
+    now: Date.now(),
+  };
+}
+
+/** Append one event to its day's partition (and list the day in the index on its first event). */
+export async function appendEvent(env: Env, ev: AuditEvent): Promise<void> {
+  const day = dayOf(Date.parse(ev.time));
+  const [r] = await auditLogFor(env, day).append([{ body: JSON.stringify(ev), fields: indexedFields(ev) }]);
+  // The event is durable now; listing the day is idempotent and retried by every later append.
+  if (r.seq === 1 || r.seq % 1000 === 0) await auditIndexFor(env).addDay(day).catch((e) => console.error(JSON.stringify({ type: "audit-index", day, error: String(e) })));
+}
+
+/**
+ * Record an event. "before-response" (mutations): resolves once the event is durable, throws a
+ * 503 OciError if it cannot be made durable. "background": never throws, never waits.
+ */
+export async function record(env: Env, input: EventInput, durability: Durability = "before-response"): Promise<AuditEvent> {
+  const ev = buildEvent(input, context());
+  if (durability === "background") {
+    const p = appendEvent(env, ev).catch((e) => console.error(JSON.stringify({ type: "audit-lost", id: ev.id, action: ev.action, error: String(e) })));
+    try {
+      currentRequest()?.c.executionCtx.waitUntil(p);
+    } catch {
+      await p; // no execution context: finish inline
+    }
+    return ev;
+  }
+  try {
+    await appendEvent(env, ev);
+  } catch (e) {
+    console.error(JSON.stringify({ type: "audit-spooled", id: ev.id, action: ev.action, error: String(e) }));
+    try {
+      await env.BUCKET.put(`${SPOOL}${ev.time.slice(0, 10)}/${ev.id}.json`, JSON.stringify(ev));
+    } catch (e2) {
+      console.error(JSON.stringify({ type: "audit-unavailable", id: ev.id, action: ev.action, error: String(e2) }));
+      throw oci("INTERNAL", "the change was applied but could not be recorded in the audit log; retry the request", { auditEventId: ev.id }, 503, { "Retry-After": "5" });
+    }
+  }
+  return ev;
+}
+
+/** Move spooled events into the log (oldest first, at most `max` per call). Returns how many. */
+export async function drainSpool(env: Env, max = 100): Promise<number> {
+  const list = await env.BUCKET.list({ prefix: SPOOL, limit: max });
+  let moved = 0;
+  for (const o of list.objects) {
+    const obj = await env.BUCKET.get(o.key);
+    if (!obj) continue;
+    const ev = JSON.parse(await obj.text()) as AuditEvent;
+    await appendEvent(env, ev);
+    await env.BUCKET.delete(o.key);
+    moved++;
+  }
+  return moved;
+}
+
+/** Pull events per AUDIT_PULLS: off, sampled (1 in AUDIT_PULL_SAMPLE, default 100) or all. */
+export function pullAudited(env: Env): boolean {
+  const mode = String(env.AUDIT_PULLS ?? "sampled").toLowerCase();
+  if (mode === "off") return false;
+  if (mode === "all") return true;
+  const n = Number(env.AUDIT_PULL_SAMPLE ?? 100);
+  const every = Number.isFinite(n) && n >= 1 ? Math.floor(n) : 100;
+  return Math.random() * every < 1;
+}
