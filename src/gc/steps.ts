@@ -260,6 +260,13 @@ async function purgeStep(env: Env, c: Cursor, stats: RunStats): Promise<Cursor> 
   return { ...c, phase: "delete", pending: null };
 }
 
+/**
+ * The only R2 prefixes whose objects BlobStore rows name: blob bytes (data/<upload id>/…) and
+ * manifests (manifests/sha256/…). Reconcile never looks elsewhere, so objects other parts keep in
+ * the bucket — the audit spool (audit-spool/), bench objects (_bench/) — are never orphans.
+ */
+const INDEXED_PREFIXES = ["data/", "manifests/"];
+
 /** Upload sessions write under data/<upload id>/; bench routes under _bench/. */
 function uploadIdOf(key: string): string | null {
   const m = /^data\/([0-9a-f-]{36})\//.exec(key);
@@ -268,7 +275,7 @@ function uploadIdOf(key: string): string | null {
 
 async function orphansStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions): Promise<Cursor> {
   const list = await env.BUCKET.list({ limit: GC_SCAN_ROWS, cursor: c.after ?? undefined });
-  const old = list.objects.filter((obj) => obj.uploaded.getTime() < c.cutoff && !obj.key.startsWith("_bench/"));
+  const old = list.objects.filter((obj) => obj.uploaded.getTime() < c.cutoff && INDEXED_PREFIXES.some((p) => obj.key.startsWith(p)));
   if (old.length) {
     let unknown = old.map((obj) => obj.key);
     for (const shard of blobShards()) {

@@ -13,6 +13,9 @@ describe("reconcile", () => {
     await E.BUCKET.put(orphan, bytes(2048, 1));
     const stray = `manifests/sha256/${"ab".repeat(32)}/${crypto.randomUUID()}`;
     await E.BUCKET.put(stray, bytes(300, 2));
+    // objects outside the indexed prefixes belong to other parts (the audit spool) and are never orphans
+    const spooled = `audit-spool/2026-01-01/${crypto.randomUUID()}.json`;
+    await E.BUCKET.put(spooled, "{}");
     const r = uid();
     const img = await makeImage(r, { seed: 3 });
     expect((await putManifest(r, "v1", img.manifest)).status).toBe(201);
@@ -35,6 +38,7 @@ describe("reconcile", () => {
     expect(run.stats.orphanBytes).toBeGreaterThanOrEqual(2048 + 300);
     expect(await r2Has(orphan)).toBe(false);
     expect(await r2Has(stray)).toBe(false);
+    expect(await r2Has(spooled)).toBe(true);
     // the open upload still completes, and what was indexed is untouched
     const d = await sha256(part);
     expect((await req(withQuery(loc, `digest=${d}`), { method: "PUT" })).status).toBe(201);
