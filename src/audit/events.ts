@@ -17,7 +17,9 @@ export type AuditAction =
   | "robot.create" | "robot.delete"
   | "policy.create" | "policy.update" | "policy.delete"
   | "key.rotate" | "key.delete"
-  | "lock.lock" | "lock.unlock";
+  | "lock.lock" | "lock.unlock"
+  | "gc.run" // a finished or failed GC/retention run: what it scanned, condemned and deleted
+  | "quota.denied"; // a push refused by a namespace quota
 
 export interface AuditEvent {
   id: string;

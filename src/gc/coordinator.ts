@@ -8,6 +8,7 @@ import { config, type Env } from "../env";
 import { GcError, runStep, type Cursor, type RunOptions, type RunStats, emptyStats } from "./steps";
 import { accountStoreFor, legacyTrustStore } from "../stores";
 import { parseRule } from "../auth/policy";
+import { record } from "../audit/record";
 
 /** Immutable-tag policy rules (repository globs → tag globs): retention never removes those tags. */
 async function immutableTagRules(env: Env): Promise<{ repositories: string[]; tags: string[] }[]> {
@@ -186,6 +187,7 @@ export class GcCoordinator extends DurableObject<Env> {
       this.sql.exec(`UPDATE runs SET cursor = ?, stats = ?, failures = 0, state = ?, finished_at = ? WHERE id = ?`,
         JSON.stringify(next), JSON.stringify(stats), done ? "done" : "running", done ? Date.now() : null, row.id);
       if (done) console.log(`gc run ${row.id} done`, JSON.stringify({ ...stats, missing: stats.missing.length }));
+      if (done) await this.audit(row, stats, 200, null);
       if (done && stats.missing.length) console.error(`DATA LOSS: gc run ${row.id} found ${stats.missingCount} indexed blobs whose objects are missing`, JSON.stringify(stats.missing.slice(0, 20)));
     } catch (err) {
       const msg = `${cursor.phase}: ${err instanceof GcError || err instanceof Error ? err.message : String(err)}`.slice(0, 500);
@@ -195,8 +197,18 @@ export class GcCoordinator extends DurableObject<Env> {
       this.sql.exec(`UPDATE runs SET stats = ?, failures = ?, state = ?, finished_at = ? WHERE id = ?`,
         JSON.stringify(stats), failures, failed ? "failed" : "running", failed ? Date.now() : null, row.id);
       console.error(`gc run ${row.id} step failed (${failures}/${MAX_STEP_FAILURES})`, msg);
+      if (failed) await this.audit(row, stats, 500, "GC_FAILED");
     }
     return this.record(this.sql.exec<Row>(`SELECT * FROM runs WHERE id = ?`, row.id).one());
+  }
+
+  /** A finished or failed run is an audit event (counts only: the missing list stays in the run record). */
+  private async audit(row: Row, stats: RunStats, status: number, code: string | null): Promise<void> {
+    const { missing: _missing, errors, ...counts } = stats;
+    await record(this.env, {
+      action: "gc.run", principal: `gc:${row.trigger}`, outcome: { status, code },
+      details: { run: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1, graceSeconds: row.grace_seconds, durationMs: Date.now() - row.started_at, ...counts, errors: errors.slice(-3) },
+    }, "background");
   }
 
   /** Steps until the run ends (tests and small registries); returns the final record. */

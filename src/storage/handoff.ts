@@ -11,7 +11,7 @@ import { record } from "../audit/record";
 import { indexedAnnotations, requiredBlobs, requiredManifests, type ParsedManifest } from "../oci/manifest";
 import type { CommitResult } from "../stores/blob-store";
 import type { LinkResult } from "../stores/trust-store";
-import { quotaExceeded } from "../gc/quotas";
+import { quotaDenied } from "../gc/quotas";
 
 export interface VerifiedObject {
   digest: string;
@@ -51,7 +51,7 @@ export async function finishCommit(env: Env, repo: string, obj: VerifiedObject, 
       // Nothing links it here: drop this push's holder (GC collects the bytes if nobody else holds them).
       await blobStoreFor(env, obj.digest).release(obj.digest, repo, since + 1).catch(() => {});
       if (!result.adoptedOffered && result.r2Key !== obj.r2Key) await env.BUCKET.delete(obj.r2Key).catch(() => {});
-      throw quotaExceeded(repo, linked.quota);
+      throw await quotaDenied(env, repo, linked.quota, obj.digest);
     }
   }
   if (!result.adoptedOffered && result.r2Key !== obj.r2Key) {
@@ -140,7 +140,7 @@ export async function commitManifest(env: Env, m: ManifestToCommit): Promise<voi
     result = await trust.putManifest({ ...input, ifTagMoves: "allow" });
     if (!result.ok && result.fenced) throw gcBusy(m.digest);
   }
-  if (!result.ok && result.quota) throw quotaExceeded(m.repo, result.quota);
+  if (!result.ok && result.quota) throw await quotaDenied(env, m.repo, result.quota, m.digest);
   if (!result.ok) throw referencesUnknown(m.repo, result.missingBlobs, result.missingManifests);
   await record(env, { action: "manifest.put", target: { repository: m.repo, tag: m.tag, digest: m.digest }, outcome: { status: 201 }, details: { previous: result.previousTagDigest, mediaType: m.parsed.mediaType, size: m.body.length } });
   }
