@@ -8,7 +8,7 @@ export default defineConfig({
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       miniflare: {
-        bindings: {
+        bindings: { REQUEST_LOG: "off",
           MAX_BODY_BYTES: "0",
           UPLOAD_PART_BYTES: "5242880",
           AUTH_MODE: "token",

@@ -9,7 +9,7 @@ export default defineConfig({
       miniflare: {
         // Small parts so modest test blobs span several R2 multipart parts. Tests address the
         // Worker as http://registry.test, which token mode only serves when listed (docs/auth.md).
-        bindings: { MAX_BODY_BYTES: "0", UPLOAD_PART_BYTES: "5242880", REGISTRY_HOSTS: "registry.test" },
+        bindings: { REQUEST_LOG: "off", MAX_BODY_BYTES: "0", UPLOAD_PART_BYTES: "5242880", REGISTRY_HOSTS: "registry.test" },
       },
     }),
   ],

@@ -357,7 +357,7 @@ describe("request log and request id", () => {
         /* not ours */
       }
     });
-    const res = await call(`/v2/audit/log/blobs/${d}?x=1`, { headers: { "X-Request-Id": "client-supplied-id-1" } });
+    const res = await call(`/v2/audit/log/blobs/${d}?x=1`, { headers: { "X-Request-Id": "client-supplied-id-1" } }, { REQUEST_LOG: "on" });
     expect(res.headers.get("X-Request-Id")).toBe("client-supplied-id-1");
     expect(res.headers.get("Content-Length")).toBe("4096");
     expect((await res.arrayBuffer()).byteLength).toBe(4096);
@@ -366,10 +366,17 @@ describe("request log and request id", () => {
     expect(line).toMatchObject({ type: "request", method: "GET", path: `/v2/audit/log/blobs/${d}?x=1`, status: 200, bytesIn: 0, bytesOut: 4096, principal: "open", repository: "audit/log", digest: d });
     expect(typeof line.durationMs).toBe("number");
 
-    const put = await call(`/v2/audit/log/blobs/uploads/?digest=${await sha256(bytes(77, 1))}`, { method: "POST", body: bytes(77, 1), headers: { "Content-Length": "77" } });
+    const put = await call(`/v2/audit/log/blobs/uploads/?digest=${await sha256(bytes(77, 1))}`, { method: "POST", body: bytes(77, 1), headers: { "Content-Length": "77" } }, { REQUEST_LOG: "on" });
     expect(put.status).toBe(201);
     await new Promise((r) => setTimeout(r, 10));
     expect(lines.find((l) => l.requestId === put.headers.get("X-Request-Id"))).toMatchObject({ method: "POST", status: 201, bytesIn: 77 });
+
+    // REQUEST_LOG=off (as the workerd suites run): the request id stays, the line goes
+    const quiet = await call(`/v2/audit/log/blobs/${d}`, { headers: { "X-Request-Id": "client-supplied-id-2" } }, { REQUEST_LOG: "off" });
+    expect(quiet.headers.get("X-Request-Id")).toBe("client-supplied-id-2");
+    await quiet.arrayBuffer();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(lines.find((l) => l.requestId === "client-supplied-id-2")).toBeUndefined();
   });
 
   it("error bodies carry the request id in detail", async () => {
