@@ -10,12 +10,13 @@ import { buildApp } from "../../src/app";
 import type { Env } from "../../src/env";
 import { BASE, bytes, makeImage, pushBlob, putManifest, sha256 } from "./helpers";
 
-const NAMESPACES = ["BLOB_STORE", "UPLOAD_SESSION", "TRUST_STORE", "ACCOUNT_STORE", "CATALOG"] as const;
+// Every namespace, the audit log's included: its appends are Durable Object calls like any other.
+const NAMESPACES = ["BLOB_STORE", "UPLOAD_SESSION", "TRUST_STORE", "ACCOUNT_STORE", "CATALOG", "AUDIT_LOG", "GC"] as const;
 
 /** One request through the Worker with counting namespaces; answers the response and the calls made. */
 async function counted(path: string, init: RequestInit = {}, vars: Record<string, string> = {}) {
   const calls: string[] = [];
-  const base = { ...(env as unknown as Env), ...vars } as Env & Record<string, unknown>;
+  const base = { ...(env as unknown as Env), AUDIT_PULLS: "off", ...vars } as Env & Record<string, unknown>;
   const wrapped: Record<string, unknown> = { ...base };
   for (const name of NAMESPACES) {
     const ns = base[name] as unknown as DurableObjectNamespace;
@@ -76,6 +77,7 @@ describe("Durable Object round trips per operation (open mode)", () => {
     }
   });
 
+  // Every mutation also appends its audit event before answering (AUDIT_LOG.append, docs/audit.md).
   // Target ≤ 2; 3 since "a refused push stores nothing" (limits.test.ts) checks references before the
   // first byte is written (docs/roundtrips.md says what would bring it to 2).
   it("manifest PUT: 3 (reference pre-check; BlobStore commit with holder; check and put in one TrustStore call)", async () => {
@@ -85,17 +87,17 @@ describe("Durable Object round trips per operation (open mode)", () => {
     for (const ref of ["v1", "v1", img.digest]) { // new tag, same tag again, by digest
       const r = await put(ref, img.manifest);
       expect(r.status).toBe(201);
-      expect(r.calls, ref).toEqual(["TRUST_STORE.missingReferences", "BLOB_STORE.commit", "TRUST_STORE.putManifest"]);
+      expect(r.calls, ref).toEqual(["TRUST_STORE.missingReferences", "BLOB_STORE.commit", "TRUST_STORE.putManifest", "AUDIT_LOG.append"]);
     }
     // Moving an existing tag: the store refuses it in the transaction, policy is read, then the move (5).
     const img2 = await makeImage(repo, { seed: 5 });
     const moved = await put("v1", img2.manifest);
     expect(moved.status).toBe(201);
-    expect(moved.calls).toEqual(["TRUST_STORE.missingReferences", "BLOB_STORE.commit", "TRUST_STORE.putManifest", "ACCOUNT_STORE.rules", "TRUST_STORE.putManifest"]);
+    expect(moved.calls).toEqual(["TRUST_STORE.missingReferences", "BLOB_STORE.commit", "TRUST_STORE.putManifest", "ACCOUNT_STORE.rules", "TRUST_STORE.putManifest", "AUDIT_LOG.append"]);
     // DELETE by digest: policy (immutable tags), the store, then the BlobStore holder.
     const del = await counted(`/v2/${repo}/manifests/${img.digest}`, { method: "DELETE" });
     expect(del.status).toBe(202);
-    expect(del.calls).toEqual(["ACCOUNT_STORE.rules", "TRUST_STORE.deleteManifest", "BLOB_STORE.release"]);
+    expect(del.calls).toEqual(["ACCOUNT_STORE.rules", "TRUST_STORE.deleteManifest", "BLOB_STORE.release", "AUDIT_LOG.append"]);
   });
 
   it("tags/list and _catalog: 1", async () => {
@@ -117,7 +119,7 @@ describe("Durable Object round trips per operation (open mode)", () => {
     const digest = await sha256(data);
     const mono = await counted(`/v2/${repo}/blobs/uploads/?digest=${digest}`, { method: "POST", body: data, headers: { "Content-Type": "application/octet-stream" } });
     expect(mono.status).toBe(201);
-    expect(mono.calls).toEqual(["BLOB_STORE.commit", "TRUST_STORE.link"]);
+    expect(mono.calls).toEqual(["BLOB_STORE.commit", "TRUST_STORE.link", "AUDIT_LOG.append"]);
 
     // POST + PUT: the session object is still created at POST (stateless upload locations belong
     // to the upload work, docs/roundtrips.md); this pins today's count so it can only go down.
@@ -130,16 +132,16 @@ describe("Durable Object round trips per operation (open mode)", () => {
     const total = post.calls.length + put.calls.length;
     expect(put.calls.filter((c) => c.startsWith("BLOB_STORE") || c.startsWith("TRUST_STORE"))).toEqual(["BLOB_STORE.commit", "TRUST_STORE.link"]);
     console.log("POST + PUT round trips:", [...post.calls, ...put.calls].join(", "));
-    expect(total, [...post.calls, ...put.calls].join(", ")).toBeLessThanOrEqual(5);
+    expect(total, [...post.calls, ...put.calls].join(", ")).toBeLessThanOrEqual(6);
 
     const target = `${uid()}/v`;
     await pushBlob(target, bytes(10, 12));
     const mount = await counted(`/v2/${target}/blobs/uploads/?mount=${digest}&from=${repo}`, { method: "POST" });
     expect(mount.status).toBe(201);
-    expect(mount.calls).toEqual(["TRUST_STORE.blob", "BLOB_STORE.hold", "TRUST_STORE.link"]);
+    expect(mount.calls).toEqual(["TRUST_STORE.blob", "BLOB_STORE.hold", "TRUST_STORE.link", "AUDIT_LOG.append"]);
 
     const del = await counted(`/v2/${target}/blobs/${digest}`, { method: "DELETE" });
     expect(del.status).toBe(202);
-    expect(del.calls).toEqual(["TRUST_STORE.unlinkBlob", "BLOB_STORE.release"]);
+    expect(del.calls).toEqual(["TRUST_STORE.unlinkBlob", "BLOB_STORE.release", "AUDIT_LOG.append"]);
   });
 });
