@@ -130,7 +130,7 @@ async function runCopy(srcText, dstText, o) {
     else
       process.stdout.write(
         `copied ${summary.source} → ${summary.destination}:${summary.reference} (${summary.digest})\n` +
-          `  ${summary.blobs} blobs, ${fmtBytes(summary.bytes)}: ${summary.transferred} sent (${fmtBytes(summary.transferredBytes)}${summary.chunks ? ` in ${summary.chunks} chunks` : ""}), ${summary.skipped} already there, ${summary.mounted} mounted` +
+          `  ${summary.blobs} blobs, ${fmtBytes(summary.bytes)}: ${summary.transferred} ${dstT.transport === "docker" ? "uploaded" : "written"} (${fmtBytes(summary.transferredBytes)}${summary.chunks ? ` in ${summary.chunks} chunks` : ""}), ${summary.skipped} already there, ${summary.mounted} mounted` +
           `${summary.resumes ? `, ${summary.resumes} resumed` : ""}; ${summary.seconds.toFixed(1)} s\n`,
       );
     return summary;

@@ -84,7 +84,7 @@ export async function copyImage(src, dst, o) {
   };
   for (const c of children) await put(c.digest, c, false);
   const reference = o.reference ?? src.tag ?? root.digest;
-  if (reference.includes(":") && reference !== root.digest)
+  if (/^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/.test(reference) && reference !== root.digest)
     throw new RegistryError(`destination digest ${reference} is not the image's digest ${root.digest}`, { exitCode: EXIT.USAGE });
   await put(reference, root, true);
   return {

@@ -43,7 +43,7 @@ export async function ociDestination(dir, ref) {
   };
   const exists = async (digest, size) => (await stat(blobFile(digest)).catch(() => null))?.size === size;
   return {
-    name: `oci:${dir}${ref ? ":" + ref : ""}`,
+    name: `oci:${dir}`,
     stats: { uploaded: 0, uploadedBytes: 0, skipped: 0, skippedBytes: 0, mounted: 0, chunks: 0, resumes: 0 },
     async putBlob(desc, blob, bar) {
       if (await exists(desc.digest, desc.size)) {
@@ -55,7 +55,7 @@ export async function ociDestination(dir, ref) {
       await writeVerified(blob.open(0, desc.size), blobFile(desc.digest), desc, bar);
       this.stats.uploaded++;
       this.stats.uploadedBytes += desc.size;
-      return "uploaded";
+      return "written";
     },
     /** Children are stored as blobs; the root also gets an index.json entry named `ref`. */
     async putManifest(reference, mediaType, bytes, { root = false, digest } = {}) {
@@ -97,7 +97,7 @@ export async function dockerArchiveDestination(path, ref, { repoTag } = {}) {
       files.set(desc.digest, { path: f, size: desc.size });
       this.stats.uploaded++;
       this.stats.uploadedBytes += desc.size;
-      return "uploaded";
+      return "written";
     },
     async putManifest(reference, mediaType, bytes) {
       const m = JSON.parse(bytes.toString("utf8"));

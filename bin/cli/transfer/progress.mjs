@@ -60,7 +60,7 @@ export function createProgress({ quiet = false, stream = process.stderr } = {}) 
         finish(status) {
           handle.update(size);
           bar?.update(Math.max(1, size), { status });
-          line(`${label}: ${status} ${fmtBytes(size)}${status === "uploaded" || status === "downloaded" ? ` in ${((Date.now() - start) / 1000).toFixed(1)} s (${rate(size, Date.now() - start)})` : ""}`);
+          line(`${label}: ${status} ${fmtBytes(size)}${status === "uploaded" || status === "written" ? ` in ${((Date.now() - start) / 1000).toFixed(1)} s (${rate(size, Date.now() - start)})` : ""}`);
         },
       };
       return handle;
