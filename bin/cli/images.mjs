@@ -94,7 +94,7 @@ async function openDestination(t, o) {
 async function runCopy(srcText, dstText, o) {
   const srcT = parseTransport(srcText);
   const dstT = parseTransport(dstText);
-  const progress = createProgress({ quiet: o.quiet || o.json });
+  const progress = createProgress({ quiet: o.quiet || o.json, notes: !o.quiet });
   o.log = (m) => progress.note(m);
   const opened = [];
   const t0 = Date.now();

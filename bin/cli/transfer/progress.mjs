@@ -12,7 +12,8 @@ export const fmtBytes = (n) => {
 
 const rate = (bytes, ms) => (ms > 0 ? `${fmtBytes((bytes * 1000) / ms)}/s` : "");
 
-export function createProgress({ quiet = false, stream = process.stderr } = {}) {
+/** `quiet` silences bars and per-blob lines; `notes` (warnings such as a resume) print unless false. */
+export function createProgress({ quiet = false, notes = true, stream = process.stderr } = {}) {
   const tty = !!stream.isTTY;
   const t0 = Date.now();
   let totalBytes = 0;
@@ -66,7 +67,7 @@ export function createProgress({ quiet = false, stream = process.stderr } = {}) 
       return handle;
     },
     note(msg) {
-      if (quiet) return;
+      if (!notes) return;
       if (multi) multi.log(msg + "\n");
       else stream.write(msg + "\n");
     },
