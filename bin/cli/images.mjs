@@ -1,8 +1,11 @@
 // Image commands: copy, push, pull (skopeo's transport syntax; chunked, resumable, parallel
 // uploads) and cache push|fetch (build-cache/v1). See docs/cli.md and docs/adr/0015-cli-transfer.md.
 import { Option } from "commander";
+import { mkdir, rm, symlink } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { RegistryError, EXIT, connect } from "../lib/registry-client.mjs";
-import { credentialsFor } from "../lib/credentials.mjs";
+import { credentialsFor, dockerConfigDir } from "../lib/credentials.mjs";
 import { parseTransport, parseLoose } from "./transfer/transports.mjs";
 import { ociSource, dockerArchiveSource, dockerDaemonSource, registrySource } from "./transfer/sources.mjs";
 import { ociDestination, dockerArchiveDestination } from "./transfer/destinations.mjs";
@@ -213,6 +216,8 @@ export function register(program) {
       }),
     );
 
+  registerDockerPlugin(program);
+
   program
     .command("cache")
     .description("build-cache/v1: `cloister cache push DIR REG/REPO:TAG`, `cloister cache fetch REG/REPO:TAG DIR` (see `cloister cache --help`)")
@@ -224,5 +229,30 @@ export function register(program) {
       const g = cmd.optsWithGlobals();
       const code = await runCache([...args, ...(g.json ? ["--json"] : [])]);
       process.exitCode = code;
+    });
+}
+
+/** `cloister docker-plugin install|uninstall`: link bin/docker-cloister.mjs into docker's cli-plugins. */
+export function registerDockerPlugin(program) {
+  const plugin = program.command("docker-plugin").description("install `docker cloister` (a docker CLI plugin)");
+  const dirOf = (o) => o.dir ?? join(dockerConfigDir(), "cli-plugins");
+  plugin
+    .command("install")
+    .description("link docker-cloister into $DOCKER_CONFIG/cli-plugins (default ~/.docker/cli-plugins)")
+    .option("--dir <dir>", "the cli-plugins directory")
+    .action(async (o) => {
+      const dir = dirOf(o);
+      const target = join(dir, "docker-cloister");
+      await mkdir(dir, { recursive: true });
+      await rm(target, { force: true });
+      await symlink(fileURLToPath(new URL("../docker-cloister.mjs", import.meta.url)), target);
+      process.stdout.write(`installed ${target}; try: docker cloister --help\n`);
+    });
+  plugin
+    .command("uninstall")
+    .description("remove the docker-cloister link")
+    .option("--dir <dir>", "the cli-plugins directory")
+    .action(async (o) => {
+      await rm(join(dirOf(o), "docker-cloister"), { force: true });
     });
 }
