@@ -93,7 +93,9 @@ export class RegistryClient {
     this.userAgent = opts.userAgent ?? "cloister-cache/1";
   }
 
+  /** Destroy every connection; requests still running fail and are not retried. */
   close() {
+    this.closed = true;
     for (const a of Object.values(this.agents)) a.destroy();
   }
 
@@ -143,11 +145,12 @@ export class RegistryClient {
       try {
         res = await this.raw(method, url, h, body, { stream });
       } catch (err) {
-        if (attempt < retries && RETRY_ERRNO.has(err.code)) {
+        if (attempt < retries && RETRY_ERRNO.has(err.code) && !this.closed) {
           await sleep(250 * 2 ** attempt++);
           continue;
         }
-        throw new RegistryError(`${method} ${url}: ${err.message}`, { exitCode: EXIT.NETWORK, code: err.code });
+        const tlsHint = /certificate|self[- ]signed/i.test(err.message) ? " (a self-signed development registry? add --tls-verify=false, or --insecure for cloister cache)" : "";
+        throw new RegistryError(`${method} ${url}: ${err.message}${tlsHint}`, { exitCode: EXIT.NETWORK, code: err.code });
       }
       if (res.status === 401 && !authRetried && sameOrigin) {
         authRetried = true;
@@ -247,8 +250,8 @@ export const PLAIN_HTTP_HINT = "this registry speaks plain HTTP: add --plain-htt
 /**
  * A client for `host` whose GET /v2/ answered 200 (after authenticating). The scheme: the
  * reference's own (http://, https://) or --plain-http wins; a loopback host is tried on plain
- * HTTP first and then on HTTPS accepting its certificate (docker treats loopback registries as
- * insecure the same way); any other host gets HTTPS. When HTTPS has not finished within a
+ * HTTP first; everything else gets HTTPS, with certificates verified unless `insecure`
+ * (--insecure / --tls-verify=false). When HTTPS has not finished within a
  * second, or fails, and the port answers plain HTTP, this fails at once with PLAIN_HTTP_HINT:
  * workerd never answers a TLS ClientHello on an HTTP port, so the handshake would otherwise hang
  * until the request timeout.
@@ -258,13 +261,9 @@ export const PLAIN_HTTP_HINT = "this registry speaks plain HTTP: add --plain-htt
  */
 export async function connect(o) {
   let scheme = o.scheme ?? (o.plainHttp ? "http" : null);
-  let insecure = !!o.insecure;
-  if (!scheme && isLoopback(o.host)) {
-    if (await speaksPlainHttp(o.host)) scheme = "http";
-    else (scheme = "https"), (insecure = true);
-  }
+  if (!scheme && isLoopback(o.host) && (await speaksPlainHttp(o.host))) scheme = "http";
   scheme ??= "https";
-  const client = new RegistryClient({ ...o, scheme, insecure });
+  const client = new RegistryClient({ ...o, scheme, insecure: !!o.insecure });
   const ping = client.request("GET", "/v2/", { scope: o.scope, retries: 1 });
   try {
     if (scheme === "https") {

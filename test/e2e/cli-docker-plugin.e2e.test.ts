@@ -45,7 +45,7 @@ afterAll(async () => {
 });
 
 const docker = (args: string[], o: { allowFail?: boolean } = {}) => run(DOCKER_CLI, args, { env, timeoutMs: 120_000, ...o });
-const pushArgs = (repo: string) => ["cloister", "--json", "push", `oci:${img.dir}:${img.tag}`, `${reg.host}/alice/${repo}:1`];
+const pushArgs = (repo: string) => ["cloister", "--json", "push", "--tls-verify=false", `oci:${img.dir}:${img.tag}`, `${reg.host}/alice/${repo}:1`];
 
 describe.skipIf(clients.skip)("docker cloister (CLI plugin)", () => {
   test("docker lists the plugin and runs it", async () => {

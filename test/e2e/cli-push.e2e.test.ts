@@ -55,7 +55,7 @@ interface Summary {
 }
 
 async function push(src: string, repo: string, env?: NodeJS.ProcessEnv): Promise<Summary> {
-  const r = await cloister(["--json", "push", src, `${reg.host}/${repo}:1`], { env: { ...process.env, ...env } });
+  const r = await cloister(["--json", "push", "--tls-verify=false", src, `${reg.host}/${repo}:1`], { env: { ...process.env, ...env } });
   return JSON.parse(r.stdout);
 }
 
