@@ -32,7 +32,7 @@ export function createProgress({ quiet = false, notes = true, stream = process.s
         format: (options, params, payload) => {
           const bar = cliProgress.Format.BarFormat(params.progress, options);
           const eta = params.value >= params.total ? "done" : `ETA ${cliProgress.Format.TimeFormat(params.eta, options, 5)}`;
-          const speed = rate(params.value, Date.now() - payload.start);
+          const speed = rate(params.value, (payload.end ?? Date.now()) - payload.start);
           return `${payload.label.padEnd(14)} ${bar} ${fmtBytes(params.value).padStart(10)} / ${fmtBytes(params.total).padEnd(10)} ${speed.padStart(12)}  ${payload.status ?? eta}`;
         },
       },
@@ -60,7 +60,7 @@ export function createProgress({ quiet = false, notes = true, stream = process.s
         },
         finish(status) {
           handle.update(size);
-          bar?.update(Math.max(1, size), { status });
+          bar?.update(Math.max(1, size), { status, end: Date.now() });
           line(`${label}: ${status} ${fmtBytes(size)}${status === "uploaded" || status === "written" ? ` in ${((Date.now() - start) / 1000).toFixed(1)} s (${rate(size, Date.now() - start)})` : ""}`);
         },
       };
@@ -71,9 +71,12 @@ export function createProgress({ quiet = false, notes = true, stream = process.s
       if (multi) multi.log(msg + "\n");
       else stream.write(msg + "\n");
     },
+    /** Final render and stop (once; later calls do nothing, so the process can exit). */
     stop() {
-      if (totalBar) totalBar.update(Math.max(1, totalBytes), { status: "done" });
-      multi?.stop();
+      if (!multi) return;
+      totalBar.update(Math.max(1, totalBytes), { status: "done", end: Date.now() });
+      multi.stop();
+      multi = null;
     },
     elapsedMs: () => Date.now() - t0,
   };
