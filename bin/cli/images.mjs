@@ -33,11 +33,12 @@ function parseJobs(s) {
 
 /** A bare NAME[:TAG] given with --server becomes SERVER-HOST/NAME[:TAG]. */
 function withServer(text, server) {
-  if (!server || /^[a-z-]+:/.test(text.replace(/^[^/]*\//, "")) || text.includes("://")) return text;
+  if (!server || /^(docker|oci|docker-archive|docker-daemon):/.test(text) || text.includes("://")) return text;
   const first = text.split("/")[0];
   if (text.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) return text;
-  const u = new URL(server);
-  return `${u.protocol}//${u.host}/${text}`;
+  // --server may be a URL or a bare host[:port] (then the scheme is found when connecting).
+  const u = /^[a-z]+:\/\//i.test(server) ? new URL(server) : null;
+  return u ? `${u.protocol}//${u.host}/${text}` : `${server.replace(/\/+$/, "")}/${text}`;
 }
 
 async function registryClient(ref, o, extraScope = []) {

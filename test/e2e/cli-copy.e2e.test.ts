@@ -50,8 +50,9 @@ describe.skipIf(clients.skip)("cloister copy with a multi-platform index", () =>
       expect(await servedDigest("e2e/multi", img.manifestDigest, "application/vnd.oci.image.manifest.v1+json")).toBe(img.manifestDigest);
   });
 
-  test("a second push skips every blob", async () => {
-    const s = await json(["push", `oci:${layout.dir}:multi`, `${reg.host}/e2e/multi:1`]);
+  test("a second push (naming the registry with --server) skips every blob", async () => {
+    const s = await json(["--server", reg.url, "push", `oci:${layout.dir}:multi`, "e2e/multi:1"]);
+    expect(s.destination).toBe(`docker://${reg.host}/e2e/multi`);
     expect(s.transferred).toBe(0);
     expect(s.skipped).toBe(s.blobs);
   });
