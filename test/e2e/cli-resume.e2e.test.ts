@@ -1,31 +1,46 @@
-// A chunked push resumes: a proxy between `cloister push` and the registry cuts the connection
-// in the middle of the first PATCH (or answers 502 there, as a front does when its origin goes
-// away); cloister asks the upload's status, continues from its Range, and the blob the registry
-// stores is byte-identical (it verifies the digest on close, and we pull it back).
+// Connections. A chunked push resumes: a proxy between `cloister push` and the registry cuts the
+// connection in the middle of the first PATCH (or answers 502 there, as a front does when its
+// origin goes away); cloister asks the upload's status, continues from its Range, and the blob
+// the registry stores is byte-identical (it verifies the digest on close, and we pull it back).
+// Plain HTTP is told apart from HTTPS in a second or two: workerd never answers a TLS ClientHello
+// on an HTTP port, so `cloister-cache` used to wait 62 s for a TLS error with no hint. Now an
+// https:// reference to a plain-HTTP registry fails at once with "this registry speaks plain
+// HTTP: add --plain-http" (exit code 5), for `cloister cache` (and its `cloister-cache` alias)
+// and `cloister push`; a loopback registry without a scheme is found on plain HTTP by itself.
+// One plain-HTTP registry serves both parts.
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startRegistry, type RunningRegistry } from "./helpers/registry";
-import { needClients } from "./helpers/exec";
+import { repoRoot, startRegistry, type RunningRegistry } from "./helpers/registry";
+import { needClients, run } from "./helpers/exec";
 import { buildBigImage, cloister, type BigImage } from "./helpers/big-image";
 import { startCutProxy } from "./helpers/cut-proxy";
 import { request, sha256 } from "./helpers/http";
 
 const CHUNK = 6 * 1024 * 1024;
+const HINT = /this registry speaks plain HTTP: add --plain-http/;
+const FAST_MS = 10_000;
+
 const clients = needClients("cli-resume.e2e", ["tar"]);
 let reg: RunningRegistry;
 let work: string;
 let img: BigImage;
+let small: BigImage;
+let tree: string;
 
 beforeAll(async () => {
   if (clients.skip) return;
   clients.assert();
   work = mkdtempSync(join(tmpdir(), "cloister-e2e-cli-resume-"));
   // Plain HTTP so the proxy can read the requests; a short lease so a cut writer's lease lapses fast.
-  [reg, img] = await Promise.all([
+  tree = join(work, "tree");
+  mkdirSync(tree);
+  writeFileSync(join(tree, "a.txt"), "plain http\n");
+  [reg, img, small] = await Promise.all([
     startRegistry({ https: false, vars: { UPLOAD_LEASE_SECONDS: "3" } }),
     buildBigImage(join(work, "layout"), 20_000_000),
+    buildBigImage(join(work, "small"), 100_000, "small"),
   ]);
 });
 
@@ -70,5 +85,45 @@ describe.skipIf(clients.skip)("cloister push resumes a chunked upload", () => {
     expect(summary.resumes, stderr).toBeGreaterThanOrEqual(1);
     expect(stderr).toMatch(/502/);
     await expectStored("e2e/resume-502");
+  });
+});
+
+async function timed(p: Promise<{ code: number; stderr: string; stdout: string }>) {
+  const t0 = Date.now();
+  const r = await p;
+  return { ...r, ms: Date.now() - t0 };
+}
+
+describe.skipIf(clients.skip)("plain-HTTP registries", () => {
+  test("cloister cache push to https:// of a plain-HTTP registry: the hint at once, not after a TLS timeout", async () => {
+    const r = await timed(cloister(["cache", "push", tree, `https://${reg.host}/e2e/cache:1`], { allowFail: true }));
+    expect(r.stderr).toMatch(HINT);
+    expect(r.code).toBe(5);
+    // Measured ~1.5 s with node start-up (the detection waits 1 s for TLS, then probes HTTP);
+    // the bound only has to tell that from the 62 s hang it replaces.
+    expect(r.ms).toBeLessThan(FAST_MS);
+  });
+
+  test("the cloister-cache alias says the same", async () => {
+    const r = await timed(run(process.execPath, [join(repoRoot, "bin/cloister-cache.mjs"), "fetch", `https://${reg.host}/e2e/cache:1`, join(work, "out")], { allowFail: true }));
+    expect(r.stderr).toMatch(HINT);
+    expect(r.code).toBe(5);
+    expect(r.ms).toBeLessThan(FAST_MS);
+  });
+
+  test("cloister push to https:// of a plain-HTTP registry: the hint at once, not after a TLS timeout", async () => {
+    const r = await timed(cloister(["push", `oci:${small.dir}:${small.tag}`, `docker://https://${reg.host}/e2e/img:1`], { allowFail: true }));
+    expect(r.stderr).toMatch(HINT);
+    expect(r.code).toBe(5);
+    expect(r.ms).toBeLessThan(FAST_MS);
+  });
+
+  test("without a scheme, a loopback registry is found on plain HTTP; --plain-http works too", async () => {
+    const a = await cloister(["cache", "push", "--json", tree, `${reg.host}/e2e/cache:1`]);
+    expect(JSON.parse(a.stdout).files).toBe(1);
+    const b = await cloister(["cache", "fetch", "--plain-http", `${reg.host}/e2e/cache:1`, join(work, "fetched")]);
+    expect(b.code).toBe(0);
+    const c = await cloister(["--json", "push", `oci:${small.dir}:${small.tag}`, `${reg.host}/e2e/img:1`]);
+    expect(JSON.parse(c.stdout).digest).toBe(small.manifestDigest);
   });
 });
