@@ -69,6 +69,16 @@ describe.skipIf(clients.skip)("docker cloister (CLI plugin)", () => {
     expect(JSON.parse(r.stdout).digest).toBe(img.manifestDigest);
   });
 
+  test("--mount-from in token mode: one token for both repositories, blobs mounted", async () => {
+    // config.json still holds the inline entry from the test before.
+    const r = await docker(["cloister", "--json", "copy", "--tls-verify=false", "--mount-from", "alice/via-auths",
+      `docker://${reg.host}/alice/via-auths:1`, `docker://${reg.host}/alice/mounted:1`]);
+    const s = JSON.parse(r.stdout);
+    expect(s.digest).toBe(img.manifestDigest);
+    expect(s.mounted).toBe(s.blobs);
+    expect(s.transferred).toBe(0);
+  });
+
   test("without stored credentials it is refused, exit code 3", async () => {
     writeFileSync(join(config, "config.json"), "{}");
     const r = await docker(pushArgs("no-creds"), { allowFail: true });
