@@ -43,6 +43,7 @@ function withServer(text, server) {
 
 async function registryClient(ref, o, extraScope = []) {
   const creds = credentialsFor(ref.host, { user: o.user, password: o.password });
+  if (!creds) (o.anonymousHosts ??= new Set()).add(ref.host);
   return connect({
     host: ref.host,
     scheme: ref.scheme,
@@ -138,6 +139,10 @@ async function runCopy(srcText, dstText, o) {
           `${summary.resumes ? `, ${summary.resumes} resumed` : ""}; ${summary.seconds.toFixed(1)} s\n`,
       );
     return summary;
+  } catch (err) {
+    if (err.exitCode === EXIT.AUTH && o.anonymousHosts?.size)
+      err.message += `\n(no credentials for ${[...o.anonymousHosts].join(", ")}: pass --user/--password, set CLOISTER_USER/CLOISTER_PASSWORD, or \`docker login\`)`;
+    throw err;
   } finally {
     progress.stop();
     for (const x of opened.reverse()) {
