@@ -4,9 +4,8 @@
 //   blob(desc)       → { size, open(start, end) }      a blob, readable from any offset (resume)
 // Sources never re-serialize a manifest they read; only docker-archive builds one (see
 // dockerArchiveSource).
-import { createReadStream } from "node:fs";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, open, readFile, rm, stat } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { PassThrough } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -110,7 +109,7 @@ export async function ociSource(dir, ref) {
 
 /** Layer media type from the first bytes: gzip, zstd, or a plain tar. */
 async function layerMediaType(path, offset) {
-  const fh = await (await import("node:fs/promises")).open(path, "r");
+  const fh = await open(path, "r");
   try {
     const b = Buffer.alloc(4);
     await fh.read(b, 0, 4, offset);
@@ -144,7 +143,7 @@ export async function dockerArchiveSource(path, ref, { label } = {}) {
     const e = entries.get(name);
     if (!e) throw new RegistryError(`${path}: ${name} is missing from the archive`);
     if (e.size > MAX_MANIFEST) throw new RegistryError(`${path}: ${name} is over ${MAX_MANIFEST} bytes`);
-    const fh = await (await import("node:fs/promises")).open(path, "r");
+    const fh = await open(path, "r");
     try {
       const b = Buffer.alloc(e.size);
       await fh.read(b, 0, e.size, e.offset);
