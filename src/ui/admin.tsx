@@ -129,14 +129,14 @@ export function mountAdmin(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: U
         </section>
         <section aria-labelledby="new-h">
           <h2 id="new-h">New rule</h2>
-          <form method="post" action="/ui/policies">
+          <form method="post" action="/ui/policies" id="new-rule">
             <Csrf token={csrf} />
             <label for="rule-json">Rule (JSON, see docs/auth.md)</label>
             <textarea id="rule-json" name="rule">
               {JSON.stringify({ id: "team-pull", effect: "allow", subjects: ["user:bob"], actions: ["pull"], repositories: ["team/**"] }, null, 2)}
             </textarea>
             <p>
-              <button type="submit" class="primary">
+              <button type="submit" class="primary" id="create-rule">
                 Create rule
               </button>
             </p>
