@@ -432,7 +432,7 @@ async function repositoryPage(c: UiCtx, up: Upstream, name: string) {
                 </td>
                 {canDelete && (
                   <td>
-                    <form method="get" action={`/ui/repos/${name}/-/delete`} class="inline" data-confirm={`Delete tag ${r.tag}?`}>
+                    <form method="get" action={`/ui/repos/${name}/-/delete`} class="inline">
                       <input type="hidden" name="ref" value={r.tag} />
                       <button type="submit" class="danger">
                         Delete…

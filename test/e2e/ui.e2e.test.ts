@@ -231,10 +231,33 @@ describe.skipIf(clients.skip)("web UI in Chromium", () => {
     expect((await request(reg, "GET", "/admin/users/mallory", { headers: asAdmin })).status).toBe(200);
   });
 
-  test("a non-admin sees only what policy lets them pull and is refused on admin pages", async () => {
+  test("read-only pages work without JavaScript, and delete asks on its own confirmation page", async () => {
+    const { page: plain } = await newPage(browser); // same session cookies, scripts off
+    await plain.setJavaScriptEnabled(false);
+    await plain.goto(`${reg.url}/ui/repos/${REPO}/-/manifests/v1`, { waitUntil: "load" });
+    expect(await text(plain, "#layer-table")).toContain(layout.images.amd64.manifest.layers[0].digest);
+    await plain.goto(`${reg.url}/ui/repos?q=misc`, { waitUntil: "load" });
+    expect(await text(plain, "#repo-table")).toContain("misc/tools");
+    expect(await text(plain, "#repo-table")).not.toContain(REPO);
+    await plain.goto(`${reg.url}/ui/repos/misc/tools`, { waitUntil: "load" });
+    await clickAndWait(plain, 'tr[data-tag="1"] form button');
+    expect(new URL(plain.url()).pathname).toBe("/ui/repos/misc/tools/-/delete");
+    await screenshot(plain, "11-delete-confirm");
+    await clickAndWait(plain, "#confirm-delete");
+    expect(await text(plain, ".flash.ok")).toContain("Deleted 1.");
+    expect((await request(reg, "GET", "/v2/misc/tools/manifests/1", { headers: asAdmin })).status).toBe(404);
+    await plain.close();
+  });
+
+  test("a non-admin signs in with the keyboard, sees only what policy lets them pull and is refused on admin pages", async () => {
     const ctx = await browser.createBrowserContext();
     const { page: bob, problems: bobProblems } = await newPage(ctx);
-    await signIn(bob, "bob", BOB_PW);
+    await bob.goto(`${reg.url}/ui`, { waitUntil: "load" });
+    // Keyboard only: the user name field has focus, Tab moves to the password, Enter submits.
+    await bob.keyboard.type("bob");
+    await bob.keyboard.press("Tab");
+    await bob.keyboard.type(BOB_PW);
+    await Promise.all([bob.waitForNavigation({ waitUntil: "load" }), bob.keyboard.press("Enter")]);
     expect(await text(bob, "#whoami")).toBe("bob");
     expect(await bob.$('nav a[href="/ui/users"]')).toBeNull();
     const res = (await bob.goto(`${reg.url}/ui/users`, { waitUntil: "load" }))!;
