@@ -49,13 +49,16 @@ type ImageConfig = {
 const isIndex = (m: Manifest) => Array.isArray(m.manifests);
 const platformOf = (p?: { os?: string; architecture?: string; variant?: string }) => (p ? [p.os, p.architecture, p.variant].filter(Boolean).join("/") : "");
 
-function repoName(raw: string): string {
-  let name: string;
+function decode(raw: string, what: string): string {
   try {
-    name = decodeURIComponent(raw);
+    return decodeURIComponent(raw);
   } catch {
-    throw new UiError(400, "invalid repository name");
+    throw new UiError(400, `invalid ${what} (bad percent-encoding)`);
   }
+}
+
+function repoName(raw: string): string {
+  const name = decode(raw, "repository name");
   if (!isValidName(name)) throw new UiError(400, `invalid repository name ${JSON.stringify(name.slice(0, 100))}`);
   return name;
 }
@@ -334,7 +337,7 @@ export function mountBrowse(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: 
     if (sep < 0) return repositoryPage(c, up, repoName(path));
     const name = repoName(path.slice(0, sep));
     const rest = path.slice(sep + 3);
-    if (rest.startsWith("manifests/")) return manifestPage(c, up, name, decodeURIComponent(rest.slice("manifests/".length)));
+    if (rest.startsWith("manifests/")) return manifestPage(c, up, name, decode(rest.slice("manifests/".length), "reference"));
     if (rest === "delete") {
       const ref = c.req.query("ref") ?? "";
       if (!ref || ref.length > 200) throw new UiError(400, "name the tag or digest to delete");

@@ -232,3 +232,56 @@ describe("web UI admin gate, headers and open mode", () => {
     expect(html).toContain("no authentication");
   });
 });
+
+describe("web UI bad input", () => {
+  it("answers malformed paths and parameters with 4xx pages, never 5xx", async () => {
+    const b = new Browser();
+    await b.signIn("admin", ADMIN_PW);
+    const paths = [
+      "/ui/repos/%ZZ",
+      "/ui/repos/UPPER/case",
+      "/ui/repos/a/-/manifests/%ZZ",
+      "/ui/repos/a/-/manifests/" + "x".repeat(300),
+      "/ui/repos/a/-/manifests/sha256:nothex",
+      "/ui/repos/nope/-/manifests/latest",
+      "/ui/repos/nope",
+      "/ui/repos/a/-/unknown",
+      "/ui/repos/a/-/delete",
+      "/ui/repos?last=%00&q=" + "q".repeat(1000),
+      "/ui/policies/edit?id=%ZZ",
+      "/ui/policies?subject=nobody&action=fly",
+      "/ui/audit?outcome=maybe&cursor=garbage",
+      "/ui/audit?since=x",
+      "/ui/static/../index.ts",
+      "/ui/nope",
+    ];
+    for (const p of paths) {
+      const r = await b.fetch(p);
+      expect(r.status, p).toBeLessThan(500);
+      await r.arrayBuffer();
+    }
+    const { html } = await b.page("/ui/policies");
+    const csrf = Browser.csrfOf(html);
+    const posts: [string, Record<string, string>][] = [
+      ["/ui/policies", { rule: "{not json" }],
+      ["/ui/policies", { rule: "[]" }],
+      ["/ui/policies/edit", { id: "missing", rule: "{}" }],
+      ["/ui/policies/delete", { id: "builtin:admin" }],
+      ["/ui/users", { name: "Bad Name", password: "x" }],
+      ["/ui/users/password", { name: "admin", password: "short" }],
+      ["/ui/robots", { owner: "nobody", name: "x", expiresDays: "-5", repositories: "%%%" }],
+      ["/ui/robots/delete", { account: "garbage" }],
+      ["/ui/gc", { dryRun: "on", reconcile: "yes" }],
+      ["/ui/repos/a/-/delete", { ref: "../../etc" }],
+    ];
+    for (const [p, f] of posts) {
+      const r = await b.post(p, { _csrf: csrf, ...f });
+      expect(r.status, `${p} ${JSON.stringify(f)}`).toBeLessThan(500);
+      await r.arrayBuffer();
+    }
+    // A refused change comes back as an error message on the form's page.
+    const r = await b.post("/ui/users", { _csrf: csrf, name: "Bad Name", password: "x" });
+    expect(r.status).toBe(303);
+    expect(decodeURIComponent(r.headers.get("Location")!)).toMatch(/error=invalid body/);
+  });
+});
