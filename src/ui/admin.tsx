@@ -4,20 +4,15 @@
 import type { Hono } from "hono";
 import { ADMIN_SCOPE, call, callRaw, type Upstream } from "./api";
 import { Csrf, CopyField, bytes, manifestPath, repoPath, short, when } from "./layout";
-import { UiError, page, requireAdminPage, type UiCtx, type UiVars } from "./index";
+import { UiError, page, redirectWithFlash, requireAdminPage, type UiCtx, type UiVars } from "./index";
 
 const ACTIONS = ["pull", "push", "delete", "catalog", "admin"];
 const AUDIT_PAGE = 50;
 
 const admin = (c: UiCtx, up: Upstream, path: string, o: { method?: string; json?: unknown } = {}) => call(c, up, c.get("ui").principal, path, { ...o, scopes: [ADMIN_SCOPE] });
-const flashOf = (c: UiCtx) => {
-  const ok = c.req.query("ok");
-  const err = c.req.query("error");
-  return err ? { kind: "error" as const, text: err.slice(0, 500) } : ok ? { kind: "ok" as const, text: ok.slice(0, 500) } : null;
-};
-/** Post/redirect/get: the result is shown on the page the form came from. */
+/** Post/redirect/get: the API's answer is shown on the page the form came from. */
 const back = (c: UiCtx, to: string, r: { ok: boolean; error: string | null }, okText: string) =>
-  c.redirect(`${to}${to.includes("?") ? "&" : "?"}${r.ok ? `ok=${encodeURIComponent(okText)}` : `error=${encodeURIComponent(r.error ?? "failed")}`}`, 303);
+  redirectWithFlash(c, to, r.ok ? { kind: "ok", text: okText } : { kind: "error", text: r.error ?? "failed" });
 
 /** Editable JSON of a stored rule (without the bookkeeping fields the API adds). */
 function ruleJson(rule: Record<string, unknown>): string {
@@ -54,7 +49,7 @@ export function mountAdmin(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: U
     const rules = list.data.rules as Record<string, any>[];
     return page(
       c,
-      { title: "Policies", nav: "policies", flash: flashOf(c) },
+      { title: "Policies", nav: "policies" },
       <>
         <section aria-labelledby="explain-h">
           <h2 id="explain-h">Explain a decision</h2>
@@ -158,7 +153,7 @@ export function mountAdmin(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: U
     if (r.data.builtin) throw new UiError(400, "built-in rules cannot be edited; add a deny rule to narrow them");
     return page(
       c,
-      { title: `Edit rule ${id}`, nav: "policies", flash: flashOf(c) },
+      { title: `Edit rule ${id}`, nav: "policies" },
       <form method="post" action="/ui/policies/edit">
         <Csrf token={c.get("ui").csrf} />
         <input type="hidden" name="id" value={id} />
@@ -337,7 +332,7 @@ export function mountAdmin(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: U
     const runs = [...(g.current ? [g.current] : []), ...g.history.filter((h) => h.id !== g.current?.id)];
     return page(
       c,
-      { title: "Garbage collection", nav: "gc", flash: flashOf(c) },
+      { title: "Garbage collection", nav: "gc" },
       <>
         <p id="gc-state">
           State: <strong>{g.state}</strong>
@@ -448,7 +443,7 @@ async function usersPage(c: UiCtx, up: Upstream, created: { account: string; sec
   const userList = users.data.users as { name: string; createdAt?: number }[];
   return page(
     c,
-    { title: "Users and robots", nav: "users", flash: flashOf(c) },
+    { title: "Users and robots", nav: "users" },
     <>
       {created && (
         <section aria-labelledby="secret-h" class="flash ok" id="robot-created">

@@ -8,7 +8,7 @@ import { rulesFor, subjectOf } from "../auth/session";
 import { trustStoreFor } from "../stores";
 import { ADMIN_SCOPE, CATALOG_SCOPE, call, callRaw, repoScope, type Upstream } from "./api";
 import { CopyField, Csrf, bytes, manifestPath, repoPath, short, when } from "./layout";
-import { UiError, page, type UiCtx, type UiVars } from "./index";
+import { UiError, page, redirectWithFlash, type UiCtx, type UiVars } from "./index";
 
 /** Repositories per page; names a search scans at most (the catalog has no substring index). */
 export const REPOS_PAGE = 50;
@@ -367,7 +367,7 @@ export function mountBrowse(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: 
     const ref = c.get("ui").form.ref ?? "";
     const r = await call(c, up, c.get("ui").principal, `/v2/${name}/manifests/${encodeURIComponent(ref)}`, { method: "DELETE", scopes: [repoScope(name, "delete")] });
     if (!r.ok) throw new UiError(r.status === 401 ? 403 : r.status, `delete refused: ${r.error}`);
-    return c.redirect(`${repoPath(name)}?deleted=${encodeURIComponent(ref)}`, 303);
+    return redirectWithFlash(c, repoPath(name), { kind: "ok", text: `Deleted ${ref}.` });
   });
 }
 
@@ -390,10 +390,9 @@ async function repositoryPage(c: UiCtx, up: Upstream, name: string) {
     }),
   );
   const host = pullHost(c);
-  const deleted = c.req.query("deleted");
   return page(
     c,
-    { title: name, nav: "repos", flash: deleted ? { kind: "ok", text: `Deleted ${deleted}.` } : null },
+    { title: name, nav: "repos" },
     <>
       <p class="muted">
         {usage ? `${bytes(usage.logicalBytes)} · ${usage.tags} tag(s) · ${usage.manifests} manifest(s) · last push ${when(usage.lastPush)}` : ""}

@@ -12,7 +12,7 @@ import { OPEN, configOf, login, rulesFor, subjectOf, throttled, type Principal }
 import { record } from "../audit/record";
 import { ASSETS } from "./assets";
 import { Layout, type PageInfo } from "./layout";
-import { CSRF_FIELD, CSRF_HEADER, csrfToken, csrfValid, endSession, sessionPrincipal, startSession } from "./session";
+import { CSRF_FIELD, CSRF_HEADER, csrfToken, csrfValid, endSession, sessionPrincipal, setFlash, startSession, takeFlash, type Flash } from "./session";
 import type { Upstream } from "./api";
 import { mountBrowse } from "./browse";
 import { mountAdmin } from "./admin";
@@ -27,6 +27,7 @@ export interface UiState {
   isAdmin: boolean;
   csrf: string;
   form: Record<string, string>;
+  flash: Flash | null;
 }
 export type UiCtx = Context<{ Bindings: any; Variables: UiVars }>;
 
@@ -43,7 +44,7 @@ export class UiError extends Error {
 export function page(c: UiCtx, info: Omit<PageInfo, "principal" | "openMode" | "isAdmin" | "csrf">, body: any, status = 200) {
   const ui = c.get("ui");
   return c.html(
-    <Layout page={{ ...info, principal: ui.principal, openMode: ui.openMode, isAdmin: ui.isAdmin, csrf: ui.csrf }}>{body}</Layout>,
+    <Layout page={{ ...info, flash: info.flash ?? ui.flash, principal: ui.principal, openMode: ui.openMode, isAdmin: ui.isAdmin, csrf: ui.csrf }}>{body}</Layout>,
     status as any,
   );
 }
@@ -74,6 +75,12 @@ async function adminAllowed(c: UiCtx, p: Principal | null): Promise<boolean> {
   if (!p) return false;
   if (p.kind === "open") return cfg.adminPassword === null; // as requireAdmin: open mode without ADMIN_PASSWORD
   return evaluate(await rulesFor(c), subjectOf(p), "admin", null).allowed;
+}
+
+/** Post/redirect/get: the outcome of a form is shown once on the page it returns to. */
+export function redirectWithFlash(c: UiCtx, to: string, flash: Flash) {
+  setFlash(c, flash);
+  return c.redirect(to, 303);
 }
 
 export function requireAdminPage(c: UiCtx): void {
@@ -140,8 +147,9 @@ export function uiRoutes(up: Upstream) {
     const openMode = authMode((c.env ?? {}) as Record<string, unknown>) === "open";
     const session = await sessionPrincipal(c);
     const principal: Principal | null = session ?? (openMode ? OPEN : null);
-    const state: UiState = { principal, openMode, isAdmin: await adminAllowed(c, principal), csrf: await csrfToken(c), form: {} };
+    const state: UiState = { principal, openMode, isAdmin: await adminAllowed(c, principal), csrf: await csrfToken(c), form: {}, flash: null };
     c.set("ui", state);
+    if (c.req.method === "GET" && c.req.header("HX-Request") !== "true") state.flash = takeFlash(c);
     const path = new URL(c.req.url).pathname;
     // Hono mounts the sub-app's "/" at "/ui" exactly (strict paths): "/ui/" is sent there.
     if (path === "/ui/" && c.req.method === "GET") return c.redirect("/ui" + new URL(c.req.url).search, 301);

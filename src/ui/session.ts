@@ -120,3 +120,27 @@ export async function csrfValid(c: Ctx, sent: string | undefined): Promise<boole
   if (typeof cookie !== "string" || cookie.length === 0) return false;
   return stringsEqual(cookie, sent);
 }
+
+// ---- flash messages ---------------------------------------------------------------------------
+// The result of a form is shown once on the page it redirects to. It travels in a short-lived
+// cookie, not the URL: a link cannot make the UI display text of an attacker's choosing.
+
+export type Flash = { kind: "ok" | "error"; text: string };
+const flashCookie = (c: Ctx) => (isHttps(c) ? "__Host-cloister_flash" : "cloister_flash");
+
+export function setFlash(c: Ctx, flash: Flash): void {
+  setCookie(c, flashCookie(c), encodeURIComponent(JSON.stringify({ kind: flash.kind, text: flash.text.slice(0, 500) })), cookieOpts(c, 60));
+}
+
+/** The pending flash message, if any (and clears it). */
+export function takeFlash(c: Ctx): Flash | null {
+  const raw = getCookie(c, flashCookie(c));
+  if (!raw) return null;
+  deleteCookie(c, flashCookie(c), { path: "/", secure: isHttps(c) });
+  try {
+    const f = JSON.parse(decodeURIComponent(raw)) as Flash;
+    return (f.kind === "ok" || f.kind === "error") && typeof f.text === "string" ? { kind: f.kind, text: f.text.slice(0, 500) } : null;
+  } catch {
+    return null;
+  }
+}

@@ -157,7 +157,11 @@ describe.skipIf(clients.skip)("web UI in Chromium", () => {
     const secret = await valueOf(page, "#robot-secret");
     expect(account).toBe("robot$admin+ci");
     expect(secret).toMatch(/^cloister_/);
-    expect(await page.$('button[data-copy="robot-secret"]')).not.toBeNull();
+    // The Copy button (script from /ui/static/app.js, no inline code) puts the secret on the clipboard.
+    await browser.defaultBrowserContext().overridePermissions(reg.url, ["clipboard-read", "clipboard-write", "clipboard-sanitized-write"]);
+    await page.click('button[data-copy="robot-secret"]');
+    await waitForText(page, 'button[data-copy="robot-secret"]', "Copied");
+    expect(await page.evaluate(() => (globalThis as unknown as { navigator: { clipboard: { readText(): Promise<string> } } }).navigator.clipboard.readText())).toBe(secret);
     await screenshot(page, "06-users-robot-created");
     const inspect = await skopeo.run("inspect", ["--creds", `${account}:${secret}`, "--raw", skopeo.ref(`${REPO}:v1`)]);
     expect(inspect.stdout).toContain(layout.images.amd64.manifest.layers[0].digest);
