@@ -10,7 +10,7 @@ const ACTIONS = ["pull", "push", "delete", "catalog", "admin"];
 const AUDIT_PAGE = 50;
 
 const admin = (c: UiCtx, up: Upstream, path: string, o: { method?: string; json?: unknown } = {}) => call(c, up, c.get("ui").principal, path, { ...o, scopes: [ADMIN_SCOPE] });
-/** Post/redirect/get: the API's answer is shown on the page the form came from. */
+/** Post/redirect/get: the API's answer is shown once on the page the form came from. */
 const back = (c: UiCtx, to: string, r: { ok: boolean; error: string | null }, okText: string) =>
   redirectWithFlash(c, to, r.ok ? { kind: "ok", text: okText } : { kind: "error", text: r.error ?? "failed" });
 

@@ -378,7 +378,10 @@ async function repositoryPage(c: UiCtx, up: Upstream, name: string) {
   const tags = await call<{ tags: string[] | null }>(c, up, p, `/v2/${name}/tags/list?n=${TAGS_PAGE}${last ? `&last=${encodeURIComponent(last)}` : ""}`, { scopes: [repoScope(name, "pull")] });
   if (!tags.ok) throw new UiError(tags.status === 401 ? 404 : tags.status, tags.status === 401 || tags.status === 404 ? `repository ${name} does not exist or you may not pull it` : tags.error!);
   const list = tags.data.tags ?? [];
-  const [usage, canDelete] = await Promise.all([trustStoreFor(c.env, name).usage(name).catch(() => null), mayDelete(c, name)]);
+  // Usage and push times come from the repository's index object directly: the tags/list call
+  // above already showed that the viewer may pull this repository (docs/adr/0018-web-ui.md).
+  const store = trustStoreFor(c.env, name);
+  const [usage, pushed, canDelete] = await Promise.all([store.usage(name).catch(() => null), store.tagTimes(name, list).catch(() => ({}) as Record<string, number>), mayDelete(c, name)]);
   const rows = await Promise.all(
     list.map(async (tag) => {
       const m = await fetchManifest(c, up, name, tag);
@@ -404,6 +407,7 @@ async function repositoryPage(c: UiCtx, up: Upstream, name: string) {
             <th scope="col">Digest</th>
             <th scope="col">Size</th>
             <th scope="col">Platforms</th>
+            <th scope="col">Pushed</th>
             <th scope="col">Created</th>
             <th scope="col">Referrers</th>
             <th scope="col">Pull</th>
@@ -415,7 +419,7 @@ async function repositoryPage(c: UiCtx, up: Upstream, name: string) {
             "error" in r ? (
               <tr>
                 <td>{r.tag}</td>
-                <td colspan={7}>{r.error}</td>
+                <td colspan={8}>{r.error}</td>
               </tr>
             ) : (
               <tr data-tag={r.tag}>
@@ -427,6 +431,7 @@ async function repositoryPage(c: UiCtx, up: Upstream, name: string) {
                 </td>
                 <td>{bytes(r.size)}</td>
                 <td>{r.platforms.join(", ") || "—"}</td>
+                <td class="pushed">{when(pushed[r.tag] ?? null)}</td>
                 <td>{when(r.created)}</td>
                 <td>{r.referrers ? <span class="tag referrers">{r.referrers} referrer(s)</span> : "—"}</td>
                 <td>

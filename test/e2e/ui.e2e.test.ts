@@ -117,6 +117,8 @@ describe.skipIf(clients.skip)("web UI in Chromium", () => {
     const v1 = await text(page, 'tr[data-tag="v1"]');
     expect(v1).toContain("linux/amd64");
     expect(v1).toContain("1 referrer(s)");
+    const pushed = Date.parse((await text(page, 'tr[data-tag="v1"] .pushed')).replace(" ", "T"));
+    expect(Math.abs(Date.now() - pushed)).toBeLessThan(10 * 60_000);
     expect(await text(page, 'tr[data-tag="multi"]')).toContain("linux/arm64");
     const pull = await valueOf(page, 'tr[data-tag="v1"] input[readonly]');
     expect(pull).toBe(`docker pull ${reg.host}/${REPO}:v1`);
