@@ -3,7 +3,8 @@
 // checks, limits and audit events — as a Bearer token minted for the signed-in principal with
 // only what policy grants it. No page reimplements a route.
 import type { Context } from "hono";
-import { configOf, rulesFor, signingKeysFor, subjectOf, type Principal } from "../auth/session";
+import { configOf, rulesFor, subjectOf, type Principal } from "../auth/session";
+import { keysFor } from "./session";
 import { grantAccess, issueAccessToken, type AccessEntry } from "../auth/tokens";
 
 type Ctx = Context<any>;
@@ -44,7 +45,7 @@ async function authorization(c: Ctx, principal: Principal | null, scopes: Access
   if (!principal || principal.kind === "open" || principal.kind === "anonymous") return null;
   const cfg = configOf(c);
   const access = grantAccess(await rulesFor(c), subjectOf(principal), scopes).filter((a) => a.actions.length);
-  const { token } = await issueAccessToken({ keys: await signingKeysFor(c, cfg), subject: principal.id, audience: cfg.service, access, ttl: CALL_TOKEN_TTL });
+  const { token } = await issueAccessToken({ keys: await keysFor(c), subject: principal.id, audience: cfg.service, access, ttl: CALL_TOKEN_TTL });
   return `Bearer ${token}`;
 }
 

@@ -8,7 +8,7 @@ import { bodyLimit } from "hono/body-limit";
 import { OciError } from "../oci/errors";
 import { authMode } from "../auth/config";
 import { evaluate } from "../auth/policy";
-import { OPEN, configOf, login, rulesFor, subjectOf, throttled, type Principal } from "../auth/session";
+import { ANONYMOUS, OPEN, configOf, login, rulesFor, setAuth, subjectOf, throttled, type Principal } from "../auth/session";
 import { record } from "../audit/record";
 import { ASSETS } from "./assets";
 import { Layout, type PageInfo } from "./layout";
@@ -147,6 +147,9 @@ export function uiRoutes(up: Upstream) {
     const openMode = authMode((c.env ?? {}) as Record<string, unknown>) === "open";
     const session = await sessionPrincipal(c);
     const principal: Principal | null = session ?? (openMode ? OPEN : null);
+    // The auth state of this request: the request log names the principal, and policy rules are
+    // loaded once per page (rulesFor caches on it).
+    setAuth(c, { principal: principal ?? ANONYMOUS, via: session ? "session" : openMode ? "open" : "anonymous" });
     const state: UiState = { principal, openMode, isAdmin: await adminAllowed(c, principal), csrf: await csrfToken(c), form: {}, flash: null };
     c.set("ui", state);
     if (c.req.method === "GET" && c.req.header("HX-Request") !== "true") state.flash = takeFlash(c);

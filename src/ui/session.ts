@@ -8,12 +8,24 @@
 // from the signing key) that every state-changing form must repeat; plus hono/csrf's Origin check.
 import type { Context } from "hono";
 import { deleteCookie, getCookie, getSignedCookie, setCookie, setSignedCookie } from "hono/cookie";
-import type { AuthConfig } from "../auth/config";
+import type { AuthConfig, SigningKey } from "../auth/config";
 import { configOf, principalFromId, signingKeysFor, storeOf, subjectOf, type Principal } from "../auth/session";
 import { issueSessionToken, verifyJwt, type SessionClaims } from "../auth/tokens";
 import { randomId, sha256Hex, stringsEqual } from "../auth/crypto";
 
 type Ctx = Context<any>;
+
+// Per-request memo of the signing keys (one AccountStore read per page, not one per use). Keyed by
+// the request object, so nothing outlives the request.
+const keyMemo = new WeakMap<Request, Promise<SigningKey[]>>();
+export function keysFor(c: Ctx): Promise<SigningKey[]> {
+  let p = keyMemo.get(c.req.raw);
+  if (!p) {
+    p = signingKeysFor(c, configOf(c));
+    keyMemo.set(c.req.raw, p);
+  }
+  return p;
+}
 
 /** Session lifetime default and bounds (UI_SESSION_TTL_SECONDS). */
 export const DEFAULT_SESSION_TTL = 8 * 3600;
@@ -50,7 +62,7 @@ export async function startSession(c: Ctx, principal: Principal, epoch: number):
   const ttl = sessionTtl(c.env ?? {});
   const isAdmin = principal.kind === "user" && principal.name === "admin";
   const { token } = await issueSessionToken({
-    keys: await signingKeysFor(c, cfg),
+    keys: await keysFor(c),
     subject: principal.id,
     audience: cfg.service,
     epoch,
@@ -74,7 +86,7 @@ export async function sessionPrincipal(c: Ctx): Promise<Principal | null> {
   const raw = getCookie(c, sessionCookie(c));
   if (!raw || raw.length > 4096) return null;
   const cfg = configOf(c);
-  const v = await verifyJwt<SessionClaims>(raw, await signingKeysFor(c, cfg), cfg.service, "session");
+  const v = await verifyJwt<SessionClaims>(raw, await keysFor(c), cfg.service, "session");
   if (!v.ok) return null;
   const p = principalFromId(v.claims.sub);
   if (!p || (p.kind !== "user" && p.kind !== "robot")) return null;
@@ -92,7 +104,7 @@ export async function sessionPrincipal(c: Ctx): Promise<Principal | null> {
 
 /** The cookie-signing key: HMAC of the token signing key with a fixed label (never the key itself). */
 async function csrfSecret(c: Ctx): Promise<Uint8Array> {
-  const keys = await signingKeysFor(c, configOf(c));
+  const keys = await keysFor(c);
   const k = await crypto.subtle.importKey("raw", new TextEncoder().encode(keys[0].secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   return new Uint8Array(await crypto.subtle.sign("HMAC", k, new TextEncoder().encode("cloister ui csrf cookie v1")));
 }
