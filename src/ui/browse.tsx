@@ -57,6 +57,12 @@ function decode(raw: string, what: string): string {
   }
 }
 
+/** A page size from ?n=: 1 to `max`, `max` when absent or not a number. */
+function pageSize(raw: string | undefined, max: number): number {
+  const n = Number(raw);
+  return Number.isInteger(n) && n >= 1 ? Math.min(n, max) : max;
+}
+
 function repoName(raw: string): string {
   const name = decode(raw, "repository name");
   if (!isValidName(name)) throw new UiError(400, `invalid repository name ${JSON.stringify(name.slice(0, 100))}`);
@@ -243,6 +249,7 @@ export function mountBrowse(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: 
   ui.get("/repos", async (c) => {
     const p = c.get("ui").principal;
     const q = (c.req.query("q") ?? "").trim().slice(0, 255);
+    const size = pageSize(c.req.query("n"), REPOS_PAGE);
     let last = c.req.query("last") ?? "";
     if (last && !isValidName(last)) last = "";
     const names: string[] = [];
@@ -259,12 +266,12 @@ export function mountBrowse(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: 
       const batch = r.data.repositories ?? [];
       scanned += batch.length;
       for (const n of batch) {
-        if (names.length >= REPOS_PAGE) break;
+        if (names.length >= size) break;
         if (!q || n.includes(q)) names.push(n);
         last = n;
       }
       const more = !!r.headers.get("Link") || batch.length === 100;
-      if (names.length >= REPOS_PAGE) {
+      if (names.length >= size) {
         next = more || batch[batch.length - 1] !== last ? last : null;
         break;
       }
@@ -275,7 +282,7 @@ export function mountBrowse(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: 
       }
     }
     const usage = await Promise.all(names.map((n) => trustStoreFor(c.env, n).usage(n).catch(() => null)));
-    const qs = (extra: Record<string, string>) => new URLSearchParams({ ...(q ? { q } : {}), ...extra }).toString();
+    const qs = (extra: Record<string, string>) => new URLSearchParams({ ...(q ? { q } : {}), ...(size !== REPOS_PAGE ? { n: String(size) } : {}), ...extra }).toString();
     const table = (
       <div id="repo-results">
         {error && <p class="flash error">{error}</p>}
@@ -375,7 +382,8 @@ export function mountBrowse(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: 
 async function repositoryPage(c: UiCtx, up: Upstream, name: string) {
   const p = c.get("ui").principal;
   const last = c.req.query("last") ?? "";
-  const tags = await call<{ tags: string[] | null }>(c, up, p, `/v2/${name}/tags/list?n=${TAGS_PAGE}${last ? `&last=${encodeURIComponent(last)}` : ""}`, { scopes: [repoScope(name, "pull")] });
+  const size = pageSize(c.req.query("n"), TAGS_PAGE);
+  const tags = await call<{ tags: string[] | null }>(c, up, p, `/v2/${name}/tags/list?n=${size}${last ? `&last=${encodeURIComponent(last)}` : ""}`, { scopes: [repoScope(name, "pull")] });
   if (!tags.ok) throw new UiError(tags.status === 401 ? 404 : tags.status, tags.status === 401 || tags.status === 404 ? `repository ${name} does not exist or you may not pull it` : tags.error!);
   const list = tags.data.tags ?? [];
   // Usage and push times come from the repository's index object directly: the tags/list call
@@ -455,7 +463,7 @@ async function repositoryPage(c: UiCtx, up: Upstream, name: string) {
       {list.length === 0 && <p class="muted">No tags.</p>}
       {tags.headers.get("Link") && list.length > 0 && (
         <p class="pager">
-          <a href={`${repoPath(name)}?last=${encodeURIComponent(list[list.length - 1])}`} rel="next">
+          <a href={`${repoPath(name)}?${new URLSearchParams({ ...(size !== TAGS_PAGE ? { n: String(size) } : {}), last: list[list.length - 1] })}`} rel="next">
             Next tags
           </a>
         </p>

@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app";
 import type { Env } from "../../src/env";
 import { UI_FORM_MAX_BYTES } from "../../src/ui";
+import { makeImage, putManifest } from "./helpers";
 
 const ADMIN_PW = "admin-password-for-ui-tests";
 const TOKEN_VARS = { AUTH_MODE: "token", ADMIN_PASSWORD: ADMIN_PW, REGISTRY_HOSTS: "registry.test" };
@@ -288,5 +289,77 @@ describe("web UI bad input", () => {
     expect(shown.html).toMatch(/class="flash error"[^>]*>invalid body: name/);
     // Shown once; and a URL cannot carry a message into the page.
     expect((await b.page("/ui/users?error=Your+session+expired")).html).not.toMatch(/flash|session expired/);
+  });
+});
+
+describe("web UI browsing and permissions", () => {
+  // Images pushed through the registry (this pool's default env is open mode), viewed in token mode.
+  async function push(repo: string, tags: string[]) {
+    const img = await makeImage(repo, { seed: repo.length });
+    for (const t of tags) expect((await putManifest(repo, t, img.manifest)).status).toBe(201);
+    return img;
+  }
+  const rowsOf = (html: string, attr: string) => [...html.matchAll(new RegExp(`data-${attr}="([^"]+)"`, "g"))].map((m) => m[1]);
+  const reposOf = (html: string) => [...html.matchAll(/<td><a href="\/ui\/repos\/([^"]+)">/g)].map((m) => m[1]);
+  const nextOf = (html: string) => /<a href="([^"]+)" rel="next">/.exec(html)?.[1].replace(/&amp;/g, "&") ?? null;
+
+  it("pages through tags and through a repository search", async () => {
+    const img = await push("pg/a", ["t01", "t02", "t03", "t04", "t05"]);
+    await push("pg/b", ["1"]);
+    await push("pg/c", ["1"]);
+    const b = new Browser();
+    await b.signIn("admin", ADMIN_PW);
+    const first = await b.page("/ui/repos/pg/a?n=2");
+    expect(rowsOf(first.html, "tag")).toEqual(["t01", "t02"]);
+    expect(first.html).toContain(img.digest.slice(0, 19));
+    const second = await b.page(nextOf(first.html)!);
+    expect(rowsOf(second.html, "tag")).toEqual(["t03", "t04"]);
+    const third = await b.page(nextOf(second.html)!);
+    expect(rowsOf(third.html, "tag")).toEqual(["t05"]);
+    expect(nextOf(third.html)).toBeNull();
+
+    const r1 = await b.page("/ui/repos?q=pg%2F&n=2");
+    expect(reposOf(r1.html)).toEqual(["pg/a", "pg/b"]);
+    const r2 = await b.page(nextOf(r1.html)!);
+    expect(reposOf(r2.html)).toEqual(["pg/c"]);
+    // htmx asks for the results only
+    const frag = await b.fetch("/ui/repos?q=pg%2Fc", { headers: { "HX-Request": "true" } });
+    const html = await frag.text();
+    expect(html.startsWith('<div id="repo-results">')).toBe(true);
+    expect(reposOf(html)).toEqual(["pg/c"]);
+  });
+
+  it("a user sees and deletes only what policy allows", async () => {
+    await push("gina/app", ["v1", "v2"]);
+    await push("team/secret", ["v1"]);
+    expect((await adminApi("POST", "/admin/users", { name: "gina", password: "gina-password-1" })).status).toBe(201);
+    const b = new Browser();
+    await b.signIn("gina", "gina-password-1");
+    const list = await b.page("/ui/repos");
+    expect(reposOf(list.html)).toContain("gina/app");
+    expect(reposOf(list.html)).not.toContain("team/secret");
+    expect(reposOf(list.html)).not.toContain("pg/a");
+    for (const p of ["/ui/repos/team/secret", "/ui/repos/team/secret/-/manifests/v1"]) {
+      const r = await b.page(p);
+      expect(r.res.status, p).toBe(404);
+      expect(r.html).toContain("does not exist or you may not pull it");
+    }
+    const own = await b.page("/ui/repos/gina/app");
+    expect(rowsOf(own.html, "tag")).toEqual(["v1", "v2"]);
+    expect(own.html).toContain("Delete…");
+    const csrf = Browser.csrfOf(own.html);
+    const refused = await b.post("/ui/repos/team/secret/-/delete", { _csrf: csrf, ref: "v1" });
+    expect(refused.status).toBe(403);
+    expect((await adminApi("GET", "/v2/team/secret/manifests/v1")).status).toBe(200);
+    const ok = await b.post("/ui/repos/gina/app/-/delete", { _csrf: csrf, ref: "v1" });
+    expect(ok.status).toBe(303);
+    expect((await adminApi("GET", "/v2/gina/app/manifests/v1")).status).toBe(404);
+    expect((await adminApi("GET", "/v2/gina/app/manifests/v2")).status).toBe(200);
+    const after = await b.page("/ui/repos/gina/app");
+    expect(after.html).toContain("Deleted v1.");
+    // The deletion is audited under gina's own principal, not the UI's.
+    const audit = await adminApi("GET", "/admin/audit?action=tag.delete&repository=gina/app");
+    const ev = ((await audit.json()) as { events: { actor: { principal: string } }[] }).events;
+    expect(ev.map((e) => e.actor.principal)).toEqual(["user:gina"]);
   });
 });
