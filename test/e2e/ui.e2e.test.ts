@@ -63,6 +63,7 @@ const go = async (path: string) => (await page.goto(reg.url + path, { waitUntil:
 async function signIn(p: Page, user: string, password: string) {
   await p.goto(`${reg.url}/ui`, { waitUntil: "load" });
   expect(new URL(p.url()).pathname).toBe("/ui/login");
+  if (user === "admin") await screenshot(p, "00-sign-in");
   await p.type("#username", user);
   await p.type("#password", password);
   await clickAndWait(p, "#login-form button[type=submit]");

@@ -329,6 +329,20 @@ describe("web UI browsing and permissions", () => {
     expect(reposOf(html)).toEqual(["pg/c"]);
   });
 
+  it("the dashboard shows storage, pushes and a quota at 80 % or more", async () => {
+    expect((await adminApi("PUT", "/admin/quotas", { pattern: "pg/**", limitBytes: 100 })).status).toBe(200);
+    expect((await adminApi("PUT", "/admin/quotas", { pattern: "nothing/**", limitBytes: 1_000_000 })).status).toBe(200);
+    const b = new Browser();
+    await b.signIn("admin", ADMIN_PW);
+    const { html } = await b.page("/ui");
+    const warnings = /<ul id="quota-warnings">([\s\S]*?)<\/ul>/.exec(html)?.[1] ?? "";
+    expect(warnings).toContain("pg/**");
+    expect(warnings).not.toContain("nothing/**");
+    expect(/id="dedupe">([^<]+)</.exec(html)?.[1]).toMatch(/^\d+\.\d\d×$/);
+    expect(/<table id="recent-pushes">[\s\S]*?<\/table>/.exec(html)?.[0]).toContain("pg/c");
+    expect(await adminApi("DELETE", "/admin/quotas?pattern=pg/**").then((r) => r.status)).toBe(204);
+  });
+
   it("a user sees and deletes only what policy allows", async () => {
     await push("gina/app", ["v1", "v2"]);
     await push("team/secret", ["v1"]);
