@@ -171,11 +171,18 @@ const usageExit = (err) => process.exit(err.exitCode === 0 ? 0 : EXIT.USAGE);
 
 /** @param {import("commander").Command} program */
 export function register(program) {
+  // Under --json a failure also goes to stderr as one JSON line, as the operator commands do.
   const action = (fn) =>
     async function (...args) {
       const cmd = args[args.length - 1];
       const o = cmd.optsWithGlobals();
-      await fn(...args.slice(0, -2), o);
+      try {
+        await fn(...args.slice(0, -2), o);
+      } catch (err) {
+        if (o.json && err instanceof RegistryError)
+          process.stderr.write(JSON.stringify({ error: { message: err.message, status: err.status ?? null, code: err.code ?? null, exitCode: err.exitCode } }) + "\n");
+        throw err;
+      }
     };
 
   transferOptions(

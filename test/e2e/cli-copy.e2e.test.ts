@@ -101,8 +101,10 @@ describe.skipIf(clients.skip)("cloister copy with a multi-platform index", () =>
     expect(bad.stderr).toMatch(/unknown transport/);
     const missing = await cloister(["push", `oci:${work}/no-such-layout`, `${reg.host}/e2e/x:1`], { allowFail: true });
     expect(missing.code).toBe(4);
-    const noTag = await cloister(["pull", `${reg.host}/e2e/multi:nope`, `oci:${work}/never`], { allowFail: true });
+    const noTag = await cloister(["--json", "pull", `${reg.host}/e2e/multi:nope`, `oci:${work}/never`], { allowFail: true });
     expect(noTag.code).toBe(4);
-    expect(noTag.stderr).toMatch(/MANIFEST_UNKNOWN/);
+    expect(noTag.stdout).toBe("");
+    const line = JSON.parse(noTag.stderr.split("\n").find((l) => l.startsWith("{"))!);
+    expect(line.error).toMatchObject({ status: 404, code: "MANIFEST_UNKNOWN", exitCode: 4 });
   });
 });
