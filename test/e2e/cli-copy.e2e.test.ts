@@ -81,6 +81,16 @@ describe.skipIf(clients.skip)("cloister copy with a multi-platform index", () =>
     expect(raw.config.digest).toBe(layout.images.arm64.manifest.config.digest);
   });
 
+  test("that docker-archive (gzip layers) pushed back: same config and layer digests, gzip media types", async () => {
+    const s = await json(["push", `docker-archive:${join(work, "arm64.tar")}`, `${reg.host}/e2e/from-archive:1`]);
+    const r = await request(reg, "GET", `/v2/e2e/from-archive/manifests/1`, { headers: { Accept: "application/vnd.oci.image.manifest.v1+json" } });
+    expect(`sha256:${sha256(r.body)}`).toBe(s.digest);
+    const m = JSON.parse(r.body.toString("utf8"));
+    const arm = layout.images.arm64.manifest;
+    expect(m.config.digest).toBe(arm.config.digest);
+    expect(m.layers.map((l: any) => [l.digest, l.mediaType])).toEqual(arm.layers.map((l) => [l.digest, "application/vnd.oci.image.layer.v1.tar+gzip"]));
+  });
+
   test("copy registry → registry with --mount-from: mounts instead of uploading", async () => {
     const s = await json(["copy", "--mount-from", "e2e/multi", `docker://${reg.host}/e2e/multi:1`, `docker://${reg.host}/e2e/mounted:1`]);
     expect(s.digest).toBe(layout.index.digest);
