@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { repoRoot, startRegistry, type RunningRegistry } from "./helpers/registry";
 import { needClients, run } from "./helpers/exec";
-import { buildBigImage, cloister, type BigImage } from "./helpers/big-image";
+import { buildBigImage, cloister, CLOISTER, type BigImage } from "./helpers/big-image";
 import { startCutProxy } from "./helpers/cut-proxy";
 import { request, sha256 } from "./helpers/http";
 
@@ -22,7 +22,7 @@ const CHUNK = 6 * 1024 * 1024;
 const HINT = /this registry speaks plain HTTP: add --plain-http/;
 const FAST_MS = 10_000;
 
-const clients = needClients("cli-resume.e2e", ["tar"]);
+const clients = needClients("cli-resume.e2e", ["tar", "script"]);
 let reg: RunningRegistry;
 let work: string;
 let img: BigImage;
@@ -125,5 +125,26 @@ describe.skipIf(clients.skip)("plain-HTTP registries", () => {
     expect(b.code).toBe(0);
     const c = await cloister(["--json", "push", `oci:${small.dir}:${small.tag}`, `${reg.host}/e2e/img:1`]);
     expect(JSON.parse(c.stdout).digest).toBe(small.manifestDigest);
+  });
+});
+
+describe.skipIf(clients.skip)("progress", () => {
+  test("on a terminal: a bar per blob and a total with speed, and the process exits", async () => {
+    // script(1) gives the command a pseudo-terminal; its output is what the terminal received.
+    const cmd = [process.execPath, CLOISTER, "push", `oci:${img.dir}:${img.tag}`, `${reg.host}/e2e/tty:1`].join(" ");
+    const r = await run("script", ["-qec", cmd, "/dev/null"], { timeoutMs: 60_000 });
+    // Redraws are cursor moves and carriage returns: drop the escapes, make every redraw a line.
+    const screen = r.stdout.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "\n").replace(/\r/g, "\n");
+    expect(screen).toMatch(/^total\s+\S*█+\S*\s+19\.1 MiB \/ 19\.1 MiB\s+[\d.]+ (KiB|MiB)\/s\s+done/m);
+    expect(screen).toMatch(new RegExp(`^${img.layerDigest.slice(7, 19)}\\s+.*(uploaded|ETA)`, "m"));
+    expect(screen).toMatch(/copied oci:.* → docker:\/\//);
+  });
+
+  test("without a terminal: one quiet line per blob", async () => {
+    const r = await cloister(["push", `oci:${small.dir}:${small.tag}`, `${reg.host}/e2e/quiet:1`]);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines).toHaveLength(2);
+    for (const d of [small.configDigest, small.layerDigest])
+      expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${d.slice(7, 19)}: uploaded [\\d.]+ (B|KiB) in [\\d.]+ s \\(`)));
   });
 });
