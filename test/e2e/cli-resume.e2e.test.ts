@@ -49,11 +49,11 @@ afterAll(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-async function pushThroughProxy(mode: "drop" | "502", repo: string) {
+async function pushThroughProxy(mode: "drop" | "502" | "413", repo: string, chunk = CHUNK, afterBytes = 2_500_000) {
   const [h, port] = reg.host.split(":");
-  const proxy = await startCutProxy({ host: h, port: Number(port) }, { afterBytes: 2_500_000, mode });
+  const proxy = await startCutProxy({ host: h, port: Number(port) }, { afterBytes, mode });
   try {
-    const r = await cloister(["--json", "push", "--chunk-size", String(CHUNK), `oci:${img.dir}:${img.tag}`, `${proxy.host}/${repo}:1`], { timeoutMs: 120_000 });
+    const r = await cloister(["--json", "push", "--chunk-size", String(chunk), `oci:${img.dir}:${img.tag}`, `${proxy.host}/${repo}:1`], { timeoutMs: 120_000 });
     expect(proxy.cuts(), "the proxy cut a PATCH").toBe(1);
     return { summary: JSON.parse(r.stdout), stderr: r.stderr };
   } finally {
@@ -93,6 +93,15 @@ async function timed(p: Promise<{ code: number; stderr: string; stdout: string }
   const r = await p;
   return { ...r, ms: Date.now() - t0 };
 }
+
+describe.skipIf(clients.skip)("cloister push under a lower cap than advertised", () => {
+  test("an HTML 413 from a front: chunks halve and the push goes on", async () => {
+    const { summary, stderr } = await pushThroughProxy("413", "e2e/front-413", 2 * CHUNK, 0);
+    expect(stderr).toMatch(/refused \(413\); using 6291456-byte chunks/);
+    expect(summary.chunkSize).toBe(CHUNK);
+    await expectStored("e2e/front-413");
+  });
+});
 
 describe.skipIf(clients.skip)("plain-HTTP registries", () => {
   test("cloister cache push to https:// of a plain-HTTP registry: the hint at once, not after a TLS timeout", async () => {

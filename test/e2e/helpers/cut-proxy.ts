@@ -1,7 +1,8 @@
 // A TCP proxy in front of a plain-HTTP registry that sabotages the first PATCH it sees: after
 // `afterBytes` bytes of that request have passed, it either drops both connections ("drop", a
-// connection cut mid-chunk) or drops the registry side and answers the client 502 ("502", what
-// a front such as Cloudflare answers when its origin goes away). Everything else passes through.
+// connection cut mid-chunk) or drops the registry side and answers the client itself: 502
+// ("502", what a front such as Cloudflare answers when its origin goes away) or an HTML 413
+// ("413", Cloudflare's answer to a body over the zone's limit). Everything else passes through.
 import { createServer, connect, type Server, type Socket } from "node:net";
 
 export interface CutProxy {
@@ -11,7 +12,7 @@ export interface CutProxy {
   close(): Promise<void>;
 }
 
-export async function startCutProxy(upstream: { host: string; port: number }, o: { afterBytes: number; mode: "drop" | "502"; times?: number }): Promise<CutProxy> {
+export async function startCutProxy(upstream: { host: string; port: number }, o: { afterBytes: number; mode: "drop" | "502" | "413"; times?: number }): Promise<CutProxy> {
   let cuts = 0;
   const sockets = new Set<Socket>();
   const marker = Buffer.from("PATCH /v2/");
@@ -40,11 +41,13 @@ export async function startCutProxy(upstream: { host: string; port: number }, o:
           up.write(d.subarray(0, room));
           cuts++;
           patchSeen = -1;
-          if (o.mode === "502") {
+          if (o.mode === "drop") gone();
+          else {
             up.destroy();
             sockets.delete(up);
-            client.end("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nbad gateway");
-          } else gone();
+            const [status, body] = o.mode === "502" ? ["502 Bad Gateway", "bad gateway"] : ["413 Payload Too Large", "<html><body>413 Request Entity Too Large</body></html>"];
+            client.end(`HTTP/1.1 ${status}\r\nContent-Type: text/html\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+          }
           return;
         }
         patchSeen += d.length;
