@@ -26,6 +26,7 @@ import { auditRoutes } from "../admin/audit-routes";
 import { record } from "../audit/record";
 import { mountIndexAdminRoutes } from "../admin/index-routes";
 import { mountGcAdminRoutes } from "../admin/gc-routes";
+import { mountSnapshotAdminRoutes } from "../admin/snapshot-routes";
 
 type Ctx = Context<any>;
 
@@ -375,3 +376,4 @@ adminRoutes.delete("/keys/:kid", async (c) => {
 // index migration and blob holders (owned by the index, docs/adr/0008)
 mountIndexAdminRoutes(adminRoutes);
 mountGcAdminRoutes(adminRoutes);
+mountSnapshotAdminRoutes(adminRoutes);
