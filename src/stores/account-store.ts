@@ -509,7 +509,7 @@ export class AccountStore extends DurableObject<Env> {
    * Restore users and rules from a snapshot (already validated by the Worker). Users get `hash`,
    * a hash of a random secret nobody knows: the snapshot holds no passwords, so each restored user
    * signs in only after the admin sets a password. Existing names and ids are left alone (a retried
-   * batch is harmless).
+   * batch is harmless); the counts are of rows inserted (rowsWritten would count index rows too).
    */
   restoreAccounts(users: { name: string; createdAt: number; updatedAt: number }[], rules: { id: string; rule: string; createdAt: number; updatedAt: number }[], hash: string): { users: number; rules: number } {
     if (users.length + rules.length > SNAPSHOT_PAGE) throw new RangeError(`restoreAccounts takes at most ${SNAPSHOT_PAGE} rows`);
@@ -517,9 +517,9 @@ export class AccountStore extends DurableObject<Env> {
     let r = 0;
     this.ctx.storage.transactionSync(() => {
       for (const x of users)
-        u += this.sql.exec("INSERT INTO users (name, hash, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING", x.name, hash, x.createdAt, x.updatedAt).rowsWritten;
+        u += this.sql.exec("INSERT INTO users (name, hash, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING RETURNING 1", x.name, hash, x.createdAt, x.updatedAt).toArray().length;
       for (const x of rules)
-        r += this.sql.exec("INSERT INTO policies (id, rule, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING", x.id, x.rule, x.createdAt, x.updatedAt).rowsWritten;
+        r += this.sql.exec("INSERT INTO policies (id, rule, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING RETURNING 1", x.id, x.rule, x.createdAt, x.updatedAt).toArray().length;
     });
     return { users: u, rules: r };
   }

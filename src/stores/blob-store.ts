@@ -188,8 +188,8 @@ export class BlobStore extends DurableObject<Env> {
     let n = 0;
     this.ctx.storage.transactionSync(() => {
       for (const b of rows) {
-        n += this.sql.exec(`INSERT INTO blobs (digest, size, r2_key, content_sha256, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING`,
-          b.digest, b.size, b.r2Key, b.contentSha256, Date.now()).rowsWritten;
+        n += this.sql.exec(`INSERT INTO blobs (digest, size, r2_key, content_sha256, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING 1`,
+          b.digest, b.size, b.r2Key, b.contentSha256, Date.now()).toArray().length;
       }
     });
     return n;

@@ -793,7 +793,7 @@ export class TrustStore extends DurableObject<Env> {
             continue;
           }
           const cols = ["repo", ...spec.cols];
-          written += this.sql.exec(`INSERT OR IGNORE INTO ${part.table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")})`, ...cols.map((c) => v[c] ?? null)).rowsWritten;
+          written += this.sql.exec(`INSERT OR IGNORE INTO ${part.table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")}) RETURNING 1`, ...cols.map((c) => v[c] ?? null)).toArray().length;
         }
       }
     });
