@@ -22,7 +22,7 @@ import { MAX_REFERRER_ANNOTATION_BYTES } from "../oci/limits";
 import { parseRule, isBuiltinId } from "../auth/policy";
 import { hashPassword, randomBytes } from "../auth/crypto";
 import { bytesToBase64url } from "../util/encoding";
-import { USER_NAME_RE } from "../auth/admin-routes";
+import { RESERVED_USER_NAMES, USER_NAME_RE } from "../auth/admin-routes";
 import { record } from "../audit/record";
 
 /** Repository names per page of /admin/snapshot/repositories. */
@@ -53,7 +53,7 @@ function cursorParam(v: string | undefined): string | Response {
   return v;
 }
 
-/** Schemas of a snapshot's records; built on mount (USER_NAME_RE comes from the module that mounts these routes). */
+/** Schemas of a snapshot's records; built on mount (the user-name rules come from the module that mounts these routes). */
 function recordSchemas() {
   const digest = z.string().regex(DIGEST_RE, "a digest");
   const time = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -72,7 +72,7 @@ function recordSchemas() {
     table: z.enum(SNAPSHOT_TABLES.map((t) => t.table) as [SnapshotTable, ...SnapshotTable[]]),
     rows: z.array(z.record(z.string(), z.unknown())).max(RESTORE_ROWS),
   });
-  const user = z.strictObject({ type: z.literal("user"), name: z.string().min(2).max(64).regex(USER_NAME_RE, "a user name"), createdAt: time, updatedAt: time });
+  const user = z.strictObject({ type: z.literal("user"), name: z.string().min(2).max(64).regex(USER_NAME_RE, "a user name").refine((n) => !RESERVED_USER_NAMES.has(n), "a reserved name"), createdAt: time, updatedAt: time });
   const rule = z.strictObject({ type: z.literal("rule"), rule: z.record(z.string(), z.unknown()), robot: z.string().max(200).nullable().optional(), createdAt: time, updatedAt: time });
   const blob = z.strictObject({ type: z.literal("blob"), digest, size, r2Key: z.string().regex(R2_KEY_RE, "an object key of this registry (data/… or manifests/…)"), contentSha256: z.string().regex(/^[0-9a-f]{64}$/) });
   const body = z.strictObject({ records: z.array(z.discriminatedUnion("type", [rows, user, rule, blob])).max(RESTORE_MAX_RECORDS) });

@@ -84,6 +84,10 @@ describe.skipIf(clients.skip)("cloister operator commands (token mode)", () => {
     expect((await cli(["user", "create"])).code).toBe(2);
     expect((await cli(["no-such-command"])).code).toBe(2);
     expect((await cli(["status"], { server: null })).code).toBe(2);
+    // Nothing listening: a network error, exit 5.
+    const down = await cli(["status"], { server: "http://127.0.0.1:9" });
+    expect(down.code, down.stderr).toBe(5);
+    expect(down.stderr).toMatch(/connection refused/);
   });
 
   test("login stores a refresh token with mode 0600; a wrong password exits 3", async () => {
@@ -114,14 +118,14 @@ describe.skipIf(clients.skip)("cloister operator commands (token mode)", () => {
     expect((await cli(["--token", "not-a-token", "user", "list"], { xdg: empty })).code).toBe(3);
   });
 
-  test("users: create, list, show, passwd, delete; errors exit 4 and 5", async () => {
+  test("users: create, list, show, passwd, delete; errors exit 4 and 6", async () => {
     await ok(["user", "create", "alice", "--password-stdin"], { stdin: ALICE_PW + "\n" });
     await ok(["user", "create", "bob", "--password-stdin"], { stdin: "bob-cli-password\n" });
     expect((await okJson(["user", "list"])).users.map((u: { name: string }) => u.name)).toEqual(["alice", "bob"]);
     expect((await ok(["user", "list"])).stdout).toMatch(/^NAME\s+CREATED\s+UPDATED\nalice\s/);
     expect((await okJson(["user", "show", "alice"])).name).toBe("alice");
     const dup = await cli(["user", "create", "alice", "--password-stdin"], { stdin: ALICE_PW + "\n" });
-    expect(dup.code, dup.stderr).toBe(5);
+    expect(dup.code, dup.stderr).toBe(6);
     expect((await cli(["user", "show", "nobody"])).code).toBe(4);
     await ok(["user", "passwd", "bob", "--password-stdin"], { stdin: "bob-new-password\n" });
     const signin = await request(regA!, "GET", "/token?scope=repository:bob/x:pull", { headers: { Authorization: `Basic ${Buffer.from("bob:bob-new-password").toString("base64")}` } });
@@ -293,7 +297,7 @@ describe.skipIf(clients.skip)("cloister operator commands (token mode)", () => {
     expect((await okJson(["policy", "list"], on)).rules).toEqual(before.rules);
     expect((await okJson(["user", "list"], on)).users).toEqual(before.users);
     // A second restore is refused: the registry is not empty any more.
-    expect((await cli(["restore", file], on)).code).toBe(5);
+    expect((await cli(["restore", file], on)).code).toBe(6);
 
     // Restored users have no password until the admin sets one; then they pull what they pushed.
     await ok(["user", "passwd", "alice", "--password-stdin"], { ...on, stdin: ALICE_PW + "\n" });

@@ -73,6 +73,7 @@ describe("restore into an empty registry", () => {
       { records: [records[0], { type: "rows", repository: "Not A Name", table: "tags", rows: [] }] },
       { records: [records[0], { type: "rule", rule: { id: "builtin:x", effect: "allow" }, createdAt: 1, updatedAt: 1 }] },
       { records: [records[0], { type: "teleport" }] },
+      { records: [{ type: "user", name: "admin", createdAt: 1, updatedAt: 1 }] },
       { records: Array.from({ length: 1001 }, () => records[0]) },
     ];
     for (const body of bad) await expectError(req(url, json(body)), 400, "BAD_REQUEST");

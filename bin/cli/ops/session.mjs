@@ -6,8 +6,8 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { RegistryClient, describeError } from "../../lib/registry-client.mjs";
 
-/** Exit codes (documented in docs/cli.md "Operators"). */
-export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, AUTH: 3, NOT_FOUND: 4, CONFLICT: 5 };
+/** Exit codes (documented in docs/cli.md "Operators"); 0–5 mean what they mean for the image commands. */
+export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, AUTH: 3, NOT_FOUND: 4, NETWORK: 5, CONFLICT: 6 };
 
 export class CliError extends Error {
   constructor(message, exitCode = EXIT.ERROR, extra = {}) {
@@ -144,7 +144,7 @@ export class OpsClient {
         res = await this.http.raw(method, url, h, body);
       } catch (err) {
         if (attempt < 2 && ["ECONNRESET", "EPIPE", "ETIMEDOUT"].includes(err.code)) continue;
-        throw new CliError(`${method} ${url}: ${err.code === "ECONNREFUSED" ? "connection refused (is the registry running, and is --server right?)" : err.message}`);
+        throw new CliError(`${method} ${url}: ${err.code === "ECONNREFUSED" ? "connection refused (is the registry running, and is --server right?)" : err.message}`, EXIT.NETWORK, { code: err.code });
       }
       if (res.status === 401 && !answered && !this.creds.accessToken) {
         answered = true;
