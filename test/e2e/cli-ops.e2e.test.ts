@@ -274,11 +274,9 @@ describe.skipIf(clients.skip)("cloister operator commands (token mode)", () => {
     const cut = join(work, "cut.ndjson");
     writeFileSync(cut, readFileSync(file, "utf8").split("\n").slice(0, -2).join("\n") + "\n");
 
-    // The old registry goes; its R2 objects stay (copied), its Durable Objects do not.
+    // The old registry goes; its Durable Objects with it. The new one starts on an empty bucket first.
     await regA!.stop();
     regA = undefined;
-    cpSync(join(stateA, "v3", "r2"), join(stateB, "v3", "r2"), { recursive: true });
-    expect(existsSync(join(stateB, "v3", "do"))).toBe(false);
     regB = await startRegistry({ vars: { AUTH_MODE: "token", ADMIN_PASSWORD }, persistDir: stateB });
     const on = { server: regB.url };
     await ok(["login", "-u", "admin", "--password-stdin"], { ...on, stdin: ADMIN_PASSWORD + "\n" });
@@ -286,8 +284,25 @@ describe.skipIf(clients.skip)("cloister operator commands (token mode)", () => {
     expect(truncated.code).toBe(1);
     expect(truncated.stderr).toMatch(/truncated/);
     expect((await okJson(["status"], on)).restore).toBeNull();
+    // Without the bytes, nothing that needs them is restored, and the restore stays open.
+    const partial = await cli(["--json", "restore", file], on);
+    expect(partial.code, partial.stderr).toBe(1);
+    expect(partial.stderr).toMatch(/restore stays open.*--resume/);
+    const partialOut = JSON.parse(partial.stdout);
+    expect(partialOut.blobs).toBe(0);
+    expect(partialOut.missingBytes.length).toBe(s.counts.blobs);
+    expect((await okJson(["status"], on)).restore.state).toBe("running");
+    expect((await okJson(["tag", "list", "alice/app"], on)).tags).toEqual([]);
+    // The operator copies the bucket (here: the old R2 state), then resumes.
+    await regB.stop();
+    rmSync(join(stateB, "v3", "r2"), { recursive: true, force: true });
+    cpSync(join(stateA, "v3", "r2"), join(stateB, "v3", "r2"), { recursive: true });
+    regB = await startRegistry({ vars: { AUTH_MODE: "token", ADMIN_PASSWORD }, persistDir: stateB });
+    on.server = regB.url; // a new port: sign in there (the stored keys and accounts survived the restart)
+    await ok(["login", "-u", "admin", "--password-stdin"], { ...on, stdin: ADMIN_PASSWORD + "\n" });
+    expect((await cli(["restore", file], on)).code).toBe(6); // running: only --resume continues it
 
-    const r = await okJson(["restore", file], on);
+    const r = await okJson(["restore", "--resume", file], on);
     expect(r.missingBytes).toEqual([]);
     expect(r.restore.state).toBe("done");
     expect(r.robotsNotRestored).toEqual(["robot$alice+ci"]);
