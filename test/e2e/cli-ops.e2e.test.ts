@@ -126,7 +126,21 @@ describe.skipIf(clients.skip)("cloister operator commands (token mode)", () => {
     expect((await okJson(["user", "show", "alice"])).name).toBe("alice");
     const dup = await cli(["user", "create", "alice", "--password-stdin"], { stdin: ALICE_PW + "\n" });
     expect(dup.code, dup.stderr).toBe(6);
-    expect((await cli(["user", "show", "nobody"])).code).toBe(4);
+    const missing = await cli(["--json", "user", "show", "nobody"]);
+    expect(missing.code).toBe(4);
+    expect(JSON.parse(missing.stderr.split("\n")[0])).toMatchObject({ error: { status: 404, code: "NOT_FOUND", exitCode: 4 } });
+    // A user who is not an admin signs in, but the admin commands are refused with exit 3.
+    const aliceConfig = join(work, "alice-config");
+    const al = await okJson(["login", "-u", "alice", "--password-stdin"], { xdg: aliceConfig, stdin: ALICE_PW + "\n" });
+    expect(al).toMatchObject({ user: "alice", admin: false });
+    const refused = await cli(["user", "list"], { xdg: aliceConfig });
+    expect(refused.code, refused.stderr).toBe(3);
+    expect(refused.stderr).toMatch(/403/);
+    // logout forgets the token: the config keeps no entry for the server, and no default server.
+    expect(await okJson(["logout"], { xdg: aliceConfig })).toEqual({ server: regA!.url, removed: true });
+    const after = JSON.parse(readFileSync(join(aliceConfig, "cloister/config.json"), "utf8"));
+    expect(after).toEqual({ servers: {}, current: null });
+    expect((await cli(["status"], { xdg: aliceConfig, server: null })).code).toBe(2);
     await ok(["user", "passwd", "bob", "--password-stdin"], { stdin: "bob-new-password\n" });
     const signin = await request(regA!, "GET", "/token?scope=repository:bob/x:pull", { headers: { Authorization: `Basic ${Buffer.from("bob:bob-new-password").toString("base64")}` } });
     expect(signin.status).toBe(200);
