@@ -25,17 +25,20 @@ export function completionScript(program, shell) {
 #   source <(cloister completion ${shell})
 # or save it: cloister completion bash > ~/.local/share/bash-completion/completions/cloister
 _cloister() {
-  local cur path word i subs opts
-  cur="\${COMP_WORDS[COMP_CWORD]}"
-  path=""
+  # zsh's bashcompinit fills COMP_WORDS from 1 but counts COMP_CWORD from 0: o shifts the index.
+  # ("path" is not used as a name: zsh ties it to PATH.)
+  local cur cmdpath word i subs opts o=0
+  [[ -n "\${ZSH_VERSION:-}" ]] && o=1
+  cur="\${COMP_WORDS[COMP_CWORD+o]}"
+  cmdpath=""
   # The command path: the words before the cursor that name subcommands.
   for ((i = 1; i < COMP_CWORD; i++)); do
-    word="\${COMP_WORDS[i]}"
+    word="\${COMP_WORDS[i+o]}"
     case "$word" in -*) continue ;; esac
-    _cloister_table "$path"
-    case " $subs " in *" $word "*) path="\${path:+$path }$word" ;; esac
+    _cloister_table "$cmdpath"
+    case " $subs " in *" $word "*) cmdpath="\${cmdpath:+$cmdpath }$word" ;; esac
   done
-  _cloister_table "$path"
+  _cloister_table "$cmdpath"
   if [[ "$cur" == -* ]]; then
     COMPREPLY=($(compgen -W "$opts" -- "$cur"))
   else
