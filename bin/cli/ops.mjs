@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CliError, EXIT, OpsClient, clientFor, httpError, loadConfig, normalizeServer, resolveServer, saveConfig, configPath } from "./ops/session.mjs";
+import { CliError, EXIT, OpsClient, clientFor, httpError, loadConfig, resolveServer, saveConfig, configPath } from "./ops/session.mjs";
 import { bytes, note, printFields, printJson, printTable, promptHidden, promptLine, readStdin, readStdinLine, when } from "./ops/output.mjs";
 import { snapshot, restore } from "./ops/snapshot.mjs";
 import { completionScript } from "./ops/completion.mjs";
@@ -512,7 +512,7 @@ async function newPassword(name, opts) {
 }
 
 /** "90d", "12h", "30m", "3600" → seconds. */
-export function duration(text) {
+function duration(text) {
   const m = /^(\d+)([smhd]?)$/.exec(String(text).trim());
   if (!m) throw new CliError(`--expires-in ${JSON.stringify(text)}: use seconds or a number with s, m, h or d`, EXIT.USAGE);
   return Number(m[1]) * { "": 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2]];
@@ -569,4 +569,3 @@ function printRun(run) {
   ]);
 }
 
-export { normalizeServer };

@@ -130,14 +130,22 @@ export function mountSnapshotAdminRoutes(app: Hono<any>): void {
   });
 
   app.get("/snapshot/repositories/*", async (c) => {
-    const name = decodeURIComponent(new URL(c.req.url).pathname.replace(/^.*?\/snapshot\/repositories\//, ""));
+    let name: string;
+    try {
+      name = decodeURIComponent(new URL(c.req.url).pathname.replace(/^.*?\/snapshot\/repositories\//, ""));
+    } catch {
+      return apiError("BAD_REQUEST", "the repository name is not valid percent-encoding", 400);
+    }
     if (!isValidName(name)) return apiError("BAD_REQUEST", `invalid repository name "${name.slice(0, 100)}"`, 400);
     let cursor = { table: 0, after: null as (string | number)[] | null };
     const raw = c.req.query("cursor");
     if (raw) {
       const parsed = z.strictObject({ table: z.number().int().min(0).max(SNAPSHOT_TABLES.length - 1), after: z.array(z.union([z.string().max(512), z.number()])).max(2).nullable() })
         .safeParse((() => { try { return JSON.parse(raw); } catch { return null; } })());
-      if (!parsed.success) return apiError("BAD_REQUEST", "invalid cursor (use the `next` value of the previous page)", 400);
+      // The key values must match the table's key columns one for one (they become SQL parameters).
+      if (!parsed.success || (parsed.data.after !== null && parsed.data.after.length !== SNAPSHOT_TABLES[parsed.data.table].keys.length)) {
+        return apiError("BAD_REQUEST", "invalid cursor (use the `next` value of the previous page)", 400);
+      }
       cursor = parsed.data;
     }
     const batch = await trustStoreFor(c.env as Env, name).snapshotRows(name, cursor);

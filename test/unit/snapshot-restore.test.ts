@@ -144,6 +144,10 @@ describe("restore into an empty registry", () => {
     expect(table("refs").length).toBe(2);
     await expectError(req("/admin/snapshot/repositories/no/such"), 404, "NAME_UNKNOWN");
     await expectError(req("/admin/snapshot/repositories/snap/app?cursor=%7Bbad"), 400, "BAD_REQUEST");
+    const cursor = (c: unknown) => `/admin/snapshot/repositories/snap/app?cursor=${encodeURIComponent(JSON.stringify(c))}`;
+    await expectError(req(cursor({ table: 1, after: ["only-one-of-two-keys"] })), 400, "BAD_REQUEST");
+    await expectError(req(cursor({ table: 9, after: null })), 400, "BAD_REQUEST");
+    await expectError(req("/admin/snapshot/repositories/snap/%E0%A4%A"), 400, "BAD_REQUEST");
     await expectError(req("/admin/snapshot/accounts?kind=secrets"), 400, "BAD_REQUEST");
     await expectError(req("/admin/snapshot/blobs?n=0"), 400, "BAD_REQUEST");
   });
