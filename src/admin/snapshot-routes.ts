@@ -6,7 +6,7 @@
 //   GET  /admin/snapshot/repositories/<name>?cursor=<json>             (≤ 200 rows or ~4 MB per page)
 //   GET  /admin/restore                                                 restore state
 //   POST /admin/restore  {"resume": bool}   → 201 {id}; 409 unless the registry is empty
-//   POST /admin/restore/<id>/records  {"records": [...]}  (≤ 1000 records, ≤ 8 MiB)
+//   POST /admin/restore/<id>/records  {"records": [...]}  (≤ 1000 records, ≤ 8 MiB, ≤ 100 repositories)
 //   POST /admin/restore/<id>/finish
 // Blob bytes are not in a snapshot: a restore goes into a registry whose bucket holds them, and
 // every blob row is checked against its R2 object before it is written.
@@ -30,6 +30,8 @@ const REPO_PAGE = 1000;
 /** A restore call: at most this many records and bytes of JSON. */
 export const RESTORE_MAX_RECORDS = 1000;
 export const RESTORE_MAX_BYTES = 8 * 1024 * 1024;
+/** Repositories per restore call: each is a TrustStore call plus its BlobStore holds (subrequests). */
+export const RESTORE_MAX_REPOSITORIES = 100;
 /** Concurrent R2 HEADs while checking restored blob rows. */
 const HEAD_CONCURRENCY = 32;
 
@@ -240,6 +242,7 @@ export function mountSnapshotAdminRoutes(app: Hono<any>): void {
     if (users.length + rules.length > SNAPSHOT_PAGE) return apiError("BAD_REQUEST", `at most ${SNAPSHOT_PAGE} users and rules per call`, 400);
     if (blobs.length > GC_SCAN_ROWS) return apiError("BAD_REQUEST", `at most ${GC_SCAN_ROWS} blob records per call`, 400);
     if (rowCount > RESTORE_ROWS) return apiError("BAD_REQUEST", `at most ${RESTORE_ROWS} repository rows per call`, 400);
+    if (byRepo.size > RESTORE_MAX_REPOSITORIES) return apiError("BAD_REQUEST", `at most ${RESTORE_MAX_REPOSITORIES} repositories per call`, 400);
 
     const out = { users: 0, rules: 0, skippedRobotRules, blobs: 0, rows: 0, missingBytes: [] as string[], missing: [] as { repository: string; digests: string[] }[] };
     if (users.length || rules.length) {

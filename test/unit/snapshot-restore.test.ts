@@ -75,6 +75,7 @@ describe("restore into an empty registry", () => {
       { records: [records[0], { type: "teleport" }] },
       { records: [{ type: "user", name: "admin", createdAt: 1, updatedAt: 1 }] },
       { records: Array.from({ length: 1001 }, () => records[0]) },
+      { records: Array.from({ length: 101 }, (_, i) => ({ type: "rows", repository: `many/r${i}`, table: "tags", rows: [] })) },
     ];
     for (const body of bad) await expectError(req(url, json(body)), 400, "BAD_REQUEST");
     await expectError(req(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{not json" }), 400, "BAD_REQUEST");

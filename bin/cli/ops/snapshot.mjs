@@ -10,12 +10,16 @@ import { note, printFields, printJson } from "./output.mjs";
 export const FORMAT = "cloister-snapshot";
 export const VERSION = 1;
 
-/** Restore batches stay well under the server's limits (1000 records, 8 MiB, 1000 rows, 500 blobs, 500 accounts). */
+/**
+ * Restore batches stay under the server's limits (1000 records, 8 MiB, 1000 rows, 500 blobs,
+ * 500 accounts, 100 repositories) and keep each call's subrequests (R2 HEADs, store calls) modest.
+ */
 const BATCH_RECORDS = 500;
 const BATCH_BYTES = 2 * 1024 * 1024;
 const BATCH_ROWS = 1000;
-const BATCH_BLOBS = 500;
+const BATCH_BLOBS = 200;
 const BATCH_ACCOUNTS = 500;
+const BATCH_REPOS = 50;
 
 export async function snapshot(c, file, { json, force }) {
   if (existsSync(file) && !force) throw new CliError(`${file} exists: pass --force to overwrite it`, EXIT.USAGE);
@@ -164,6 +168,7 @@ export async function restore(c, file, { json, resume }) {
   let rows = 0;
   let blobs = 0;
   let accounts = 0;
+  let repos = new Set();
   const flush = async () => {
     if (!batch.length) return;
     const r = (await c.json("POST", `/admin/restore/${begin.id}/records`, { body: { records: batch } })).data;
@@ -172,6 +177,7 @@ export async function restore(c, file, { json, resume }) {
     total.missing.push(...r.missing);
     batch = [];
     size = rows = blobs = accounts = 0;
+    repos = new Set();
   };
   await readSnapshot(file, async (r) => {
     if (!["user", "rule", "blob", "rows"].includes(r.type)) return;
@@ -180,7 +186,9 @@ export async function restore(c, file, { json, resume }) {
       const n = rec.type === "rows" ? rec.rows.length : 0;
       const blob = rec.type === "blob" ? 1 : 0;
       const account = rec.type === "user" || rec.type === "rule" ? 1 : 0;
-      if (batch.length + 1 > BATCH_RECORDS || size + bytes > BATCH_BYTES || rows + n > BATCH_ROWS || blobs + blob > BATCH_BLOBS || accounts + account > BATCH_ACCOUNTS) await flush();
+      const newRepo = rec.type === "rows" && !repos.has(rec.repository) ? 1 : 0;
+      if (batch.length + 1 > BATCH_RECORDS || size + bytes > BATCH_BYTES || rows + n > BATCH_ROWS || blobs + blob > BATCH_BLOBS || accounts + account > BATCH_ACCOUNTS || repos.size + newRepo > BATCH_REPOS) await flush();
+      if (rec.type === "rows") repos.add(rec.repository);
       batch.push(rec);
       size += bytes;
       rows += n;
