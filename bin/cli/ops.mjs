@@ -340,7 +340,7 @@ export function register(program) {
       if (opts.repository) q.set("repository", opts.repository);
       const d = (await c.json("GET", `/admin/explain?${q}`)).data;
       if (json) return printJson(d);
-      printFields([["allowed", d.allowed ? "yes" : "no"], ["reason", d.reason], ["deciding rule", d.deciding?.id ?? d.deciding ?? null], ["matched", (d.matched ?? []).map((m) => m.id ?? m)]]);
+      printFields([["allowed", d.allowed ? "yes" : "no"], ["reason", d.reason], ["deciding rules", (d.deciding ?? []).map((r) => r.id)], ["matched rules", (d.matched ?? []).map((r) => r.id)]]);
     }));
 
   // ---- GC and usage -------------------------------------------------------------------------------
