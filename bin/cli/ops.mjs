@@ -465,7 +465,7 @@ export function register(program) {
         const m = d.firstMismatch;
         throw new CliError(`audit chain broken at ${m.day}${m.seq !== null ? ` #${m.seq}` : ""}${m.id ? ` (event ${m.id})` : ""}: ${m.reason}`);
       }
-      if (!json) note(`Audit chain verified: ${d.verifiedDays.length} days, ${d.verifiedDays.reduce((n, x) => n + x.count, 0)} events, ${d.checkpoints} retention checkpoints.`);
+      if (!json) note(`Audit chain verified: ${d.verifiedDays.length} day(s), ${d.verifiedDays.reduce((n, x) => n + x.count, 0)} events, ${d.checkpoints} retention checkpoint(s).`);
     }));
 
   // ---- snapshot, restore, completion ------------------------------------------------------------

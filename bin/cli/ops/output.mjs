@@ -2,6 +2,7 @@
 // plain table or lines. Messages for people (warnings, progress) go to stderr.
 import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
+import { CliError, EXIT } from "./session.mjs";
 
 export function printJson(data) {
   process.stdout.write(JSON.stringify(data, null, 2) + "\n");
@@ -57,7 +58,7 @@ export function bytes(n) {
 /** A secret read from the terminal without echo; `what` names it in the prompt. */
 export function promptHidden(what) {
   return new Promise((resolve, reject) => {
-    if (!process.stdin.isTTY) return reject(new Error(`${what} needed: run in a terminal, or use --password-stdin`));
+    if (!process.stdin.isTTY) return reject(new CliError(`${what} needed: run in a terminal, or use --password-stdin`, EXIT.USAGE));
     let muted = false;
     const out = new Writable({
       write(chunk, _enc, cb) {
@@ -77,7 +78,7 @@ export function promptHidden(what) {
 
 export function promptLine(what) {
   return new Promise((resolve, reject) => {
-    if (!process.stdin.isTTY) return reject(new Error(`${what} needed: pass it as an option`));
+    if (!process.stdin.isTTY) return reject(new CliError(`${what} needed: pass it as an option (e.g. -u)`, EXIT.USAGE));
     const rl = createInterface({ input: process.stdin, output: process.stderr });
     rl.question(`${what}: `, (a) => {
       rl.close();
