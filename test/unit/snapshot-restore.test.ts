@@ -19,7 +19,7 @@ const layerBytes = bytes(3000, 5);
 const lostBytes = bytes(100, 9);
 
 let restoreId = "";
-let image: { manifest: Uint8Array; digest: string; config: string; layer: string; lost: string };
+let image: { manifest: Uint8Array; digest: string; config: string; layer: string; lost: string; artifact: string };
 let records: Record<string, unknown>[];
 
 describe("restore into an empty registry", () => {
@@ -34,23 +34,36 @@ describe("restore into an empty registry", () => {
     }));
     const md = await sha256(m);
     const manifest = await stored(m, `manifests/sha256/${hex(md)}/${crypto.randomUUID()}`);
-    image = { manifest: m, digest: md, config: config.digest, layer: layer.digest, lost: lostDigest };
+    // An artifact referring to the image (a referrer), to restore its referrers row too.
+    const a = new TextEncoder().encode(JSON.stringify({
+      schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/x-test-sbom",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config.digest, size: cfgBytes.length },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: layer.digest, size: layerBytes.length }],
+      subject: { mediaType: "application/vnd.oci.image.manifest.v1+json", digest: md, size: m.length },
+    }));
+    const ad = await sha256(a);
+    const artifact = await stored(a, `manifests/sha256/${hex(ad)}/${crypto.randomUUID()}`);
+    image = { manifest: m, digest: md, config: config.digest, layer: layer.digest, lost: lostDigest, artifact: ad };
     const t = 1_700_000_000_000;
     records = [
       { type: "user", name: "alice", createdAt: 1_700_000_000, updatedAt: 1_700_000_001 },
       { type: "rule", rule: { id: "public-app", effect: "allow", subjects: ["anonymous"], actions: ["pull"], repositories: ["snap/app"] }, robot: null, createdAt: 1_700_000_000, updatedAt: 1_700_000_000 },
       { type: "rule", rule: { id: "robot:alice+ci:0", effect: "allow", subjects: ["robot:alice+ci"], actions: ["pull"], repositories: ["alice/**"] }, robot: "robot$alice+ci", createdAt: 1, updatedAt: 1 },
-      config, layer, manifest,
+      config, layer, manifest, artifact,
       { type: "blob", digest: lostDigest, size: lostBytes.length, r2Key: `data/${crypto.randomUUID()}/x`, contentSha256: hex(lostDigest) },
       { type: "rows", repository: "snap/app", table: "repos", rows: [{ created_at: t, needs_backfill: 0 }] },
-      { type: "rows", repository: "snap/app", table: "refs", rows: [{ manifest: md, digest: config.digest }, { manifest: md, digest: layer.digest }] },
+      { type: "rows", repository: "snap/app", table: "refs", rows: [{ manifest: md, digest: config.digest }, { manifest: md, digest: layer.digest }, { manifest: ad, digest: config.digest }, { manifest: ad, digest: layer.digest }] },
       { type: "rows", repository: "snap/app", table: "members", rows: [
         { digest: config.digest, kind: "blob", size: cfgBytes.length, r2_key: "ignored", media_type: null, created_at: t, refs_indexed: 0 },
         { digest: layer.digest, kind: "blob", size: layerBytes.length, r2_key: "ignored", media_type: null, created_at: t, refs_indexed: 0 },
         { digest: lostDigest, kind: "blob", size: lostBytes.length, r2_key: "ignored", media_type: null, created_at: t, refs_indexed: 0 },
         { digest: md, kind: "manifest", size: m.length, r2_key: "ignored", media_type: "application/vnd.oci.image.manifest.v1+json", created_at: t, refs_indexed: 1 },
+        { digest: ad, kind: "manifest", size: a.length, r2_key: "ignored", media_type: "application/vnd.oci.image.manifest.v1+json", created_at: t, refs_indexed: 1 },
       ] },
       { type: "rows", repository: "snap/app", table: "tags", rows: [{ tag: "v1", digest: md, updated_at: t }, { tag: "gone", digest: lostDigest, updated_at: t }] },
+      { type: "rows", repository: "snap/app", table: "referrers", rows: [
+        { subject: md, digest: ad, media_type: "application/vnd.oci.image.manifest.v1+json", size: a.length, artifact_type: "application/x-test-sbom", annotations: JSON.stringify({ "org.example.kind": "sbom" }), created_at: t },
+      ] },
     ];
     expect((await (await req("/admin/restore")).json()) as unknown).toEqual({ restore: null });
     const r = await req("/admin/restore", json({}));
@@ -88,7 +101,7 @@ describe("restore into an empty registry", () => {
     const r = await req(`/admin/restore/${restoreId}/records`, json({ records }));
     expect(r.status).toBe(200);
     const out = (await r.json()) as Record<string, unknown>;
-    expect(out).toMatchObject({ users: 1, rules: 1, skippedRobotRules: 1, blobs: 3, missingBytes: [image.lost] });
+    expect(out).toMatchObject({ users: 1, rules: 1, skippedRobotRules: 1, blobs: 4, missingBytes: [image.lost] });
     expect(out.missing).toEqual([{ repository: "snap/app", digests: [image.lost] }]);
     // A retried call is harmless: nothing new is written.
     const again = (await (await req(`/admin/restore/${restoreId}/records`, json({ records }))).json()) as Record<string, unknown>;
@@ -107,6 +120,8 @@ describe("restore into an empty registry", () => {
     expect(l.status).toBe(200);
     expect(new Uint8Array(await l.arrayBuffer())).toEqual(layerBytes);
     expect((await req(`/v2/snap/app/blobs/${image.lost}`)).status).toBe(404);
+    const refs = (await (await req(`/v2/snap/app/referrers/${image.digest}`)).json()) as { manifests: { digest: string; artifactType: string; annotations: Record<string, string> }[] };
+    expect(refs.manifests).toEqual([expect.objectContaining({ digest: image.artifact, artifactType: "application/x-test-sbom", annotations: { "org.example.kind": "sbom" } })]);
     expect((await req("/v2/snap/app/manifests/gone")).status).toBe(404);
     expect(await (await req("/v2/snap/app/tags/list")).json()).toEqual({ name: "snap/app", tags: ["v1"] });
     expect(await (await req("/v2/_catalog")).json()).toEqual({ repositories: ["snap/app"] });
@@ -134,15 +149,16 @@ describe("restore into an empty registry", () => {
     const p1 = (await (await req("/admin/snapshot/blobs?n=1")).json()) as { items: { digest: string }[]; next: string };
     expect(p1.items.length).toBe(1);
     const p2 = (await (await req(`/admin/snapshot/blobs?n=500&after=${encodeURIComponent(p1.next)}`)).json()) as { items: { digest: string }[]; next: null };
-    expect([...p1.items, ...p2.items].map((b) => b.digest).sort()).toEqual([image.config, image.layer, image.digest].sort());
+    expect([...p1.items, ...p2.items].map((b) => b.digest).sort()).toEqual([image.config, image.layer, image.digest, image.artifact].sort());
     expect(p2.next).toBeNull();
     expect(await (await req("/admin/snapshot/repositories")).json()).toEqual({ items: ["other/app", "snap/app"], next: null }); // other/app: the mount above
     const rows = (await (await req("/admin/snapshot/repositories/snap/app")).json()) as { parts: { table: string; rows: Record<string, unknown>[] }[]; next: unknown };
     expect(rows.next).toBeNull();
     const table = (t: string) => rows.parts.find((p) => p.table === t)?.rows ?? [];
     expect(table("tags")).toEqual([{ tag: "v1", digest: image.digest, updated_at: 1_700_000_000_000 }]);
-    expect(table("members").map((m) => m.digest).sort()).toEqual([image.config, image.layer, image.digest].sort());
-    expect(table("refs").length).toBe(2);
+    expect(table("members").map((m) => m.digest).sort()).toEqual([image.config, image.layer, image.digest, image.artifact].sort());
+    expect(table("refs").length).toBe(4);
+    expect(table("referrers")).toEqual([expect.objectContaining({ subject: image.digest, digest: image.artifact, artifact_type: "application/x-test-sbom" })]);
     await expectError(req("/admin/snapshot/repositories/no/such"), 404, "NAME_UNKNOWN");
     await expectError(req("/admin/snapshot/repositories/snap/app?cursor=%7Bbad"), 400, "BAD_REQUEST");
     const cursor = (c: unknown) => `/admin/snapshot/repositories/snap/app?cursor=${encodeURIComponent(JSON.stringify(c))}`;
