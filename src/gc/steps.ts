@@ -184,7 +184,11 @@ async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats
       const release = r.dropped.filter((d) => !d.held).map((d) => d.digest);
       for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
     }
-    if (!r.more) return true;
+    if (!r.more) {
+      // Namespace quotas: a sweep heals whatever a crash left in this repository's counts.
+      if (!o.dryRun) await trust.quotaReport(repo);
+      return true;
+    }
   }
   return false;
 }

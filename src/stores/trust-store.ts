@@ -7,7 +7,8 @@
 // only the migration (exports, progress, the alarm that drives it), never reads or writes.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import { catalogFor, groupByBlobShard, quotaStore, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
+import { catalogFor, groupByBlobShard, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
+import { QuotaMeter, type QuotaRefusal } from "../gc/quotas";
 import { MAX_HOLD_BATCH } from "./blob-store";
 import { globToRegExp } from "../auth/policy";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
@@ -60,13 +61,10 @@ export type PutManifestResult =
   | { ok: true; previousTagDigest: string | null }
   | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal };
 
-/** A write that would take the repository over its quota (nothing was written). */
-export interface QuotaRefusal { used: number; limit: number; adding: number; pattern: string }
+export type { QuotaRefusal } from "../gc/quotas";
 
 export type LinkResult = { ok: true } | { ok: false; fenced: true } | { ok: false; quota: QuotaRefusal };
 
-/** How long a repository's object keeps the quota rule it read (quota changes apply within this). */
-export const QUOTA_TTL_MS = 30_000;
 
 export interface RetentionSpec {
   /** Keep the newest N tags by push time; null: no tag limit. */
@@ -151,8 +149,8 @@ export class TrustStore extends DurableObject<Env> {
   /** True once this object has taken over its repository's rows from the legacy object (or had none). */
   private imported = false;
   private cataloged = false;
-  /** The quota rule for this repository, read from the GC coordinator at most every QUOTA_TTL_MS. */
-  private quota: { rule: { pattern: string; limitBytes: number } | null; at: number } | null = null;
+  /** Namespace quotas: this repository's reservations and reports to its rules' counters (src/gc/quotas.ts). */
+  private readonly meter: QuotaMeter;
   /**
    * Whether this object has its schema. A repository's object creates it on its first write (or
    * import), so reads of repositories that do not exist leave no stored object behind.
@@ -162,6 +160,7 @@ export class TrustStore extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.meter = new QuotaMeter(env, (repo) => (this.stored ? this.bytes(repo) : 0));
     if (this.sql.exec(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'members'`).toArray().length) this.init();
   }
 
@@ -361,35 +360,24 @@ export class TrustStore extends DurableObject<Env> {
    */
   async link(repo: string, member: Member, heldSeq = 0): Promise<LinkResult> {
     await this.ready(repo, true);
-    const rule = await this.quotaRule(repo);
+    const hold = await this.meter.reserve(repo, this.holdsAs(repo, member.digest, member.kind) ? 0 : member.size);
+    if (hold.refusal) return { ok: false, quota: hold.refusal };
+    let added = false;
     const r = this.ctx.storage.transactionSync((): LinkResult => {
       if (this.fenced(member.digest, heldSeq)) return { ok: false, fenced: true };
-      const over = this.overQuota(repo, rule, member.digest, member.kind, member.size);
-      if (over) return { ok: false, quota: over };
+      added = !this.holdsAs(repo, member.digest, member.kind);
       this.insertMember(repo, member);
       return { ok: true };
     });
+    await hold.settle(added);
     if (r.ok) await this.registerInCatalog(repo);
     return r;
   }
 
-  /** Quota rule for this repository (cached; a failure to read it allows the write, and is logged). */
-  private async quotaRule(repo: string): Promise<{ pattern: string; limitBytes: number } | null> {
-    if (this.quota && Date.now() - this.quota.at < QUOTA_TTL_MS) return this.quota.rule;
-    try {
-      this.quota = { rule: await quotaStore(this.env).quotaFor(repo), at: Date.now() };
-    } catch (err) {
-      console.error(`quota lookup for ${repo} failed`, err);
-      return this.quota?.rule ?? null;
-    }
-    return this.quota.rule;
-  }
-
-  /** Whether adding (digest, kind) of `size` bytes takes the repository over its quota. */
-  private overQuota(repo: string, rule: { pattern: string; limitBytes: number } | null, digest: string, kind: MemberKind, size: number): QuotaRefusal | null {
-    if (!rule || this.holdsAs(repo, digest, kind)) return null;
-    const used = this.sql.exec<{ b: number }>(`SELECT coalesce(sum(size), 0) AS b FROM members WHERE repo = ?`, repo).one().b;
-    return used + size > rule.limitBytes ? { used, limit: rule.limitBytes, adding: size, pattern: rule.pattern } : null;
+  /** Report this repository's bytes to its quota counters (a new rule's seeding; GC after a sweep). */
+  async quotaReport(repo: string): Promise<void> {
+    if (!(await this.ready(repo))) return;
+    await this.meter.report(repo, await this.meter.rules(repo, true));
   }
 
   /**
@@ -399,7 +387,9 @@ export class TrustStore extends DurableObject<Env> {
   async unlinkBlob(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
     if (!(await this.ready(repo))) return { removed: false, held: false };
     const removed = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
-    return { removed, held: this.holds(repo, digest) };
+    const held = this.holds(repo, digest);
+    if (removed) await this.meter.report(repo);
+    return { removed, held };
   }
 
   // ---- manifests and tags -------------------------------------------------------------------
@@ -423,7 +413,10 @@ export class TrustStore extends DurableObject<Env> {
       return { ok: false, missingBlobs: [...new Set(input.requiredBlobs)], missingManifests: [...new Set(input.requiredManifests)], tagIsAt: null };
     }
     await this.ready(input.repo, true);
-    const rule = await this.quotaRule(input.repo);
+    const m0 = input.manifest;
+    const hold = await this.meter.reserve(input.repo, this.holdsAs(input.repo, m0.digest, "manifest") ? 0 : m0.size);
+    if (hold.refusal) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: hold.refusal };
+    let added = false;
     const result = this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
@@ -434,8 +427,7 @@ export class TrustStore extends DurableObject<Env> {
       if (input.ifTagMoves === "refuse" && previousTagDigest !== null && previousTagDigest !== m.digest) {
         return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest };
       }
-      const over = this.overQuota(input.repo, rule, m.digest, "manifest", m.size);
-      if (over) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: over };
+      added = !this.holdsAs(input.repo, m.digest, "manifest");
       this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
       for (const d of new Set(input.refs ?? [...input.requiredBlobs, ...input.requiredManifests])) {
         this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, input.repo, m.digest, d);
@@ -454,6 +446,7 @@ export class TrustStore extends DurableObject<Env> {
       }
       return { ok: true, previousTagDigest };
     });
+    await hold.settle(added);
     if (result.ok) await this.registerInCatalog(input.repo);
     return result;
   }
@@ -479,7 +472,7 @@ export class TrustStore extends DurableObject<Env> {
    */
   async deleteManifest(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
     if (!(await this.ready(repo))) return { removed: false, held: false };
-    return this.ctx.storage.transactionSync(() => {
+    const r = this.ctx.storage.transactionSync(() => {
       const gone = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).rowsWritten > 0;
       if (!gone) return { removed: false, held: this.holds(repo, digest) };
       this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
@@ -487,6 +480,8 @@ export class TrustStore extends DurableObject<Env> {
       this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
       return { removed: true, held: this.holds(repo, digest) };
     });
+    if (r.removed) await this.meter.report(repo);
+    return r;
   }
 
   /** Tags of `repo` pointing at manifest `digest`. */
@@ -595,6 +590,7 @@ export class TrustStore extends DurableObject<Env> {
       }
       return { dropped, more: rows.length > n && !dryRun, unindexed: [], needsBackfill: false, empty };
     });
+    if (result.dropped.length && !dryRun) await this.meter.report(repo);
     if (result.empty) {
       await catalogFor(this.env, repo).remove(repo);
       // A push that landed meanwhile registers again.
@@ -642,7 +638,7 @@ export class TrustStore extends DurableObject<Env> {
   async gcRetention(repo: string, spec: RetentionSpec, dryRun: boolean, limit = 500): Promise<RetentionResult> {
     if (!(await this.ready(repo))) return { tags: [], manifests: [], more: false };
     const n = Math.max(1, Math.min(limit, 500));
-    return this.ctx.storage.transactionSync((): RetentionResult => {
+    const result = this.ctx.storage.transactionSync((): RetentionResult => {
       const keepGlobs = [...spec.keepTags, ...spec.immutableTags].map(globRe);
       const out: RetentionResult = { tags: [], manifests: [], more: false };
       if (spec.keepLastTags !== null) {
@@ -688,6 +684,8 @@ export class TrustStore extends DurableObject<Env> {
       }
       return out;
     });
+    if (result.manifests.length && !dryRun) await this.meter.report(repo);
+    return result;
   }
 
   /** Usage of this repository: logical bytes (sum of member sizes), counts, last push. */
@@ -834,6 +832,11 @@ export class TrustStore extends DurableObject<Env> {
   /** A GC fence at or after the link's BlobStore step (heldSeq) refuses the link. */
   private fenced(digest: string, heldSeq: number): boolean {
     return this.sql.exec(`SELECT 1 FROM fences WHERE digest = ? AND seq >= ?`, digest, heldSeq).toArray().length > 0;
+  }
+
+  /** Logical bytes of the repository as quotas count them: the sum of its member sizes. */
+  private bytes(repo: string): number {
+    return this.sql.exec<{ b: number }>(`SELECT coalesce(sum(size), 0) AS b FROM members WHERE repo = ?`, repo).one().b;
   }
 
   private holdsAs(repo: string, digest: string, kind: MemberKind): boolean {
