@@ -5,7 +5,7 @@
 // one (`manual` runs) to interleave pushes between them.
 import { DurableObject } from "cloudflare:workers";
 import { config, type Env } from "../env";
-import { GcError, runStep, type Cursor, type RunOptions, type RunStats, emptyStats } from "./steps";
+import { GcError, runStep, type Cursor, type PlanScratch, type RunOptions, type RunStats, emptyStats } from "./steps";
 import { accountStoreFor, legacyTrustStore } from "../stores";
 import { parseRule } from "../auth/policy";
 import { record } from "../audit/record";
@@ -90,6 +90,7 @@ export class GcCoordinator extends DurableObject<Env> {
       grace_seconds INTEGER NOT NULL, manual INTEGER NOT NULL, state TEXT NOT NULL, cursor TEXT NOT NULL, stats TEXT NOT NULL,
       started_at INTEGER NOT NULL, finished_at INTEGER, failures INTEGER NOT NULL DEFAULT 0)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS retention (pattern TEXT PRIMARY KEY, rule TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS plan_released (run INTEGER NOT NULL, digest TEXT NOT NULL, repo TEXT NOT NULL, PRIMARY KEY (run, digest, repo)) WITHOUT ROWID`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS quotas (pattern TEXT PRIMARY KEY, limit_bytes INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID`);
   }
 
@@ -238,7 +239,7 @@ export class GcCoordinator extends DurableObject<Env> {
     if (!row) return null;
     const cursor = JSON.parse(row.cursor) as Cursor;
     const stats = JSON.parse(row.stats) as RunStats;
-    const opts: RunOptions = { runId: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1, retention: [], immutable: [] };
+    const opts: RunOptions = { runId: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1, retention: [], immutable: [], plan: this.planScratch(row.id) };
     if (cursor.phase === "repos") {
       opts.retention = this.retentionRules();
       if (opts.retention.length) opts.immutable = await immutableTagRules(this.env);
@@ -248,6 +249,7 @@ export class GcCoordinator extends DurableObject<Env> {
       const done = next.phase === "done";
       this.sql.exec(`UPDATE runs SET cursor = ?, stats = ?, failures = 0, state = ?, finished_at = ? WHERE id = ?`,
         JSON.stringify(next), JSON.stringify(stats), done ? "done" : "running", done ? Date.now() : null, row.id);
+      if (done) this.sql.exec(`DELETE FROM plan_released`);
       if (done) console.log(`gc run ${row.id} done`, JSON.stringify({ ...stats, missing: stats.missing.length }));
       if (done) await this.audit(row, stats, 200, null);
       if (done && stats.missing.length) console.error(`DATA LOSS: gc run ${row.id} found ${stats.missingCount} indexed blobs whose objects are missing`, JSON.stringify(stats.missing.slice(0, 20)));
@@ -259,9 +261,22 @@ export class GcCoordinator extends DurableObject<Env> {
       this.sql.exec(`UPDATE runs SET stats = ?, failures = ?, state = ?, finished_at = ? WHERE id = ?`,
         JSON.stringify(stats), failures, failed ? "failed" : "running", failed ? Date.now() : null, row.id);
       console.error(`gc run ${row.id} step failed (${failures}/${MAX_STEP_FAILURES})`, msg);
+      if (failed) this.sql.exec(`DELETE FROM plan_released`);
       if (failed) await this.audit(row, stats, 500, "GC_FAILED");
     }
     return this.record(this.sql.exec<Row>(`SELECT * FROM runs WHERE id = ?`, row.id).one());
+  }
+
+  /** A dry run's releases (digest, repo), kept here between its phase 1 and its condemnation. */
+  private planScratch(run: number): PlanScratch {
+    return {
+      add: (repo, digests) => {
+        for (const d of digests) this.sql.exec(`INSERT OR IGNORE INTO plan_released (run, digest, repo) VALUES (?, ?, ?)`, run, d, repo);
+      },
+      page: (after, limit) => this.sql.exec<{ digest: string; repo: string }>(
+        `SELECT digest, repo FROM plan_released WHERE run = ? AND digest > ? ORDER BY digest, repo LIMIT ?`, run, after ?? "", limit).toArray()
+        .map((r) => ({ digest: r.digest, repo: r.repo })),
+    };
   }
 
   /** A finished or failed run is an audit event (counts only: the missing list stays in the run record). */

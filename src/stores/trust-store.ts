@@ -87,6 +87,22 @@ export interface RetentionResult {
 /** Tag globs read like the policy engine's (tags have no "/", so "*" spans the whole tag). */
 const globRe = globToRegExp;
 
+/** Most removals of each kind one gcPlan call lists (a dry run's plan per repository). */
+export const GC_PLAN_MAX = 10_000;
+
+/** What a real GC run would remove in one repository (gcPlan). */
+export interface GcPlan {
+  tags: RetentionResult["tags"];
+  manifests: RetentionResult["manifests"];
+  dropped: GcDropResult["dropped"];
+  /** The repository would be left with no members and no tags (it would leave the catalog). */
+  empty: boolean;
+  truncated: boolean;
+}
+
+/** Thrown inside gcPlan's transaction to roll it back. */
+const ROLLBACK = Symbol("rollback");
+
 /** Most refs one gcRecordRefs call takes. */
 export const GC_REFS_BATCH = 2000;
 
@@ -565,30 +581,18 @@ export class TrustStore extends DurableObject<Env> {
   async gcDrop(repo: string, cutoff: number, limit: number, dryRun: boolean): Promise<GcDropResult> {
     if (!(await this.ready(repo))) return { dropped: [], more: false, unindexed: [], needsBackfill: false, empty: false };
     const n = Math.max(1, Math.min(limit, 500));
-    const unindexed = this.sql.exec<{ digest: string; r2_key: string; media_type: string }>(
-      `SELECT digest, r2_key, media_type FROM members WHERE repo = ? AND kind = 'manifest' AND refs_indexed = 0 LIMIT 20`, repo)
-      .toArray().map((r) => ({ digest: r.digest, r2Key: r.r2_key, mediaType: r.media_type }));
+    const unindexed = this.unindexedManifests(repo);
     const needsBackfill = this.flagged(repo);
     if (unindexed.length || needsBackfill) return { dropped: [], more: false, unindexed, needsBackfill, empty: false };
     const result = this.ctx.storage.transactionSync(() => {
-      const rows = this.sql.exec<{ digest: string; size: number }>(
-        `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'blob' AND m.created_at < ?
-           AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest) ORDER BY m.digest LIMIT ?`,
-        repo, cutoff, n + (dryRun ? 0 : 1)).toArray();
-      const take = rows.slice(0, n);
-      const dropped = take.map((r) => {
-        if (!dryRun) this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, r.digest);
-        // Still a member as a manifest: the BlobStore holder stays.
-        return { digest: r.digest, size: r.size, held: this.holdsAs(repo, r.digest, "manifest") };
-      });
-      const empty = !dryRun && !this.sql.exec(`SELECT 1 FROM members WHERE repo = ? LIMIT 1`, repo).toArray().length
-        && !this.sql.exec(`SELECT 1 FROM tags WHERE repo = ? LIMIT 1`, repo).toArray().length;
+      const { dropped, more } = this.dropTx(repo, cutoff, n, dryRun);
+      const empty = !dryRun && this.isEmpty(repo);
       if (empty) {
         this.sql.exec(`DELETE FROM repos WHERE repo = ?`, repo);
         this.setMeta("cataloged", "0");
         this.cataloged = false;
       }
-      return { dropped, more: rows.length > n && !dryRun, unindexed: [], needsBackfill: false, empty };
+      return { dropped, more, unindexed: [], needsBackfill: false, empty };
     });
     if (result.dropped.length && !dryRun) await this.meter.report(repo);
     if (result.empty) {
@@ -597,6 +601,71 @@ export class TrustStore extends DurableObject<Env> {
       if (this.repoExists(repo)) await this.registerInCatalog(repo);
     }
     return result;
+  }
+
+  /** Phase 1's drop, inside the caller's transaction: up to `n` unlive blob memberships. */
+  private dropTx(repo: string, cutoff: number, n: number, dryRun: boolean): { dropped: GcDropResult["dropped"]; more: boolean } {
+    const rows = this.sql.exec<{ digest: string; size: number }>(
+      `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'blob' AND m.created_at < ?
+         AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest) ORDER BY m.digest LIMIT ?`,
+      repo, cutoff, n + (dryRun ? 0 : 1)).toArray();
+    const dropped = rows.slice(0, n).map((r) => {
+      if (!dryRun) this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, r.digest);
+      // Still a member as a manifest: the BlobStore holder stays.
+      return { digest: r.digest, size: r.size, held: this.holdsAs(repo, r.digest, "manifest") };
+    });
+    return { dropped, more: rows.length > n && !dryRun };
+  }
+
+  private isEmpty(repo: string): boolean {
+    return !this.sql.exec(`SELECT 1 FROM members WHERE repo = ? LIMIT 1`, repo).toArray().length
+      && !this.sql.exec(`SELECT 1 FROM tags WHERE repo = ? LIMIT 1`, repo).toArray().length;
+  }
+
+  /**
+   * A dry run's exact plan for this repository: retention, then phase 1's drops, run for real in
+   * one transaction that is then rolled back — so it sees what the real run's own deletions free
+   * (children of deleted indexes, blobs only deleted manifests referenced). At most `max`
+   * removals of each kind (`truncated` beyond). Null when references must be indexed first or a
+   * backfill is due (the real run does that; a dry run only indexes references).
+   */
+  async gcPlan(repo: string, spec: RetentionSpec | null, cutoff: number, max = GC_PLAN_MAX): Promise<GcPlan | { unindexed: GcDropResult["unindexed"]; needsBackfill: boolean }> {
+    const none: GcPlan = { tags: [], manifests: [], dropped: [], empty: false, truncated: false };
+    if (!(await this.ready(repo))) return none;
+    const unindexed = this.unindexedManifests(repo);
+    const needsBackfill = this.flagged(repo);
+    if (unindexed.length || needsBackfill) return { unindexed, needsBackfill };
+    let plan = none;
+    try {
+      this.ctx.storage.transactionSync(() => {
+        const out: GcPlan = { tags: [], manifests: [], dropped: [], empty: false, truncated: false };
+        for (let more = !!spec; more;) {
+          const r = this.retentionTx(repo, spec!, false, 500);
+          out.tags.push(...r.tags);
+          out.manifests.push(...r.manifests);
+          more = r.more;
+          if (out.tags.length + out.manifests.length >= max) { out.truncated = more; break; }
+        }
+        for (let more = true; more;) {
+          const r = this.dropTx(repo, cutoff, 500, false);
+          out.dropped.push(...r.dropped);
+          more = r.more;
+          if (out.dropped.length >= max) { out.truncated ||= more; break; }
+        }
+        out.empty = this.isEmpty(repo);
+        plan = out;
+        throw ROLLBACK;
+      });
+    } catch (err) {
+      if (err !== ROLLBACK) throw err;
+    }
+    return plan;
+  }
+
+  private unindexedManifests(repo: string): GcDropResult["unindexed"] {
+    return this.sql.exec<{ digest: string; r2_key: string; media_type: string }>(
+      `SELECT digest, r2_key, media_type FROM members WHERE repo = ? AND kind = 'manifest' AND refs_indexed = 0 LIMIT 20`, repo)
+      .toArray().map((r) => ({ digest: r.digest, r2Key: r.r2_key, mediaType: r.media_type }));
   }
 
   /** Index a stored manifest's references (≤ GC_REFS_BATCH per call; `done` on the last). */
@@ -638,35 +707,47 @@ export class TrustStore extends DurableObject<Env> {
   async gcRetention(repo: string, spec: RetentionSpec, dryRun: boolean, limit = 500): Promise<RetentionResult> {
     if (!(await this.ready(repo))) return { tags: [], manifests: [], more: false };
     const n = Math.max(1, Math.min(limit, 500));
-    const result = this.ctx.storage.transactionSync((): RetentionResult => {
-      const keepGlobs = [...spec.keepTags, ...spec.immutableTags].map(globRe);
-      const out: RetentionResult = { tags: [], manifests: [], more: false };
-      if (spec.keepLastTags !== null) {
-        const tags = this.sql.exec<{ tag: string; digest: string }>(`SELECT tag, digest FROM tags WHERE repo = ? ORDER BY updated_at DESC, tag`, repo).toArray();
-        for (const t of tags.slice(spec.keepLastTags)) {
-          if (keepGlobs.some((g) => g.test(t.tag))) continue;
-          if (out.tags.length >= n) return { ...out, more: true };
-          out.tags.push({ tag: t.tag, digest: t.digest });
-          if (!dryRun) this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, t.tag);
-        }
+    const result = this.ctx.storage.transactionSync(() => this.retentionTx(repo, spec, dryRun, n));
+    if (result.manifests.length && !dryRun) await this.meter.report(repo);
+    return result;
+  }
+
+  /** Retention inside the caller's transaction (gcRetention, gcPlan). */
+  private retentionTx(repo: string, spec: RetentionSpec, dryRun: boolean, n: number): RetentionResult {
+    const keepGlobs = [...spec.keepTags, ...spec.immutableTags].map(globRe);
+    const out: RetentionResult = { tags: [], manifests: [], more: false };
+    if (spec.keepLastTags !== null) {
+      const tags = this.sql.exec<{ tag: string; digest: string }>(`SELECT tag, digest FROM tags WHERE repo = ? ORDER BY updated_at DESC, tag`, repo).toArray();
+      for (const t of tags.slice(spec.keepLastTags)) {
+        if (keepGlobs.some((g) => g.test(t.tag))) continue;
+        if (out.tags.length >= n) return { ...out, more: true };
+        out.tags.push({ tag: t.tag, digest: t.digest });
+        if (!dryRun) this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, t.tag);
       }
-      const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer") => {
-        if (!dryRun) {
-          this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest);
-          this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
-          this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
-          this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
-        }
-        out.manifests.push({ digest, size, why, held: !dryRun && this.holds(repo, digest) });
-      };
+    }
+    const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer") => {
+      if (!dryRun) {
+        this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest);
+        this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
+        this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
+        this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
+      }
+      out.manifests.push({ digest, size, why, held: !dryRun && this.holds(repo, digest) });
+    };
+    // Until nothing more qualifies: deleting an index frees its children, deleting a subject
+    // orphans its referrers — one run removes what the rules say (in a dry run, one pass).
+    for (let removed = 1; removed > 0;) {
+      removed = 0;
+      const seen = new Set(out.manifests.map((m) => m.digest));
       if (spec.deleteOrphanReferrers) {
         const orphans = this.sql.exec<{ digest: string; size: number }>(
           `SELECT DISTINCT r.digest, m.size FROM referrers r JOIN members m ON m.repo = r.repo AND m.digest = r.digest AND m.kind = 'manifest'
            WHERE r.repo = ? AND NOT EXISTS (SELECT 1 FROM members s WHERE s.repo = r.repo AND s.digest = r.subject AND s.kind = 'manifest') LIMIT ?`,
-          repo, n + 1).toArray();
+          repo, n + 1 + seen.size).toArray().filter((o) => !seen.has(o.digest));
         for (const o of orphans) {
           if (out.manifests.length >= n) return { ...out, more: true };
           drop(o.digest, o.size, "orphan-referrer");
+          removed++;
         }
       }
       if (spec.untaggedBefore !== null) {
@@ -675,17 +756,17 @@ export class TrustStore extends DurableObject<Env> {
              AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest)
              AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest)
              AND NOT EXISTS (SELECT 1 FROM referrers f WHERE f.repo = m.repo AND f.digest = m.digest)
-           ORDER BY m.digest LIMIT ?`, repo, spec.untaggedBefore, n + 1).toArray();
+           ORDER BY m.digest LIMIT ?`, repo, spec.untaggedBefore, n + 1 + seen.size).toArray().filter((o) => !seen.has(o.digest) && !out.manifests.some((m) => m.digest === o.digest));
         for (const o of old) {
           if (out.manifests.length >= n) return { ...out, more: true };
-          // A tag removed above in a dry run still exists in the table: those manifests are counted next run.
+          // A tag removed above in a dry run still exists in the table: gcPlan gives the exact plan.
           drop(o.digest, o.size, "untagged");
+          removed++;
         }
       }
-      return out;
-    });
-    if (result.manifests.length && !dryRun) await this.meter.report(repo);
-    return result;
+      if (dryRun) break;
+    }
+    return out;
   }
 
   /** Usage of this repository: logical bytes (sum of member sizes), counts, last push. */
