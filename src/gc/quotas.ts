@@ -85,21 +85,25 @@ export class QuotaMeter {
     const value = this.committed(repo) + this.pending;
     const seq = this.seq();
     let refusal: QuotaRefusal | null = null;
+    let failed = false;
     try {
       const answers = await Promise.all(rules.map((r) => quotaCounter(this.env, r.pattern).quotaCharge(repo, value, adding, r.limitBytes, seq)));
       answers.forEach((a, i) => {
         if (!a.ok && !refusal) refusal = { used: a.used, limit: a.limit, adding, pattern: rules[i].pattern };
       });
     } catch (err) {
-      this.pending -= adding;
-      throw err;
+      // As with an unreadable rule: the write goes ahead (logged); its report after the write
+      // brings the counters up to date.
+      console.error(`quota check for ${repo} failed; allowing the write`, err);
+      refusal = null;
+      failed = true;
     }
     let settled = false;
     const settle = async (added: boolean) => {
       if (settled) return;
       settled = true;
       this.pending -= adding; // synchronously after the write's transaction: the bytes are committed now, or not at all
-      if (!added || refusal) await this.report(repo, rules);
+      if (!added || refusal || failed) await this.report(repo, rules);
     };
     if (refusal) await settle(false);
     return { refusal, settle };
