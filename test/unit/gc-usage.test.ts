@@ -116,6 +116,18 @@ describe("quotas", () => {
     await pushBlob("seed/a", bytes(5000, 28));
   });
 
+  it("concurrent pushes never take a namespace over its limit, across repositories and within one", async () => {
+    expect((await put({ pattern: "race/**", limitBytes: 5000 })).status).toBe(200);
+    const post = async (repo: string, data: Uint8Array) => (await req(`/v2/${repo}/blobs/uploads/?digest=${await digestOf(data)}`, { method: "POST", body: data })).status;
+    // two repositories, 3000 bytes each: only one fits
+    const across = await Promise.all([post("race/a", bytes(3000, 31)), post("race/b", bytes(3000, 32))]);
+    expect(across.sort()).toEqual([201, 403]);
+    // one repository (its in-flight reservations count): 2000 left, three pushes of 900 → two fit
+    const within = await Promise.all([post("race/c", bytes(900, 33)), post("race/c", bytes(900, 34)), post("race/c", bytes(900, 35))]);
+    expect(within.sort()).toEqual([201, 201, 403]);
+    expect(await rule("race/**")).toMatchObject({ usedBytes: 4800, repositories: 3 });
+  });
+
   it("rejects bad rules with 400", async () => {
     await expectError(put({ pattern: "Bad Pattern", limitBytes: 1 }), 400, "BAD_REQUEST");
     await expectError(put({ pattern: "a/**", limitBytes: -1 }), 400, "BAD_REQUEST");
