@@ -8,7 +8,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { catalogFor, groupByBlobShard, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
-import { QuotaMeter, type QuotaRefusal } from "../gc/quotas";
+import { QuotaMeter, type QuotaHold, type QuotaRefusal } from "../gc/quotas";
 import { MAX_HOLD_BATCH } from "./blob-store";
 import { globToRegExp } from "../auth/policy";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
@@ -379,15 +379,23 @@ export class TrustStore extends DurableObject<Env> {
     const hold = await this.meter.reserve(repo, this.holdsAs(repo, member.digest, member.kind) ? 0 : member.size);
     if (hold.refusal) return { ok: false, quota: hold.refusal };
     let added = false;
-    const r = this.ctx.storage.transactionSync((): LinkResult => {
+    const r = await this.settled(hold, () => added, () => this.ctx.storage.transactionSync((): LinkResult => {
       if (this.fenced(member.digest, heldSeq)) return { ok: false, fenced: true };
       added = !this.holdsAs(repo, member.digest, member.kind);
       this.insertMember(repo, member);
       return { ok: true };
-    });
-    await hold.settle(added);
+    }));
     if (r.ok) await this.registerInCatalog(repo);
     return r;
+  }
+
+  /** A write's transaction, then its quota reservation settled (also when the transaction throws). */
+  private async settled<T>(hold: QuotaHold, added: () => boolean, write: () => T): Promise<T> {
+    try {
+      return write();
+    } finally {
+      await hold.settle(added());
+    }
   }
 
   /** Report this repository's bytes to its quota counters (a new rule's seeding; GC after a sweep). */
@@ -433,7 +441,7 @@ export class TrustStore extends DurableObject<Env> {
     const hold = await this.meter.reserve(input.repo, this.holdsAs(input.repo, m0.digest, "manifest") ? 0 : m0.size);
     if (hold.refusal) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: hold.refusal };
     let added = false;
-    const result = this.ctx.storage.transactionSync((): PutManifestResult => {
+    const result = await this.settled(hold, () => added, () => this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
       if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null };
@@ -461,8 +469,7 @@ export class TrustStore extends DurableObject<Env> {
           input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
       }
       return { ok: true, previousTagDigest };
-    });
-    await hold.settle(added);
+    }));
     if (result.ok) await this.registerInCatalog(input.repo);
     return result;
   }
