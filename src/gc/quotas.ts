@@ -24,8 +24,8 @@ export interface QuotaRuleRef { pattern: string; limitBytes: number }
 
 /** How long a repository's object keeps the quota rules it read (quota changes apply within this). */
 export const QUOTA_TTL_MS = 30_000;
-/** Repositories a new rule's seeding counts in the PUT request; the rest are counted by their next write or GC run. */
-export const QUOTA_SEED_MAX = 1000;
+/** Repositories a new rule's seeding counts in the PUT request (each one call, within a request's subrequest budget); the rest are counted by their next write or GC run. */
+export const QUOTA_SEED_MAX = 500;
 
 export function quotaExceeded(repo: string, q: QuotaRefusal) {
   return oci("DENIED", `quota exceeded: ${q.used} / ${q.limit} bytes used in namespace "${q.pattern}" (pushing to ${repo}); this push adds ${q.adding} bytes — delete content or ask for a larger quota`,
