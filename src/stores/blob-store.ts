@@ -168,6 +168,38 @@ export class BlobStore extends DurableObject<Env> {
     return { repos, next: rows.length > n ? repos[repos.length - 1] : null };
   }
 
+  // ---- snapshot and restore (src/admin/snapshot-routes.ts) -------------------------------------
+
+  /** Live rows after `after`, by digest, at most GC_SCAN_ROWS (holders are not exported: restore re-holds). */
+  snapshotBlobs(after: string, n: number): { items: StoredBlob[]; next: string | null } {
+    const limit = Math.max(1, Math.min(n, GC_SCAN_ROWS));
+    const rows = this.sql.exec<{ digest: string; size: number; r2_key: string; content_sha256: string }>(
+      `SELECT digest, size, r2_key, content_sha256 FROM blobs WHERE digest > ? AND condemned_at IS NULL ORDER BY digest LIMIT ?`, after, limit + 1).toArray();
+    const items = rows.slice(0, limit).map((r) => ({ digest: r.digest, size: r.size, r2Key: r.r2_key, contentSha256: r.content_sha256 }));
+    return { items, next: rows.length > limit ? items[items.length - 1].digest : null };
+  }
+
+  isEmpty(): boolean {
+    return this.sql.exec(`SELECT 1 FROM blobs LIMIT 1`).toArray().length === 0;
+  }
+
+  /**
+   * Restore rows whose R2 objects the Worker found. created_at is now, not the snapshot's time:
+   * the rows have no holder until their repositories are restored, and GC's grace period must
+   * cover that gap. Existing digests are left alone (a retried batch is harmless).
+   */
+  restoreBlobs(rows: StoredBlob[]): number {
+    if (rows.length > GC_SCAN_ROWS) throw new RangeError(`restoreBlobs takes at most ${GC_SCAN_ROWS} rows`);
+    let n = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (const b of rows) {
+        n += this.sql.exec(`INSERT INTO blobs (digest, size, r2_key, content_sha256, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING 1`,
+          b.digest, b.size, b.r2Key, b.contentSha256, Date.now()).toArray().length;
+      }
+    });
+    return n;
+  }
+
   // ---- garbage collection (docs/adr/0011) ---------------------------------------------------
 
   /**

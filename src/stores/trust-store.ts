@@ -139,6 +139,20 @@ const EXPORT_TABLES: { table: Table; keys: string[] }[] = [
   { table: "referrers", keys: ["subject", "digest"] },
 ];
 type Row = Record<string, string | number | null>;
+/**
+ * What a snapshot holds of a repository, in restore order: refs before members, so a restored blob
+ * membership is never briefly unreferenced (GC phase 1 would drop it). Columns exclude `repo`.
+ */
+export type SnapshotTable = "repos" | "refs" | "members" | "tags" | "referrers";
+export const SNAPSHOT_TABLES: { table: SnapshotTable; keys: string[]; cols: string[] }[] = [
+  { table: "repos", keys: [], cols: ["created_at", "needs_backfill"] },
+  { table: "refs", keys: ["manifest", "digest"], cols: ["manifest", "digest"] },
+  { table: "members", keys: ["digest", "kind"], cols: ["digest", "kind", "size", "r2_key", "media_type", "created_at", "refs_indexed"] },
+  { table: "tags", keys: ["tag"], cols: ["tag", "digest", "updated_at"] },
+  { table: "referrers", keys: ["subject", "digest"], cols: ["subject", "digest", "media_type", "size", "artifact_type", "annotations", "created_at"] },
+];
+/** Most rows one restoreRows call takes. */
+export const RESTORE_ROWS = 1000;
 export interface ExportCursor { table: number; after: (string | number)[] | null }
 export interface ExportBatch { parts: { table: Table; rows: Row[] }[]; next: ExportCursor | null }
 
@@ -828,13 +842,75 @@ export class TrustStore extends DurableObject<Env> {
   exportRows(repo: string, cursor: ExportCursor): ExportBatch | null {
     if (this.role !== "legacy") return null;
     if (cursor.table === 0 && cursor.after === null && !this.legacyHolds(repo)) return null;
-    const parts: ExportBatch["parts"] = [];
+    return this.rowsAfter(repo, EXPORT_TABLES, cursor);
+  }
+
+  /**
+   * Snapshot (src/admin/snapshot-routes.ts): the next batch of this repository's index rows after
+   * `cursor`, table by table in SNAPSHOT_TABLES order, without the repo column; null when the
+   * repository does not exist.
+   */
+  async snapshotRows(repo: string, cursor: ExportCursor): Promise<{ parts: { table: SnapshotTable; rows: Row[] }[]; next: ExportCursor | null } | null> {
+    if (!(await this.ready(repo)) || !this.repoExists(repo)) return null;
+    if (cursor.table < 0 || cursor.table >= SNAPSHOT_TABLES.length) throw new RangeError("no such snapshot table");
+    return this.rowsAfter(repo, SNAPSHOT_TABLES, cursor);
+  }
+
+  /**
+   * Restore rows of this repository from a snapshot (validated by the Worker: known tables and
+   * columns only). Holders first (handoff order): a member whose digest BlobStore does not hold is
+   * skipped and returned in `missing`, as are tags and referrers of manifests that are not members,
+   * so nothing restored refers to missing bytes. Existing rows are left alone (retries are harmless).
+   */
+  async restoreRows(repo: string, parts: { table: SnapshotTable; rows: Row[] }[]): Promise<{ rows: number; missing: string[] }> {
+    const total = parts.reduce((n, p) => n + p.rows.length, 0);
+    if (total > RESTORE_ROWS) throw new RangeError(`restoreRows takes at most ${RESTORE_ROWS} rows`);
+    await this.ready(repo, true);
+    const digests = [...new Set(parts.filter((p) => p.table === "members").flatMap((p) => p.rows.map((r) => String(r.digest))))];
+    const held = new Map<string, { r2Key: string; size: number }>();
+    for (const g of groupByBlobShard(this.env, digests)) {
+      for (let i = 0; i < g.digests.length; i += MAX_HOLD_BATCH) {
+        for (const h of await g.store.holdMany(repo, g.digests.slice(i, i + MAX_HOLD_BATCH))) held.set(h.digest, { r2Key: h.r2Key, size: h.size });
+      }
+    }
+    const missing: string[] = [];
+    let written = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (const part of parts) {
+        const spec = SNAPSHOT_TABLES.find((t) => t.table === part.table)!;
+        for (const row of part.rows) {
+          const v: Row = { ...row, repo };
+          if (part.table === "members") {
+            const h = held.get(String(row.digest));
+            if (!h) {
+              missing.push(String(row.digest));
+              continue;
+            }
+            // BlobStore's object is the one that exists in this bucket.
+            v.r2_key = h.r2Key;
+          }
+          if ((part.table === "tags" || part.table === "referrers") && !this.holdsAs(repo, String(row.digest), "manifest")) {
+            missing.push(String(row.digest));
+            continue;
+          }
+          const cols = ["repo", ...spec.cols];
+          written += this.sql.exec(`INSERT OR IGNORE INTO ${part.table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")}) RETURNING 1`, ...cols.map((c) => v[c] ?? null)).toArray().length;
+        }
+      }
+    });
+    await this.registerInCatalog(repo);
+    return { rows: written, missing: [...new Set(missing)] };
+  }
+
+  /** Rows of `repo` after `cursor` from `tables`, at most EXPORT_ROWS rows or about EXPORT_BYTES. */
+  private rowsAfter<T extends string>(repo: string, tables: { table: T; keys: string[]; cols?: string[] }[], cursor: ExportCursor): { parts: { table: T; rows: Row[] }[]; next: ExportCursor | null } {
+    const parts: { table: T; rows: Row[] }[] = [];
     let budgetRows = EXPORT_ROWS;
     let bytes = 0;
     let at: ExportCursor | null = cursor;
     while (at && budgetRows > 0 && bytes < EXPORT_BYTES) {
-      const spec: { table: Table; keys: string[] } = EXPORT_TABLES[at.table];
-      let q = `SELECT * FROM ${spec.table} WHERE repo = ?`;
+      const spec: { table: T; keys: string[]; cols?: string[] } = tables[at.table];
+      let q = `SELECT ${spec.cols ? spec.cols.join(", ") : "*"} FROM ${spec.table} WHERE repo = ?`;
       const args: (string | number)[] = [repo];
       if (at.after && spec.keys.length) {
         q += ` AND (${spec.keys.join(", ")}) > (${spec.keys.map(() => "?").join(", ")})`;
@@ -854,7 +930,7 @@ export class TrustStore extends DurableObject<Env> {
       const full = budgetRows === 0 || bytes >= EXPORT_BYTES;
       at = full && spec.keys.length && last
         ? { table: at.table, after: spec.keys.map((k) => last[k] as string | number) }
-        : at.table + 1 < EXPORT_TABLES.length ? { table: at.table + 1, after: null } : null;
+        : at.table + 1 < tables.length ? { table: at.table + 1, after: null } : null;
     }
     return { parts, next: at };
   }
