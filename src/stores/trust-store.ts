@@ -607,6 +607,22 @@ export class TrustStore extends DurableObject<Env> {
     return { items, next: more ? items[items.length - 1].digest : null };
   }
 
+  /**
+   * One page of referrers plus the cosign tag-convention signature of `subject` (the manifest
+   * tagged `sha256-<hex>.sig`, null when none), in one call: what a merged referrers listing
+   * needs from each repository (docs/signatures.md).
+   */
+  async referrersAndSignatureTag(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null, maxBytes = REFERRERS_PAGE_BYTES): Promise<{ page: Page<ReferrerRecord>; signatureTag: { tag: string; digest: string; mediaType: string; size: number } | null }> {
+    const page = await this.referrers(repo, subject, filter, n, last, maxBytes);
+    const m = /^sha256:([0-9a-f]{64})$/.exec(subject);
+    if (!m || !(await this.ready(repo))) return { page, signatureTag: null };
+    const tag = `sha256-${m[1]}.sig`;
+    const row = this.sql.exec<{ digest: string; size: number; media_type: string }>(
+      `SELECT m.digest, m.size, m.media_type FROM tags t JOIN members m ON m.repo = t.repo AND m.digest = t.digest AND m.kind = 'manifest'
+       WHERE t.repo = ? AND t.tag = ?`, repo, tag).toArray()[0];
+    return { page, signatureTag: row ? { tag, digest: row.digest, mediaType: row.media_type, size: row.size } : null };
+  }
+
   // ---- garbage collection (docs/adr/0011) ---------------------------------------------------
 
   /**
