@@ -17,6 +17,7 @@ export type AuditAction =
   | "robot.create" | "robot.delete"
   | "policy.create" | "policy.update" | "policy.delete"
   | "key.rotate" | "key.delete"
+  | "trustkey.create" | "trustkey.delete" // signature verification keys (docs/signatures.md)
   | "lock.lock" | "lock.unlock"
   | "gc.run" // a finished or failed GC/retention run: what it scanned, condemned and deleted
   | "quota.denied" // a push refused by a namespace quota

@@ -23,7 +23,7 @@ const RESERVED_PREFIX = "dev.cloister.referrer.";
 /** artifactType given to a cosign tag-convention signature (`sha256-<hex>.sig`), as referrers-mode cosign uses. */
 export const COSIGN_SIGNATURE_ARTIFACT_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json";
 
-interface Descriptor {
+export interface Descriptor {
   mediaType: string;
   digest: string;
   size: number;
@@ -41,11 +41,33 @@ export async function list(c: Ctx, name: string, digestParam: string): Promise<R
   }
   const annotations = parseAnnotationFilters(url.searchParams.getAll("annotation"));
   const limit = n ?? MAX_PAGE;
+  const { window, more } = await mergedReferrers(c, name, digest, artifactType, annotations, limit, last);
+  const manifests = window.filter((d) => (artifactType === null || d.artifactType === artifactType) && annotations.every(([k, v]) => d.annotations?.[k] === v));
+  const headers: Record<string, string> = { "Content-Type": INDEX };
+  const applied = [...(artifactType !== null ? ["artifactType"] : []), ...(annotations.length ? ["annotation"] : [])];
+  if (applied.length) headers["OCI-Filters-Applied"] = applied.join(",");
+  if (more && window.length > 0) {
+    headers.Link = nextLink(`/v2/${name}/referrers/${digest}`, {
+      n: String(limit), last: window[window.length - 1].digest,
+      ...(artifactType !== null ? { artifactType } : {}),
+      ...(annotations.length ? { annotation: annotations.map(([k, v]) => `${k}=${v}`) } : {}),
+    });
+  }
+  return new Response(JSON.stringify({ schemaVersion: 2, mediaType: INDEX, manifests }), { status: 200, headers });
+}
+
+/**
+ * The referrers of `digest` in `name` and the linked repositories the caller may pull, merged by
+ * digest (a page of at most `limit` before the filters on served descriptors apply): `window` is
+ * the page, `more` says a next page may exist after its last digest. `readable` decides which
+ * linked repositories count (default: those the caller may pull).
+ */
+export async function mergedReferrers(c: Ctx, name: string, digest: string, artifactType: string | null, annotations: [string, string][], limit: number, last: string | null, readable: (repo: string) => Promise<boolean> = (repo) => mayPull(c, repo)): Promise<{ window: Descriptor[]; more: boolean }> {
   // Sources: this repository, then the linked signature repositories the caller may pull. A
   // linked repository the caller may not pull is skipped silently: absent looks like empty.
   const links = linkedRepositories(await rulesFor(c), name, isValidName);
   const sources = [name];
-  for (const repo of links) if (await mayPull(c, repo)) sources.push(repo);
+  for (const repo of links) if (await readable(repo)) sources.push(repo);
   // Stored rows are filtered in SQL by their own annotations; filters on cloister's keys are
   // checked here, on the descriptor as served.
   const storedFilter = { artifactType, annotations: annotations.filter(([k]) => !k.startsWith(RESERVED_PREFIX)) };
@@ -80,18 +102,7 @@ export async function list(c: Ctx, name: string, digestParam: string): Promise<R
     bytes += cost;
     window.push(d);
   }
-  const manifests = window.filter((d) => (artifactType === null || d.artifactType === artifactType) && annotations.every(([k, v]) => d.annotations?.[k] === v));
-  const headers: Record<string, string> = { "Content-Type": INDEX };
-  const applied = [...(artifactType !== null ? ["artifactType"] : []), ...(annotations.length ? ["annotation"] : [])];
-  if (applied.length) headers["OCI-Filters-Applied"] = applied.join(",");
-  if (more && window.length > 0) {
-    headers.Link = nextLink(`/v2/${name}/referrers/${digest}`, {
-      n: String(limit), last: window[window.length - 1].digest,
-      ...(artifactType !== null ? { artifactType } : {}),
-      ...(annotations.length ? { annotation: annotations.map(([k, v]) => `${k}=${v}`) } : {}),
-    });
-  }
-  return new Response(JSON.stringify({ schemaVersion: 2, mediaType: INDEX, manifests }), { status: 200, headers });
+  return { window, more };
 }
 
 /**

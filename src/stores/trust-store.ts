@@ -39,6 +39,23 @@ export interface ReferrerRecord {
   annotations: Record<string, string> | null;
 }
 
+/** One signature's verification result for a subject (docs/signatures.md). */
+export interface AttestationRecord {
+  /** Repository holding the signature manifest. */
+  source: string;
+  signature: string;
+  /** The payload layer's digest ("" when the signature has no cosign payload). */
+  payload: string;
+  kind: string;
+  signer: string | null;
+  verified: boolean;
+  reason: string | null;
+  verifiedAt: number;
+}
+
+/** Most attestation rows kept per subject. */
+export const ATTESTATIONS_MAX = 200;
+
 export interface PutManifestInput {
   repo: string;
   manifest: { digest: string; size: number; r2Key: string; mediaType: string };
@@ -229,6 +246,11 @@ export class TrustStore extends DurableObject<Env> {
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS refs_by_digest ON refs(repo, digest);
       CREATE TABLE IF NOT EXISTS fences (digest TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS attestations (
+        repo TEXT NOT NULL, subject TEXT NOT NULL, source TEXT NOT NULL, signature TEXT NOT NULL, payload TEXT NOT NULL,
+        kind TEXT NOT NULL, signer TEXT, verified INTEGER NOT NULL, reason TEXT, verified_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, subject, source, signature, payload)
+      ) WITHOUT ROWID;
     `);
     // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
     // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
@@ -621,6 +643,34 @@ export class TrustStore extends DurableObject<Env> {
       `SELECT m.digest, m.size, m.media_type FROM tags t JOIN members m ON m.repo = t.repo AND m.digest = t.digest AND m.kind = 'manifest'
        WHERE t.repo = ? AND t.tag = ?`, repo, tag).toArray()[0];
     return { page, signatureTag: row ? { tag, digest: row.digest, mediaType: row.media_type, size: row.size } : null };
+  }
+
+  // ---- attestations (docs/signatures.md) ------------------------------------------------------
+
+  /**
+   * Replaces the attestation rows of `subject` with `rows` (the result of one verification pass,
+   * at most ATTESTATIONS_MAX) in one transaction and returns true; false, storing nothing, when
+   * the repository does not exist (a listing never creates state).
+   */
+  async recordAttestations(repo: string, subject: string, rows: AttestationRecord[]): Promise<boolean> {
+    if (!(await this.ready(repo)) || !this.repoExists(repo)) return false;
+    if (rows.length > ATTESTATIONS_MAX) throw new RangeError(`recordAttestations takes at most ${ATTESTATIONS_MAX} rows`);
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND subject = ?`, repo, subject);
+      for (const r of rows) {
+        this.sql.exec(`INSERT OR REPLACE INTO attestations (repo, subject, source, signature, payload, kind, signer, verified, reason, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          repo, subject, r.source, r.signature, r.payload, r.kind, r.signer, r.verified ? 1 : 0, r.reason, r.verifiedAt);
+      }
+    });
+    return true;
+  }
+
+  /** The recorded attestations of `subject`, by source and signature digest. */
+  async attestations(repo: string, subject: string): Promise<AttestationRecord[]> {
+    if (!(await this.ready(repo))) return [];
+    return this.sql.exec<{ source: string; signature: string; payload: string; kind: string; signer: string | null; verified: number; reason: string | null; verified_at: number }>(
+      `SELECT * FROM attestations WHERE repo = ? AND subject = ? ORDER BY source, signature, payload LIMIT ?`, repo, subject, ATTESTATIONS_MAX).toArray()
+      .map((r) => ({ source: r.source, signature: r.signature, payload: r.payload, kind: r.kind, signer: r.signer, verified: r.verified === 1, reason: r.reason, verifiedAt: Number(r.verified_at) }));
   }
 
   // ---- garbage collection (docs/adr/0011) ---------------------------------------------------
