@@ -5,6 +5,7 @@ import raw from "../../cloister-spec/signatures/v1/vectors/vectors.json";
 
 interface Vectors {
   subject: string;
+  subjectManifest: string;
   keys: Record<string, { algorithm: string; registered: boolean; pem: string }>;
   cases: { name: string; description: string; manifest: string; manifestDigest: string; blobs: Record<string, string>; expect: { verified: boolean; signer: string | null; reason?: string } }[];
 }

@@ -21,8 +21,12 @@ const signWith = (name, payload) => {
   return sign(alg === "ed25519" ? null : "sha256", payload, privateKey);
 };
 
-const subject = sha(Buffer.from("cloister signatures/v1 subject manifest"));
-const other = sha(Buffer.from("cloister signatures/v1 another manifest"));
+// The subject is a real (pushable) manifest: an empty-config artifact.
+const EMPTY = Buffer.from("{}");
+const artifact = (title) => JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", artifactType: "application/vnd.example.signed", config: { mediaType: "application/vnd.oci.empty.v1+json", digest: sha(EMPTY), size: 2 }, layers: [], annotations: { "org.opencontainers.image.title": title } });
+const subjectManifest = artifact("cloister signatures/v1 subject");
+const subject = sha(Buffer.from(subjectManifest));
+const other = sha(Buffer.from(artifact("cloister signatures/v1 another manifest")));
 const payloadFor = (digest) =>
   Buffer.from(JSON.stringify({ critical: { identity: { "docker-reference": "registry.example.com/prod/app" }, image: { "docker-manifest-digest": digest }, type: "cosign container image signature" }, optional: null }));
 
@@ -58,6 +62,7 @@ add("alice-payload-digest-mismatch", "payload served does not hash to the layer 
 const out = {
   description: "cosign simple-signing signature vectors for cloister-spec/signatures/v1. Registered keys: those with registered=true.",
   subject,
+  subjectManifest,
   keys: Object.fromEntries(Object.entries(keys).map(([name, [algorithm, { publicKey }]]) => [name, { algorithm, registered: name !== "mallory", pem: publicKey.export({ type: "spki", format: "pem" }) }])),
   cases,
 };
