@@ -167,6 +167,27 @@ export class UploadSession extends DurableObject<Env> {
     return state;
   }
 
+  /**
+   * begin() for a signed, stateless upload id (docs/adr/0013): creates the session first when it
+   * does not exist yet, so the first PATCH takes one call. The caller verified the id for
+   * `repo`/`principal` and asked the repository that it has not ended; the session expires with it.
+   */
+  async beginOrOpen(
+    init: { id: string; repo: string; principal: string; expiresAt: number; partSize: number },
+    expectOffset: number | null, opts: { leaseMs: number; final: boolean },
+  ): Promise<BeginResult> {
+    if (this.ended || init.expiresAt <= Date.now()) return { ok: false, reason: "unknown" };
+    if (!this.row()) {
+      const now = Date.now();
+      this.insertSession({
+        id: init.id, repo: init.repo, principal: init.principal, createdAt: now, expiresAt: init.expiresAt,
+        offset: 0, partSize: init.partSize, algorithms: [], layout: { kind: "empty" }, hashStates: {}, chunks: 0,
+      });
+      await this.ctx.storage.setAlarm(init.expiresAt);
+    }
+    return this.begin(init.repo, init.principal, expectOffset, opts);
+  }
+
   /** The session as seen by `repo`/`principal`; a session of another repository or owner is unknown. */
   async get(repo: string, principal: string): Promise<UploadState | null> {
     const r = this.row();
