@@ -123,4 +123,23 @@ describe("a refused push leaves nothing behind", () => {
     expect(await holders(d)).toEqual([repo]);
     expect((await req(`/v2/${repo}/blobs/${d}`)).status).toBe(200);
   });
+
+  it("race: a refused and an accepted PUT of the same manifest in two repositories at once — the accepted one always keeps row, holder and bytes", async () => {
+    await pushBlob("refrace/a", bytes(10, 60)); // A exists but never has the image's blobs
+    for (let i = 0; i < 12; i++) {
+      const img = await makeImage("refrace/b", { seed: 600 + i });
+      const [refused, accepted] = await Promise.all([putManifest("refrace/a", "v1", img.manifest), putManifest("refrace/b", `v${i}`, img.manifest)]);
+      expect(refused.status).toBe(400);
+      await refused.arrayBuffer();
+      expect(accepted.status, await accepted.clone().text()).toBe(201);
+      await accepted.arrayBuffer();
+      const row = await blobStoreFor(e, img.digest).get(img.digest);
+      expect(row, `iteration ${i}`).not.toBeNull();
+      expect(await e.BUCKET.head(row!.r2Key), `iteration ${i}: object of the row`).not.toBeNull();
+      expect(await holders(img.digest)).toEqual(["refrace/b"]);
+      const got = await req(`/v2/refrace/b/manifests/v${i}`);
+      expect(got.status).toBe(200);
+      expect(new Uint8Array(await got.arrayBuffer())).toEqual(img.manifest);
+    }
+  });
 });
