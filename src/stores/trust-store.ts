@@ -462,8 +462,8 @@ export class TrustStore extends DurableObject<Env> {
   // ---- manifests and tags -------------------------------------------------------------------
 
   /**
-   * Which required references are not members of `repo`: the manifest route asks before it writes
-   * any byte (a refused push stores nothing); putManifest asks again inside its transaction.
+   * Which required references are not members of `repo` (a dry check; the push path relies on
+   * putManifest's transaction alone since docs/adr/0013).
    */
   async missingReferences(repo: string, requiredBlobs: string[], requiredManifests: string[]): Promise<{ missingBlobs: string[]; missingManifests: string[] }> {
     if (!(await this.ready(repo))) return { missingBlobs: [...new Set(requiredBlobs)], missingManifests: [...new Set(requiredManifests)] };

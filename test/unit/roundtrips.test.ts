@@ -94,6 +94,11 @@ describe("Durable Object round trips per operation (open mode)", () => {
     const moved = await put("v1", img2.manifest);
     expect(moved.status).toBe(201);
     expect(moved.calls).toEqual(["BLOB_STORE.commit", "TRUST_STORE.putManifest", "ACCOUNT_STORE.rules", "TRUST_STORE.putManifest", "AUDIT_LOG.append"]);
+    // A refused PUT (a reference that is not a member) gives back what its commit took: +1.
+    const stranger = await makeImage(`${uid()}/elsewhere`, { seed: 7 });
+    const refused = await put("v2", stranger.manifest);
+    expect(refused.status).toBe(400);
+    expect(refused.calls).toEqual(["BLOB_STORE.commit", "TRUST_STORE.putManifest", "BLOB_STORE.abandon"]);
     // DELETE by digest: policy (immutable tags), the store, then the BlobStore holder.
     const del = await counted(`/v2/${repo}/manifests/${img.digest}`, { method: "DELETE" });
     expect(del.status).toBe(202);
@@ -135,6 +140,12 @@ describe("Durable Object round trips per operation (open mode)", () => {
     const after = await counted(post.headers.get("Location")!);
     expect(after.status).toBe(404);
     expect(after.calls).toEqual(["UPLOAD_SESSION.get", "TRUST_STORE.uploadEnded"]);
+
+    // DELETE of a never-written signed id: no session to cancel; the repository ends the id.
+    const post4 = await counted(`/v2/${repo}/blobs/uploads/`, { method: "POST" });
+    const cancel = await counted(post4.headers.get("Location")!, { method: "DELETE" });
+    expect(cancel.status).toBe(204);
+    expect(cancel.calls).toEqual(["UPLOAD_SESSION.cancel", "TRUST_STORE.endUpload"]);
 
     // Chunked: the first PATCH finds no session, asks the repository whether the id ended, then
     // creates the session with the lease; later PATCHes and the close are as before.
