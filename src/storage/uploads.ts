@@ -227,21 +227,28 @@ async function underLease(env: Env, ref: UploadRef, body: UploadBody, claim: Par
   const leaseMs = cfg.uploadLeaseSeconds * 1000;
   const session = uploadSessionFor(env, ref.session);
   const final = claim !== null;
-  let begun = await session.begin(ref.repo, ref.principal, body.start, { leaseMs, final });
-  if (!begun.ok && begun.reason === "unknown" && ref.signed) {
-    // A signed id has no session until a PATCH creates one — unless its repository says it ended.
-    const trust = trustStoreFor(env, ref.repo);
-    if (mismatch !== null) {
-      // Closing bytes taken as the whole blob that are not the claimed one, and no chunks before
-      // them: a failed close ends the upload, as in the reference registry.
-      if (!(await trust.endUpload(ref.repo, endOf(ref)!))) throw unknownUpload();
-      throw mismatch;
-    }
-    if (await trust.uploadEnded(ref.repo, ref.id)) throw unknownUpload();
-    begun = await session.beginOrOpen(
+  let begun: BeginResult;
+  if (ref.signed && mismatch === null) {
+    // A signed id has no session until a request like this one creates it, in the same call that
+    // takes the lease; only a session created just now must ask the repository whether the id had
+    // ended (a monolithic close or a cancel before any chunk).
+    const opened = await session.beginOrOpen(
       { id: ref.session, repo: ref.repo, principal: ref.principal, expiresAt: ref.signed.expiresAt, partSize: cfg.uploadPartBytes },
       body.start, { leaseMs, final },
     );
+    if (opened.created && (await trustStoreFor(env, ref.repo).uploadEnded(ref.repo, ref.id))) {
+      await session.cancel(ref.repo, ref.principal);
+      throw unknownUpload();
+    }
+    begun = opened;
+  } else {
+    begun = await session.begin(ref.repo, ref.principal, body.start, { leaseMs, final });
+    if (!begun.ok && begun.reason === "unknown" && ref.signed) {
+      // Closing bytes taken as the whole blob that are not the claimed one, and no chunks before
+      // them: a failed close ends the upload, as in the reference registry.
+      if (!(await trustStoreFor(env, ref.repo).endUpload(ref.repo, endOf(ref)!))) throw unknownUpload();
+      throw mismatch;
+    }
   }
   if (!begun.ok) throw refused(ref, begun, body.start, leaseMs);
 
