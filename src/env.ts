@@ -40,6 +40,8 @@ export interface Env {
   REGISTRY_HOSTS?: string;
   TOKEN_TTL_SECONDS?: string;
   REFRESH_TOKEN_TTL_SECONDS?: string;
+  // Web UI (docs/ui.md)
+  UI_SESSION_TTL_SECONDS?: string;
   // Audit (docs/audit.md)
   AUDIT_RETENTION_DAYS?: string;
   AUDIT_PULLS?: string;

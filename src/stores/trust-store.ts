@@ -14,6 +14,9 @@ import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
 
 export type MemberKind = "blob" | "manifest";
 
+/** Most tags one tagTimes call answers for (a UI page shows 20). */
+export const TAG_TIMES_MAX = 100;
+
 export interface Member {
   digest: string;
   kind: MemberKind;
@@ -569,6 +572,18 @@ export class TrustStore extends DurableObject<Env> {
       `SELECT tag FROM tags WHERE repo = ? AND (lower(tag) > lower(?) OR (lower(tag) = lower(?) AND tag > ?))
        ORDER BY lower(tag), tag LIMIT ?`, repo, after, after, after, limit).toArray().map((r) => r.tag);
     return paginate(rows, n);
+  }
+
+  /**
+   * When each of `tags` was last pointed at a manifest (ms since the epoch), for the web UI's tag
+   * table. At most TAG_TIMES_MAX tags per call, passed as one JSON parameter.
+   */
+  async tagTimes(repo: string, tags: string[]): Promise<Record<string, number>> {
+    if (!(await this.ready(repo)) || tags.length === 0) return {};
+    const rows = this.sql.exec<{ tag: string; t: number }>(
+      `SELECT tag, updated_at AS t FROM tags WHERE repo = ? AND tag IN (SELECT value FROM json_each(?))`,
+      repo, JSON.stringify(tags.slice(0, TAG_TIMES_MAX))).toArray();
+    return Object.fromEntries(rows.map((r) => [r.tag, Number(r.t)]));
   }
 
   // ---- referrers ----------------------------------------------------------------------------
