@@ -19,7 +19,8 @@ export type AuditAction =
   | "key.rotate" | "key.delete"
   | "lock.lock" | "lock.unlock"
   | "gc.run" // a finished or failed GC/retention run: what it scanned, condemned and deleted
-  | "quota.denied"; // a push refused by a namespace quota
+  | "quota.denied" // a push refused by a namespace quota
+  | "restore.begin" | "restore.finish"; // an index restore from a snapshot (docs/adr/0016)
 
 export interface AuditEvent {
   id: string;

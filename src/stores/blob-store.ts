@@ -54,6 +54,11 @@ export const GC_SCAN_ROWS = 500;
 /** Tombstoned repositories listed per candidate; a digest with more is skipped (and reported). */
 export const GC_MAX_TOMBS = 100;
 
+/** Most releases one gcDryCondemn call takes. */
+export const GC_DRY_RELEASES = 2000;
+/** Thrown inside a dry run's transaction to roll it back. */
+const ROLLBACK = Symbol("rollback");
+
 export interface GcCandidate { digest: string; size: number; r2Key: string; repos: string[] }
 
 export class BlobStore extends DurableObject<Env> {
@@ -200,6 +205,38 @@ export class BlobStore extends DurableObject<Env> {
     return { repos, next: rows.length > n ? repos[repos.length - 1] : null };
   }
 
+  // ---- snapshot and restore (src/admin/snapshot-routes.ts) -------------------------------------
+
+  /** Live rows after `after`, by digest, at most GC_SCAN_ROWS (holders are not exported: restore re-holds). */
+  snapshotBlobs(after: string, n: number): { items: StoredBlob[]; next: string | null } {
+    const limit = Math.max(1, Math.min(n, GC_SCAN_ROWS));
+    const rows = this.sql.exec<{ digest: string; size: number; r2_key: string; content_sha256: string }>(
+      `SELECT digest, size, r2_key, content_sha256 FROM blobs WHERE digest > ? AND condemned_at IS NULL ORDER BY digest LIMIT ?`, after, limit + 1).toArray();
+    const items = rows.slice(0, limit).map((r) => ({ digest: r.digest, size: r.size, r2Key: r.r2_key, contentSha256: r.content_sha256 }));
+    return { items, next: rows.length > limit ? items[items.length - 1].digest : null };
+  }
+
+  isEmpty(): boolean {
+    return this.sql.exec(`SELECT 1 FROM blobs LIMIT 1`).toArray().length === 0;
+  }
+
+  /**
+   * Restore rows whose R2 objects the Worker found. created_at is now, not the snapshot's time:
+   * the rows have no holder until their repositories are restored, and GC's grace period must
+   * cover that gap. Existing digests are left alone (a retried batch is harmless).
+   */
+  restoreBlobs(rows: StoredBlob[]): number {
+    if (rows.length > GC_SCAN_ROWS) throw new RangeError(`restoreBlobs takes at most ${GC_SCAN_ROWS} rows`);
+    let n = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (const b of rows) {
+        n += this.sql.exec(`INSERT INTO blobs (digest, size, r2_key, content_sha256, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING 1`,
+          b.digest, b.size, b.r2Key, b.contentSha256, Date.now()).toArray().length;
+      }
+    });
+    return n;
+  }
+
   // ---- garbage collection (docs/adr/0011) ---------------------------------------------------
 
   /**
@@ -231,7 +268,47 @@ export class BlobStore extends DurableObject<Env> {
    */
   gcCondemn(digests: string[], seq: number, cutoff: number): { condemned: { digest: string; size: number }[]; doomedKeys: number; doomedBytes: number } {
     if (digests.length > GC_SCAN_ROWS) throw new RangeError(`gcCondemn takes at most ${GC_SCAN_ROWS} digests`);
-    return this.ctx.storage.transactionSync(() => {
+    return this.ctx.storage.transactionSync(() => this.condemnTx(digests, seq, cutoff));
+  }
+
+  /**
+   * A dry run's condemnation of one page, exactly as the real run would do it after its phase 1:
+   * the holders the run's drops would release (`released`, digests after `after`) are released,
+   * candidates selected and condemned — in one transaction that is then rolled back. `complete`:
+   * `released` lists every release after `after`; otherwise only those up to its last digest,
+   * and the page stops there.
+   */
+  gcDryCondemn(cutoff: number, after: string | null, released: { digest: string; repo: string }[], complete: boolean): { scanned: number; skipped: number; condemned: number; doomedBytes: number; next: string | null } {
+    if (released.length > GC_DRY_RELEASES) throw new RangeError(`gcDryCondemn takes at most ${GC_DRY_RELEASES} releases`);
+    const upTo = complete || !released.length ? null : released[released.length - 1].digest;
+    let out = { scanned: 0, skipped: 0, condemned: 0, doomedBytes: 0, next: null as string | null };
+    try {
+      this.ctx.storage.transactionSync(() => {
+        const now = Date.now();
+        for (const r of released) this.sql.exec(`UPDATE holders SET released_at = ? WHERE digest = ? AND repo = ? AND released_at IS NULL`, now, r.digest, r.repo);
+        const rows = this.sql.exec<{ digest: string; created_at: number }>(
+          `SELECT digest, created_at FROM blobs WHERE digest > ? AND condemned_at IS NULL AND digest <= ? ORDER BY digest LIMIT ?`,
+          after ?? "", upTo ?? "\uffff", GC_SCAN_ROWS).toArray();
+        const doomed: string[] = [];
+        for (const r of rows) {
+          if (r.created_at >= cutoff || this.held(r.digest)) continue;
+          const tombs = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM holders WHERE digest = ?`, r.digest).one().n;
+          if (tombs > GC_MAX_TOMBS) out.skipped++;
+          else doomed.push(r.digest);
+        }
+        const c = this.condemnTx(doomed, Number.MAX_SAFE_INTEGER, cutoff);
+        const next = rows.length === GC_SCAN_ROWS ? rows[rows.length - 1].digest : upTo;
+        out = { scanned: rows.length, skipped: out.skipped, condemned: c.condemned.length, doomedBytes: c.doomedBytes, next };
+        throw ROLLBACK;
+      });
+    } catch (err) {
+      if (err !== ROLLBACK) throw err;
+    }
+    return out;
+  }
+
+  private condemnTx(digests: string[], seq: number, cutoff: number): { condemned: { digest: string; size: number }[]; doomedKeys: number; doomedBytes: number } {
+    {
       const condemned: { digest: string; size: number }[] = [];
       let doomedKeys = 0;
       let doomedBytes = 0;
@@ -252,7 +329,7 @@ export class BlobStore extends DurableObject<Env> {
         }
       }
       return { condemned, doomedKeys, doomedBytes };
-    });
+    }
   }
 
   /** Phase 2: doomed keys to delete from R2 (at most GC_SCAN_ROWS). */

@@ -151,8 +151,9 @@ export function mountBrowse(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: 
     const u = usage.ok ? usage.data : null;
     const repos: { repository: string; logicalBytes: number; tags: number; lastPush: number | null }[] = u?.repositories ?? [];
     const warnings: { pattern: string; used: number; limit: number }[] = [];
-    for (const q of (quotas.ok ? quotas.data.quotas : []) as { pattern: string; limitBytes: number }[]) {
-      const used = repos.filter((r) => matchGlob(q.pattern, r.repository)).reduce((a, r) => a + r.logicalBytes, 0);
+    for (const q of (quotas.ok ? quotas.data.quotas : []) as { pattern: string; limitBytes: number; usedBytes?: number }[]) {
+      // The rule's own counter (the whole namespace, src/gc/quotas.ts); the page's sum if absent.
+      const used = q.usedBytes ?? repos.filter((r) => matchGlob(q.pattern, r.repository)).reduce((a, r) => a + r.logicalBytes, 0);
       if (q.limitBytes === 0 || used >= q.limitBytes * 0.8) warnings.push({ pattern: q.pattern, used, limit: q.limitBytes });
     }
     const g = gc.ok ? gc.data : null;
