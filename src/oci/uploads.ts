@@ -50,7 +50,8 @@ export async function start(c: Ctx, name: string): Promise<Response> {
     headers: {
       ...progressHeaders(name, id, 0),
       "OCI-Chunk-Min-Length": String(MIN_CHUNK),
-      "OCI-Chunk-Max-Length": String(cfg.chunkMaxBytes),
+      // Never advertise chunks the body cap would refuse (a chunking client trusts this number).
+      "OCI-Chunk-Max-Length": String(cfg.maxBodyBytes > 0 ? Math.min(cfg.chunkMaxBytes, cfg.maxBodyBytes) : cfg.chunkMaxBytes),
     },
   });
 }

@@ -293,6 +293,14 @@ describe("body cap (emulating production's request limit)", () => {
     expect(body.errors[0].message).toMatch(/chunk/i);
   });
 
+  it("advertises OCI-Chunk-Max-Length no larger than the cap (chunking clients trust it)", async () => {
+    const res = await reqWith(cap, "/v2/up/cap/blobs/uploads/", { method: "POST" });
+    expect(res.status).toBe(202);
+    expect(Number(res.headers.get("OCI-Chunk-Max-Length"))).toBe(1024 * 1024);
+    const uncapped = await req("/v2/up/cap/blobs/uploads/", { method: "POST" });
+    expect(Number(uncapped.headers.get("OCI-Chunk-Max-Length"))).toBe(90 * 1024 * 1024);
+  });
+
   it("a streamed body that grows past the cap is refused and the session stays usable", async () => {
     const loc = (await reqWith(cap, "/v2/up/cap2/blobs/uploads/", { method: "POST" })).headers.get("Location")!;
     const big = await reqWith(cap, loc, { method: "PATCH", body: streamOf(bytes(3 * 1024 * 1024, 42)), duplex: "half" } as RequestInit);
