@@ -493,15 +493,6 @@ export class TrustStore extends DurableObject<Env> {
   // ---- manifests and tags -------------------------------------------------------------------
 
   /**
-   * Which required references are not members of `repo` (a dry check; the push path relies on
-   * putManifest's transaction alone since docs/adr/0013).
-   */
-  async missingReferences(repo: string, requiredBlobs: string[], requiredManifests: string[]): Promise<{ missingBlobs: string[]; missingManifests: string[] }> {
-    if (!(await this.ready(repo))) return { missingBlobs: [...new Set(requiredBlobs)], missingManifests: [...new Set(requiredManifests)] };
-    return { missingBlobs: this.missing(repo, requiredBlobs, "blob"), missingManifests: this.missing(repo, requiredManifests, "manifest") };
-  }
-
-  /**
    * Store a manifest's membership, its tag and its referrer row atomically. The caller bounds the
    * input (MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES): no manifest bytes come here.
    */
