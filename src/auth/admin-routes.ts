@@ -18,6 +18,8 @@ import {
   type Action,
   type Rule,
   parseRule,
+  linkedRepositories,
+  signatureGatesFor,
 } from "./policy";
 import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFromId, rulesFor, setAuth, signingKeysFor, storeOf, subjectOf, throttled } from "./session";
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
@@ -347,6 +349,8 @@ adminRoutes.get("/explain", async (c) => {
     reason: d.reason,
     deciding: d.deciding,
     matched: d.matched,
+    // Pulls of manifests also need these signatures (docs/signatures.md); links say where referrers are merged from.
+    ...(action === "pull" && repository !== null ? { signatureGates: signatureGatesFor(rules, repository), signatureRepositories: linkedRepositories(rules, repository, isValidName) } : {}),
   });
 });
 

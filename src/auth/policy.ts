@@ -49,7 +49,21 @@ export interface SignatureRepositoryRule {
   description?: string;
 }
 
-export type Rule = AccessRule | ImmutableTagsRule | SignatureRepositoryRule;
+/**
+ * Signature gate (docs/signatures.md): manifests of matching repositories may be pulled only with
+ * at least `minimum` valid signatures from distinct keys among `keys` (registered key names).
+ */
+export interface SignatureGateRule {
+  id: string;
+  kind: "signature-gate";
+  priority: number;
+  repositories: string[];
+  keys: string[];
+  minimum: number;
+  description?: string;
+}
+
+export type Rule = AccessRule | ImmutableTagsRule | SignatureRepositoryRule | SignatureGateRule;
 
 // ---- validation (zod) -------------------------------------------------------------------------
 
@@ -109,8 +123,18 @@ export const signatureRepositoryRuleSchema = z
     path: ["target"],
   });
 
+export const signatureGateRuleSchema = z
+  .strictObject({
+    ...common,
+    kind: z.literal("signature-gate"),
+    repositories: oneOrMany(z.string().min(1).max(255).regex(/^[a-z0-9._\-/*]+$/, "repository glob may contain a-z 0-9 . _ - / * (no {user})")),
+    keys: oneOrMany(z.string().min(1).max(64).regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "key names as registered at /admin/trust-keys")).refine((k) => k.length <= 32, "at most 32 keys"),
+    minimum: z.number().int().min(1).max(32),
+  })
+  .refine((r) => r.minimum <= new Set(r.keys).size, { message: "minimum exceeds the number of distinct keys", path: ["minimum"] });
+
 /** A rule as accepted by the admin API (kind defaults to "access"). */
-export const ruleSchema = z.union([immutableTagsRuleSchema, signatureRepositoryRuleSchema, accessRuleSchema]);
+export const ruleSchema = z.union([immutableTagsRuleSchema, signatureRepositoryRuleSchema, signatureGateRuleSchema, accessRuleSchema]);
 /** Input shape before defaults are applied. */
 export type RuleInput = z.input<typeof ruleSchema>;
 
@@ -119,6 +143,7 @@ export function parseRule(input: unknown): Rule {
   const kind = typeof input === "object" && input !== null ? (input as { kind?: unknown }).kind : undefined;
   if (kind === "immutable-tags") return immutableTagsRuleSchema.parse(input) as Rule;
   if (kind === "signature-repository") return signatureRepositoryRuleSchema.parse(input) as Rule;
+  if (kind === "signature-gate") return signatureGateRuleSchema.parse(input) as Rule;
   return accessRuleSchema.parse(input) as Rule;
 }
 
@@ -343,4 +368,25 @@ export function linkedRepositories(rules: readonly Rule[], repo: string, isValid
     if (out.length >= MAX_SIGNATURE_LINKS) break;
   }
   return out;
+}
+
+// ---- signature gates ----------------------------------------------------------------------------
+
+/** The signature-gate rules covering `repo` (every one must be met). */
+export function signatureGatesFor(rules: readonly Rule[], repo: string): SignatureGateRule[] {
+  return rules.filter((r): r is SignatureGateRule => r.kind === "signature-gate" && r.repositories.some((g) => matchGlob(g, repo)));
+}
+
+/** Distinct keys of `gate` among `signers` (names of the keys that verified a signature). */
+export function gateCount(gate: SignatureGateRule, signers: readonly string[]): number {
+  return new Set(signers.filter((s) => gate.keys.includes(s))).size;
+}
+
+/** The first gate not met by `signers`, with its count; null when all are met. */
+export function unmetGate(gates: readonly SignatureGateRule[], signers: readonly string[]): { gate: SignatureGateRule; found: number } | null {
+  for (const gate of gates) {
+    const found = gateCount(gate, signers);
+    if (found < gate.minimum) return { gate, found };
+  }
+  return null;
 }

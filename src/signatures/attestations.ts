@@ -10,6 +10,7 @@ import { trustStoreFor } from "../stores";
 import { ATTESTATIONS_MAX, type AttestationRecord } from "../stores/trust-store";
 import { storeOf } from "../auth/session";
 import { mayPull } from "../auth";
+import { record } from "../audit/record";
 import { importPublicKeyPem, MAX_PAYLOAD_BYTES, verifySimpleSigning, type KeyAlgorithm, type VerificationKey } from "./verify";
 
 export const NOTATION_SIGNATURE_ARTIFACT_TYPE = "application/vnd.cncf.notary.signature";
@@ -71,10 +72,20 @@ export async function attest(c: Ctx, name: string, subject: string): Promise<Att
   return rows.slice(0, ATTESTATIONS_MAX);
 }
 
+/** Verifies and records the attestations of `subject` in `name`; an audit event when the verified set changed. */
+export async function attestAndRecord(c: Ctx, name: string, subject: string): Promise<AttestationRecord[]> {
+  const rows = await attest(c, name, subject);
+  const r = await trustStoreFor(c.env, name).recordAttestations(name, subject, rows);
+  if (r.changed) {
+    const verified = rows.filter((x) => x.verified).map((x) => ({ repository: x.source, signature: x.signature, signer: x.signer }));
+    await record(c.env, { action: "attestation.record", target: { repository: name, digest: subject }, details: { verified: verified.slice(0, 20), total: rows.length } }, "background");
+  }
+  return rows;
+}
+
 export async function list(c: Ctx, name: string, digestParam: string): Promise<Response> {
   const { digest } = parseDigest(digestParam, "subject digest");
-  const rows = await attest(c, name, digest);
-  await trustStoreFor(c.env, name).recordAttestations(name, digest, rows);
+  const rows = await attestAndRecord(c, name, digest);
   const readable = new Map<string, boolean>([[name, true]]);
   const visible: AttestationRecord[] = [];
   for (const r of rows) {

@@ -589,6 +589,8 @@ export class TrustStore extends DurableObject<Env> {
       this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
       this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
       this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
+      // A deleted signature no longer attests (docs/signatures.md: rows of linked repositories' signatures are refreshed on refusal).
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND source = ? AND signature = ?`, repo, repo, digest);
       return { removed: true, held: this.holds(repo, digest) };
     });
     if (r.removed) await this.meter.report(repo);
@@ -698,20 +700,39 @@ export class TrustStore extends DurableObject<Env> {
 
   /**
    * Replaces the attestation rows of `subject` with `rows` (the result of one verification pass,
-   * at most ATTESTATIONS_MAX) in one transaction and returns true; false, storing nothing, when
-   * the repository does not exist (a listing never creates state).
+   * at most ATTESTATIONS_MAX) in one transaction; `stored` false, storing nothing, when the
+   * repository does not exist (a listing never creates state); `changed`: the verified signatures differ.
    */
-  async recordAttestations(repo: string, subject: string, rows: AttestationRecord[]): Promise<boolean> {
-    if (!(await this.ready(repo)) || !this.repoExists(repo)) return false;
+  async recordAttestations(repo: string, subject: string, rows: AttestationRecord[]): Promise<{ stored: boolean; changed: boolean }> {
+    if (!(await this.ready(repo)) || !this.repoExists(repo)) return { stored: false, changed: false };
     if (rows.length > ATTESTATIONS_MAX) throw new RangeError(`recordAttestations takes at most ${ATTESTATIONS_MAX} rows`);
-    this.ctx.storage.transactionSync(() => {
+    const key = (rs: { source: string; signature: string; signer: string | null }[]) => rs.map((r) => `${r.source} ${r.signature} ${r.signer}`).sort().join("\n");
+    return this.ctx.storage.transactionSync(() => {
+      const before = key(this.sql.exec<{ source: string; signature: string; signer: string | null }>(`SELECT source, signature, signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1`, repo, subject).toArray());
       this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND subject = ?`, repo, subject);
       for (const r of rows) {
         this.sql.exec(`INSERT OR REPLACE INTO attestations (repo, subject, source, signature, payload, kind, signer, verified, reason, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           repo, subject, r.source, r.signature, r.payload, r.kind, r.signer, r.verified ? 1 : 0, r.reason, r.verifiedAt);
       }
+      return { stored: true, changed: before !== key(rows.filter((r) => r.verified)) };
     });
-    return true;
+  }
+
+  /**
+   * A manifest (as `manifest`) with the keys that verified signatures of it and of each index of
+   * this repository that lists it, from the attestation rows: what a gated pull needs, in one call.
+   */
+  async gatedManifest(repo: string, reference: string, isDigest: boolean): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
+    const manifest = await this.manifest(repo, reference, isDigest);
+    if (manifest === null || manifest === "backfill") return { manifest, signers: [], parents: [] };
+    const signers = this.sql.exec<{ signer: string }>(`SELECT DISTINCT signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1 AND signer IS NOT NULL LIMIT ?`, repo, manifest.digest, ATTESTATIONS_MAX).toArray().map((r) => r.signer);
+    const byParent = new Map<string, string[]>();
+    for (const r of this.sql.exec<{ parent: string; signer: string }>(
+      `SELECT DISTINCT f.manifest AS parent, a.signer FROM refs f JOIN attestations a ON a.repo = f.repo AND a.subject = f.manifest AND a.verified = 1 AND a.signer IS NOT NULL
+       WHERE f.repo = ? AND f.digest = ? LIMIT ?`, repo, manifest.digest, ATTESTATIONS_MAX)) {
+      byParent.set(r.parent, [...(byParent.get(r.parent) ?? []), r.signer]);
+    }
+    return { manifest, signers, parents: [...byParent.values()] };
   }
 
   /** The recorded attestations of `subject`, by source and signature digest. */
