@@ -129,7 +129,13 @@ export async function verifySimpleSigning(manifestBytes: Uint8Array, subject: st
       fail(`payload signs ${typeof named === "string" ? named.slice(0, 80) : "no digest"}, not ${subject}`);
       continue;
     }
-    const sig = base64ToBytes(sigText);
+    let sig: Uint8Array;
+    try {
+      sig = base64ToBytes(sigText);
+    } catch {
+      fail(`${COSIGN_SIGNATURE_ANNOTATION} is not valid base64`);
+      continue;
+    }
     let signer: string | null = null;
     for (const k of keys) {
       if (await verifyWith(k, sig, payload)) {

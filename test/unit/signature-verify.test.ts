@@ -46,6 +46,15 @@ describe("cosign simple-signing vectors", () => {
     expect(checks[0]).toMatchObject({ verified: false, signer: null });
   });
 
+  it("a signature annotation that is not valid base64 is recorded unverified, never an exception", async () => {
+    const v = vectors.cases[0];
+    const m = JSON.parse(v.manifest) as { layers: { annotations: Record<string, string> }[] };
+    m.layers[0].annotations["dev.cosignproject.cosign/signature"] = "A";
+    const checks = await verifySimpleSigning(enc.encode(JSON.stringify(m)), vectors.subject, await registered(), async (d) => base64ToBytes(v.blobs[d]));
+    expect(checks[0]).toMatchObject({ verified: false, signer: null });
+    expect(checks[0].reason).toContain("base64");
+  });
+
   it("a manifest without a simple-signing layer, or not JSON, yields no checks", async () => {
     const keys = await registered();
     expect(await verifySimpleSigning(enc.encode(JSON.stringify({ schemaVersion: 2, layers: [{ mediaType: "application/octet-stream", digest: vectors.subject }] })), vectors.subject, keys, async () => null)).toEqual([]);
