@@ -8,7 +8,6 @@ import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } fr
 import { acceptable, parseManifest } from "./manifest";
 import { trustStoreFor } from "../stores";
 import { commitManifest } from "../storage/handoff";
-import { memberManifest } from "../storage/backfill";
 import { assertClaim, computeAll } from "../digest/verify";
 import { digestPolicy } from "./uploads";
 import { deletesDisabled } from "./blobs";
@@ -18,6 +17,7 @@ import { pullAudited, record } from "../audit/record";
 import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
+import { gatedMemberManifest } from "../signatures/gate";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -36,7 +36,7 @@ function parseReference(reference: string, lookup = false): Reference {
 
 export async function get(c: Ctx, name: string, reference: string, head: boolean): Promise<Response> {
   const ref = parseReference(reference, true);
-  const m = await memberManifest(c.env, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
+  const m = await gatedMemberManifest(c, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
   if (!m) throw manifestUnknown(reference);
   const accept = c.req.header("Accept");
   if (!acceptable(accept, m.mediaType)) {
