@@ -42,6 +42,7 @@ export interface Env {
   REFRESH_TOKEN_TTL_SECONDS?: string;
   // Web UI (docs/ui.md)
   UI_SESSION_TTL_SECONDS?: string;
+  SIGNATURE_RECHECK_SECONDS?: string;
   // Audit (docs/audit.md)
   AUDIT_RETENTION_DAYS?: string;
   AUDIT_PULLS?: string;

@@ -404,6 +404,7 @@ adminRoutes.post("/trust-keys", async (c) => {
   const r = await storeOf(c).addTrustKey(b.name, algorithm, b.publicKey.trim() + "\n", MAX_TRUST_KEYS);
   if (r === "exists") throw conflict(`key ${b.name} exists (delete it first to replace it)`);
   if (r === "full") throw bad(`at most ${MAX_TRUST_KEYS} keys may be registered (MAX_TRUST_KEYS)`);
+  if (typeof r === "object") throw conflict(`this public key is already registered as ${r.sameKeyAs}: a key has one name`);
   await record(c.env, { action: "trustkey.create", outcome: { status: 201 }, details: { name: b.name, algorithm } });
   return c.json({ name: b.name, algorithm }, 201);
 });

@@ -15,6 +15,17 @@ import { oci } from "../oci/errors";
 import { record } from "../audit/record";
 import { attestAndRecord } from "./attestations";
 
+/**
+ * How long a verified attestation row lets gated pulls through without re-verifying
+ * (SIGNATURE_RECHECK_SECONDS, default 300, 0–86,400): it bounds how long a signature deleted from
+ * a linked repository, or a deleted key, still counts (docs/signatures.md). 0 re-verifies on every
+ * gated pull.
+ */
+export function signatureRecheckSeconds(env: { SIGNATURE_RECHECK_SECONDS?: string }): number {
+  const n = Number(env.SIGNATURE_RECHECK_SECONDS ?? 300);
+  return Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 86_400) : 300;
+}
+
 async function gatesFor(c: Ctx, repo: string): Promise<SignatureGateRule[]> {
   if (authMode((c.env ?? {}) as Record<string, unknown>) === "open") return [];
   return signatureGatesFor(await rulesFor(c), repo);
@@ -25,10 +36,11 @@ export async function gatedMemberManifest(c: Ctx, repo: string, reference: strin
   const gates = await gatesFor(c, repo);
   if (!gates.length) return memberManifest(c.env, repo, reference, isDigest);
   const trust = trustStoreFor(c.env, repo);
-  let got = await trust.gatedManifest(repo, reference, isDigest);
+  const freshAfter = Date.now() - signatureRecheckSeconds(c.env) * 1000;
+  let got = await trust.gatedManifest(repo, reference, isDigest, freshAfter);
   if (got.manifest === "backfill") {
     await backfillRepo(c.env, repo);
-    got = await trust.gatedManifest(repo, reference, isDigest);
+    got = await trust.gatedManifest(repo, reference, isDigest, freshAfter);
   }
   const m = got.manifest;
   if (m === null || m === "backfill") return null;

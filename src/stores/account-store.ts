@@ -448,9 +448,16 @@ export class AccountStore extends DurableObject<Env> {
     return (this.sql.exec("SELECT * FROM trust_keys ORDER BY name").toArray() as Row[]).map((r) => ({ name: String(r.name), algorithm: String(r.algorithm), pem: String(r.pem), createdAt: Number(r.created_at) }));
   }
 
-  /** Adds a key; "exists" when the name is taken, "full" at `max` keys. */
-  addTrustKey(name: string, algorithm: string, pem: string, max: number): "ok" | "exists" | "full" {
+  /**
+   * Adds a key; "exists" when the name is taken, `{ sameKeyAs }` when the key itself is registered
+   * under another name (a gate counts distinct keys: one key under two names would let one
+   * signature count twice, or count under a name the gate does not list), "full" at `max` keys.
+   */
+  addTrustKey(name: string, algorithm: string, pem: string, max: number): "ok" | "exists" | "full" | { sameKeyAs: string } {
     if (this.one("SELECT 1 AS x FROM trust_keys WHERE name = ?", name)) return "exists";
+    const material = (p: string) => p.replace(/-----[A-Z ]+-----|\s+/g, "");
+    const twin = this.trustKeys().find((k) => material(k.pem) === material(pem));
+    if (twin) return { sameKeyAs: twin.name };
     if (Number(this.one("SELECT COUNT(*) AS n FROM trust_keys")!.n) >= max) return "full";
     this.sql.exec("INSERT INTO trust_keys (name, algorithm, pem, created_at) VALUES (?, ?, ?, ?)", name, algorithm, pem, now());
     return "ok";

@@ -722,14 +722,16 @@ export class TrustStore extends DurableObject<Env> {
    * A manifest (as `manifest`) with the keys that verified signatures of it and of each index of
    * this repository that lists it, from the attestation rows: what a gated pull needs, in one call.
    */
-  async gatedManifest(repo: string, reference: string, isDigest: boolean): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
+  async gatedManifest(repo: string, reference: string, isDigest: boolean, freshAfter = 0): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
     const manifest = await this.manifest(repo, reference, isDigest);
     if (manifest === null || manifest === "backfill") return { manifest, signers: [], parents: [] };
-    const signers = this.sql.exec<{ signer: string }>(`SELECT DISTINCT signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1 AND signer IS NOT NULL LIMIT ?`, repo, manifest.digest, ATTESTATIONS_MAX).toArray().map((r) => r.signer);
+    // Rows verified before `freshAfter` do not count: a signature deleted from a linked repository
+    // or a deleted key must stop counting (the caller re-verifies instead).
+    const signers = this.sql.exec<{ signer: string }>(`SELECT DISTINCT signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1 AND signer IS NOT NULL AND verified_at >= ? LIMIT ?`, repo, manifest.digest, freshAfter, ATTESTATIONS_MAX).toArray().map((r) => r.signer);
     const byParent = new Map<string, string[]>();
     for (const r of this.sql.exec<{ parent: string; signer: string }>(
-      `SELECT DISTINCT f.manifest AS parent, a.signer FROM refs f JOIN attestations a ON a.repo = f.repo AND a.subject = f.manifest AND a.verified = 1 AND a.signer IS NOT NULL
-       WHERE f.repo = ? AND f.digest = ? LIMIT ?`, repo, manifest.digest, ATTESTATIONS_MAX)) {
+      `SELECT DISTINCT f.manifest AS parent, a.signer FROM refs f JOIN attestations a ON a.repo = f.repo AND a.subject = f.manifest AND a.verified = 1 AND a.signer IS NOT NULL AND a.verified_at >= ?
+       WHERE f.repo = ? AND f.digest = ? LIMIT ?`, freshAfter, repo, manifest.digest, ATTESTATIONS_MAX)) {
       byParent.set(r.parent, [...(byParent.get(r.parent) ?? []), r.signer]);
     }
     return { manifest, signers, parents: [...byParent.values()] };

@@ -94,6 +94,46 @@ describe("signature-gated pulls", () => {
     const ex = (await (await admin(`/admin/explain?subject=user:nobody&action=pull&repository=${img}`)).json()) as { signatureGates: { id: string }[]; signatureRepositories: string[] };
     expect(ex.signatureGates.map((g) => g.id)).toEqual([`${p}-gate`]);
     expect(ex.signatureRepositories).toEqual([sigs]);
+    // a key has one name: the same public key under another name is refused
+    const dup = await post("/admin/trust-keys", { name: `alias-${p}`, publicKey: vectors.keys.alice.pem });
+    expect(dup.status).toBe(409);
+    expect(await dup.text()).toContain(`already registered as ${alice}`);
+    for (const k of [alice, bob]) expect((await admin(`/admin/trust-keys/${k}`, { method: "DELETE" })).status).toBe(204);
+  });
+
+  it("verified rows let pulls through only for SIGNATURE_RECHECK_SECONDS: a deleted linked signature or a deleted key stops counting once they are stale", async () => {
+    const p = uid();
+    const img = `${p}/app`;
+    const sigs = `${p}-sigs/app`;
+    await blob(img, enc.encode("{}"));
+    await put(img, "v1", vectors.subjectManifest);
+    const alice = `alice-${p}`, bob = `bob-${p}`;
+    expect((await post("/admin/trust-keys", { name: alice, publicKey: vectors.keys.alice.pem })).status).toBe(201);
+    expect((await post("/admin/trust-keys", { name: bob, publicKey: vectors.keys.bob.pem })).status).toBe(201);
+    expect((await post("/admin/policies", { id: `${p}-link`, kind: "signature-repository", repositories: `${p}/*`, target: `${p}-sigs/{1}` })).status).toBe(201);
+    expect((await post("/admin/policies", { id: `${p}-gate`, kind: "signature-gate", repositories: `${p}/*`, keys: [alice, bob], minimum: 2 })).status).toBe(201);
+    await pushVector(sigs, "alice-ecdsa-p256");
+    const bobSig = await pushVector(sigs, "bob-ed25519");
+    expect((await admin(`/v2/${img}/manifests/v1`)).status).toBe(200); // verified and recorded
+
+    // bob's signature is deleted from the linked repository: the fresh rows still count...
+    expect((await admin(`/v2/${sigs}/manifests/${bobSig}`, { method: "DELETE" })).status).toBe(202);
+    expect((await admin(`/v2/${img}/manifests/v1`)).status).toBe(200);
+    // ...until they are stale (0 here: every gated pull re-verifies)
+    const stale = (path: string, init: RequestInit = {}) => {
+      const headers = new Headers(init.headers);
+      headers.set("Authorization", `Basic ${btoa(`admin:${ADMIN_PW}`)}`);
+      return reqWith({ AUTH_MODE: "token", ADMIN_PASSWORD: ADMIN_PW, SIGNATURE_RECHECK_SECONDS: "0" }, path, { ...init, headers });
+    };
+    const e = await denial(await stale(`/v2/${img}/manifests/v1`));
+    expect(e.message).toContain("found 1");
+
+    // bob signs again, then bob's key is deleted: the same holds for keys
+    await pushVector(sigs, "bob-ed25519");
+    expect((await stale(`/v2/${img}/manifests/v1`)).status).toBe(200);
+    expect((await admin(`/admin/trust-keys/${bob}`, { method: "DELETE" })).status).toBe(204);
+    expect((await denial(await stale(`/v2/${img}/manifests/v1`))).message).toContain("found 1");
+    expect((await admin(`/admin/trust-keys/${alice}`, { method: "DELETE" })).status).toBe(204);
   });
 
   it("a signed index lets its child manifests be pulled by digest; the unsigned child alone is refused", async () => {
