@@ -77,6 +77,11 @@ export interface ManifestToCommit {
   tag: string | null;
   /** The id of the immutable-tags rule protecting `tag`, or null; asked only when the tag would move. */
   immutableRule?: () => Promise<string | null>;
+  /**
+   * Proxy namespaces (src/proxy): references are fetched from the upstream only when pulled, so
+   * they are recorded for GC liveness but not required to be members yet.
+   */
+  lazyReferences?: boolean;
 }
 
 /**
@@ -91,7 +96,7 @@ export async function commitManifest(env: Env, m: ManifestToCommit): Promise<voi
   const trust = trustStoreFor(env, m.repo);
   const blobs = requiredBlobs(m.parsed).map((d) => d.digest);
   const children = requiredManifests(m.parsed).map((d) => d.digest);
-  if (blobs.length || children.length) {
+  if (!m.lazyReferences && (blobs.length || children.length)) {
     const pre = await trust.missingReferences(m.repo, blobs, children);
     if (pre.missingBlobs.length || pre.missingManifests.length) throw referencesUnknown(m.repo, pre.missingBlobs, pre.missingManifests);
   }
@@ -116,8 +121,9 @@ export async function commitManifest(env: Env, m: ManifestToCommit): Promise<voi
     subject: m.parsed.subject ? m.parsed.subject.digest : null,
     artifactType: m.parsed.artifactType ?? null,
     annotations: indexedAnnotations(m.parsed),
-    requiredBlobs: blobs,
-    requiredManifests: children,
+    requiredBlobs: m.lazyReferences ? [] : blobs,
+    requiredManifests: m.lazyReferences ? [] : children,
+    refs: m.lazyReferences ? [...blobs, ...children] : undefined,
     heldSeq: stored.heldSeq,
   };
   // An immutable tag is decided in the transaction that would move it: the store refuses to move an
