@@ -23,7 +23,7 @@ const sha = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex"
 interface Counter {
   url: string;
   hits: string[];
-  mode: "up" | "down";
+  mode: "up" | "down" | "429" | "hang";
   corrupt: Set<string>;
   close(): Promise<void>;
 }
@@ -32,6 +32,11 @@ async function startCounter(upstream: RunningRegistry): Promise<Counter> {
   const state: Counter = { url: "", hits: [], mode: "up", corrupt: new Set(), close: async () => {} };
   const server = http.createServer((req, res) => {
     if (state.mode === "down") return req.socket.destroy();
+    if (state.mode === "hang") return; // never answers (the socket closes with the server)
+    if (state.mode === "429") {
+      res.writeHead(429, { "Retry-After": "7", "Content-Type": "application/json" });
+      return res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}');
+    }
     state.hits.push(`${req.method} ${req.url}`);
     const fwd = http.request({ host: uhost, port: Number(uport), method: req.method, path: req.url, headers: req.headers }, (up) => {
       const path = (req.url ?? "").split("?")[0];
@@ -232,5 +237,51 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
     } finally {
       cDist.mode = "up";
     }
+  }, 60_000);
+
+  test("an upstream rate limit is TOOMANYREQUESTS with Retry-After; a hanging upstream is a timeout; cached tags are still served", async () => {
+    await setNs({ prefix: "dist", upstream: cDist.url, username: "mirror", password: "mirror-pw", tagTtlSeconds: 0, timeoutSeconds: 1 });
+    try {
+      cDist.mode = "429";
+      const limited = await request(proxy, "GET", "/v2/dist/not-cached/manifests/v1", { headers: admin() });
+      expect(limited.status, show(limited)).toBe(429);
+      expect(limited.json().errors[0].code).toBe("TOOMANYREQUESTS");
+      expect(limited.headers["retry-after"]).toBe("7");
+      const stale = await request(proxy, "GET", "/v2/dist/tiny/manifests/v1", { headers: { ...admin(), Accept: OCI_MANIFEST } });
+      expect(stale.status, show(stale)).toBe(200);
+      expect(stale.headers["cloister-proxy-stale"]).toContain("429");
+
+      cDist.mode = "hang";
+      const t0 = Date.now();
+      const slow = await request(proxy, "GET", "/v2/dist/not-cached/manifests/v1", { headers: admin() });
+      expect(slow.status, show(slow)).toBe(504);
+      expect(slow.json().errors[0].message).toContain("did not answer within 1 s");
+      expect(Date.now() - t0).toBeLessThan(10_000);
+    } finally {
+      cDist.mode = "up";
+    }
+  }, 60_000);
+
+  test("a multi-platform index pulls through with every platform", async () => {
+    await setNs({ prefix: "dist", upstream: cDist.url, username: "mirror", password: "mirror-pw", tagTtlSeconds: TTL, timeoutSeconds: 5 });
+    const amd = await pushTiny(dist, "multi", "amd64", distAuth);
+    const arm = await pushTiny(dist, "multi", "arm64", distAuth);
+    const index = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: "application/vnd.oci.image.index.v1+json",
+      manifests: [
+        { mediaType: OCI_MANIFEST, digest: amd.digest, size: amd.manifest.length, platform: { architecture: "amd64", os: "linux" } },
+        { mediaType: OCI_MANIFEST, digest: arm.digest, size: arm.manifest.length, platform: { architecture: "arm64", os: "linux" } },
+      ],
+    }));
+    const put = await request(dist, "PUT", "/v2/multi/manifests/all", { headers: { ...distAuth, "Content-Type": "application/vnd.oci.image.index.v1+json" }, body: index });
+    expect(put.status, show(put)).toBe(201);
+    const dir = mkdtempSync(join(work, "multi-"));
+    const r = await skopeo.run("copy", ["--all", "--preserve-digests", "--src-creds", `admin:${ADMIN_PASSWORD}`, skopeo.ref("dist/multi:all"), `oci:${dir}:all`], { allowFail: true, timeoutMs: 60_000 });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    for (const img of [amd, arm]) {
+      expect(readFileSync(join(dir, "blobs/sha256", img.digest.slice(7))).equals(img.manifest)).toBe(true);
+      expect(readFileSync(join(dir, "blobs/sha256", img.layer.slice(7))).length).toBe(48 * 1024);
+    }
+    expect(sha(readFileSync(join(dir, "blobs/sha256", sha(index).slice(7))))).toBe(sha(index));
   }, 60_000);
 });
