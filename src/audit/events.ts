@@ -22,6 +22,8 @@ export type AuditAction =
   | "quota.denied" // a push refused by a namespace quota
   | "proxy.config" // a proxy namespace set or removed (never its credentials)
   | "proxy.digest_mismatch" // an upstream sent bytes that do not match their digest (discarded)
+  | "retention.tag" // a tag removed by a retention rule (details: run, rule)
+  | "retention.manifest" // a manifest deleted by a retention rule (details: run, why)
   | "restore.begin" | "restore.finish"; // an index restore from a snapshot (docs/adr/0016)
 
 export interface AuditEvent {

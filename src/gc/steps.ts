@@ -18,6 +18,7 @@ import { parseManifest, requiredBlobs, requiredManifests } from "../oci/manifest
 import { backfillRepo } from "../storage/backfill";
 import type { RetentionRule } from "./coordinator";
 import { matchGlob } from "../auth/policy";
+import { recordMany } from "../audit/record";
 import type { RetentionSpec } from "../stores/trust-store";
 
 export interface Cursor {
@@ -190,6 +191,19 @@ async function planRepo(env: Env, repo: string, cutoff: number, stats: RunStats,
   return false;
 }
 
+/**
+ * Each retention deletion is an audit event (issue 11 "Audit"), written durably before the run
+ * goes on: the deletion has happened, and "who removed prod/api:v1?" must have an answer.
+ */
+async function auditRetention(env: Env, repo: string, r: { tags: { tag: string; digest: string }[]; manifests: { digest: string; why: string }[] }, runId: number): Promise<void> {
+  const principal = "gc:retention";
+  // Only if the log and the R2 spool both fail: the deletion stands, the run goes on, and the loss is logged.
+  await recordMany(env, [
+    ...r.tags.map((t) => ({ action: "retention.tag" as const, principal, target: { repository: repo, tag: t.tag, digest: t.digest }, details: { run: runId, why: "tag beyond keepLastTags" } })),
+    ...r.manifests.map((m) => ({ action: "retention.manifest" as const, principal, target: { repository: repo, digest: m.digest }, details: { run: runId, why: m.why } })),
+  ]).catch((e) => console.error(JSON.stringify({ type: "audit-unavailable", action: "retention", repository: repo, error: String(e) })));
+}
+
 /** Retention first (its deletions feed this run's drops), then phase 1 for one repository. */
 async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats, o: RunOptions): Promise<boolean> {
   if (o.dryRun) return planRepo(env, repo, cutoff, stats, o);
@@ -199,6 +213,7 @@ async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats
     const since = Date.now();
     const r = await trust.gcRetention(repo, spec, false);
     listRetention(stats, repo, r);
+    await auditRetention(env, repo, r, o.runId);
     const release = r.manifests.filter((m) => !m.held).map((m) => m.digest);
     for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
     if (!r.more) break;
