@@ -13,8 +13,11 @@ import { startDistribution, startRegistry, type RunningRegistry } from "./helper
 import { startTokenRegistry, adminAuth, basic, ADMIN_PASSWORD } from "./helpers/token";
 import { request, describe as show } from "./helpers/http";
 import { Skopeo, needClients } from "./helpers/exec";
+import { Docker, DOCKER_CLI } from "./helpers/docker";
+import { busyboxPath } from "./helpers/images";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 
-const clients = needClients("proxy.e2e.test.ts", ["skopeo", "docker-registry"]);
+const clients = needClients("proxy.e2e.test.ts", ["skopeo", "docker-registry", DOCKER_CLI, "dockerd", "busybox"]);
 const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 const TTL = 10; // seconds, for the Basic-auth namespace
 const sha = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
@@ -90,6 +93,7 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
   let dist: RunningRegistry, upTok: RunningRegistry, proxy: RunningRegistry;
   let cDist: Counter, cTok: Counter;
   let skopeo: Skopeo;
+  let docker: Docker;
   let work: string;
   const distAuth = basic("mirror", "mirror-pw");
   const admin = () => adminAuth();
@@ -109,10 +113,12 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
     clients.assert();
     work = mkdtempSync(join(tmpdir(), "cloister-e2e-proxy-"));
     const hash = await bcrypt({ password: "mirror-pw", salt: randomBytes(16), costFactor: 5, outputType: "encoded" });
-    [dist, upTok, proxy] = await Promise.all([
-      startDistribution({ htpasswd: `mirror:${hash}\n` }),
-      startRegistry({ https: false, vars: { AUTH_MODE: "token", ADMIN_PASSWORD: "upstream-admin", REQUEST_LOG: "off" } }),
-      startTokenRegistry({ alice: "alice-password" }),
+    // Each is assigned as soon as it is up, so afterAll stops it even if another fails to start.
+    await Promise.all([
+      startDistribution({ htpasswd: `mirror:${hash}\n` }).then((r) => (dist = r)),
+      startRegistry({ https: false, vars: { AUTH_MODE: "token", ADMIN_PASSWORD: "upstream-admin", REQUEST_LOG: "off" } }).then((r) => (upTok = r)),
+      startTokenRegistry({ alice: "alice-password" }).then((r) => (proxy = r)),
+      Docker.start().then((d) => (docker = d)),
     ]);
     // A user on the token-mode upstream, owning the bob/ namespace.
     const u = await request(upTok, "POST", "/admin/users", { headers: { ...basic("admin", "upstream-admin"), "Content-Type": "application/json" }, body: JSON.stringify({ name: "bob", password: "bob-password" }) });
@@ -123,7 +129,7 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
 
   afterAll(async () => {
     await Promise.all([cDist?.close(), cTok?.close()]);
-    await Promise.all([dist?.stop(), upTok?.stop(), proxy?.stop()]);
+    await Promise.all([dist?.stop(), upTok?.stop(), proxy?.stop(), docker?.stop()]);
     skopeo?.cleanup();
     if (work) rmSync(work, { recursive: true, force: true });
   });
@@ -284,4 +290,34 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
     }
     expect(sha(readFileSync(join(dir, "blobs/sha256", sha(index).slice(7))))).toBe(sha(index));
   }, 60_000);
+
+  test("docker pulls through the proxy from both upstreams", async () => {
+    const ctx = join(work, "docker-ctx");
+    mkdirSync(ctx);
+    copyFileSync(busyboxPath(), join(ctx, "busybox"));
+    writeFileSync(join(ctx, "Dockerfile"), 'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "true"]\n');
+    await docker.run(["build", "--quiet", "--tag", "proxysrc:1", ctx]);
+    const upstreams = [
+      { reg: dist, user: "mirror", pw: "mirror-pw", repo: "dimg", via: "dist/dimg", counter: cDist },
+      { reg: upTok, user: "bob", pw: "bob-password", repo: "bob/dimg", via: "tok/bob/dimg", counter: cTok },
+    ];
+    for (const u of upstreams) {
+      await docker.run(["login", "-u", u.user, "-p", u.pw, u.reg.host]);
+      await docker.run(["tag", "proxysrc:1", `${u.reg.host}/${u.repo}:1`]);
+      await docker.run(["push", `${u.reg.host}/${u.repo}:1`]);
+    }
+    await docker.run(["login", "-u", "admin", "-p", ADMIN_PASSWORD, proxy.host]);
+    // Remove every local copy, so the pulls below must fetch all layers.
+    const srcId = (await docker.run(["image", "inspect", "--format", "{{.Id}}", "proxysrc:1"])).stdout.trim();
+    await docker.run(["image", "rm", "-f", srcId]);
+    for (const u of upstreams) {
+      u.counter.hits.length = 0;
+      const r = await docker.run(["pull", `${proxy.host}/${u.via}:1`], { allowFail: true });
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(u.counter.hits.some((h) => h.includes("/blobs/"))).toBe(true); // it really came from the upstream
+      const id = await docker.run(["image", "inspect", "--format", "{{.Id}}", `${proxy.host}/${u.via}:1`]);
+      expect(id.stdout.trim()).toBe(srcId);
+      await docker.run(["image", "rm", "-f", srcId]);
+    }
+  }, 120_000);
 });
