@@ -26,6 +26,8 @@ export interface Env {
   UPLOAD_TTL_SECONDS?: string;
   UPLOAD_PART_BYTES?: string;
   UPLOAD_LEASE_SECONDS?: string;
+  /** Optional secret (>= 32 characters) signing stateless upload ids; else derived (docs/adr/0013). */
+  UPLOAD_SIGNING_KEY?: string;
   DELETE_ENABLED?: string;
   BENCH_ROUTES?: string;
   LEGACY_INDEX?: string;

@@ -21,6 +21,8 @@ export interface StoredBlob {
 /** A hold: the stored blob plus the holder sequence the following link must carry. */
 export interface Held extends StoredBlob {
   heldSeq: number;
+  /** When the holder was touched (BlobStore's clock): a refused link releases up to it. */
+  touchedAt: number;
 }
 
 export interface CommitResult {
@@ -31,6 +33,16 @@ export interface CommitResult {
   size: number;
   /** False when the offered object duplicates bytes already stored; the caller deletes it. */
   adoptedOffered: boolean;
+  /** When this commit touched its holder (BlobStore's clock); 0 without one. A refused push releases up to it. */
+  touchedAt: number;
+}
+
+/** What abandon() undid for a refused push. */
+export interface Abandoned {
+  /** This push's holder was released (it was not touched again since). */
+  released: boolean;
+  /** The row this push created was dropped with it: the caller deletes the offered object. */
+  dropped: boolean;
 }
 
 /** Most digests one holdMany call takes (keeps each RPC and transaction small). */
@@ -96,7 +108,7 @@ export class BlobStore extends DurableObject<Env> {
   commit(blob: StoredBlob, holder: string | null = null): CommitResult {
     return this.ctx.storage.transactionSync(() => {
       const existing = this.get(blob.digest);
-      let result: Omit<CommitResult, "heldSeq">;
+      let result: Omit<CommitResult, "heldSeq" | "touchedAt">;
       if (existing) {
         result = { r2Key: existing.r2Key, size: existing.size, adoptedOffered: existing.r2Key === blob.r2Key };
       } else {
@@ -112,15 +124,40 @@ export class BlobStore extends DurableObject<Env> {
           blob.digest, blob.size, r2Key, blob.contentSha256, Date.now());
         result = { r2Key, size: blob.size, adoptedOffered: !same };
       }
-      const heldSeq = holder !== null ? this.touch(blob.digest, holder) : 0;
-      return { ...result, heldSeq };
+      const touchedAt = Date.now();
+      const heldSeq = holder !== null ? this.touch(blob.digest, holder, touchedAt) : 0;
+      return { ...result, heldSeq, touchedAt: holder !== null ? touchedAt : 0 };
+    });
+  }
+
+  /**
+   * Undo a refused push's commit (its TrustStore step wrote nothing, and `repo` holds no member
+   * of `digest`), in one transaction: release `repo`'s holder unless it was touched after
+   * `touchedAt` (a concurrent push of the same digest keeps it); then, when `offeredKey` is the
+   * key this push's commit adopted and the digest is held by nobody and no other row shares the
+   * key, drop the row and its tombstones, so the refused push leaves nothing behind once the
+   * caller deletes the object. A crash before that delete leaves an object no row names, which
+   * GC's reconcile removes.
+   */
+  abandon(digest: string, repo: string, touchedAt: number, offeredKey: string | null): Abandoned {
+    return this.ctx.storage.transactionSync((): Abandoned => {
+      const released = this.release(digest, repo, touchedAt + 1);
+      if (offeredKey === null || this.held(digest)) return { released, dropped: false };
+      const row = this.sql.exec<{ r2_key: string }>(`SELECT r2_key FROM blobs WHERE digest = ? AND condemned_at IS NULL`, digest).toArray()[0];
+      if (!row || row.r2_key !== offeredKey) return { released, dropped: false };
+      if (this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM blobs WHERE r2_key = ?`, offeredKey).one().n !== 1) return { released, dropped: false };
+      this.sql.exec(`DELETE FROM holders WHERE digest = ?`, digest);
+      this.sql.exec(`DELETE FROM blobs WHERE digest = ?`, digest);
+      return { released, dropped: true };
     });
   }
 
   /** Record that `repo` holds `digest` (mount); null, writing nothing, when the digest is not stored or condemned. */
   hold(digest: string, repo: string): Held | null {
     const b = this.get(digest);
-    return b ? { ...b, heldSeq: this.touch(digest, repo) } : null;
+    if (!b) return null;
+    const touchedAt = Date.now();
+    return { ...b, heldSeq: this.touch(digest, repo, touchedAt), touchedAt };
   }
 
   /** hold() for up to MAX_HOLD_BATCH digests (migration, backfill); returns the stored ones. */
@@ -370,9 +407,9 @@ export class BlobStore extends DurableObject<Env> {
     return seq;
   }
 
-  private touch(digest: string, repo: string): number {
+  private touch(digest: string, repo: string, now = Date.now()): number {
     this.sql.exec(`INSERT INTO holders (digest, repo, touched_at) VALUES (?, ?, ?)
-      ON CONFLICT (digest, repo) DO UPDATE SET touched_at = excluded.touched_at, released_at = NULL`, digest, repo, Date.now());
+      ON CONFLICT (digest, repo) DO UPDATE SET touched_at = excluded.touched_at, released_at = NULL`, digest, repo, now);
     return this.bump(digest);
   }
 }

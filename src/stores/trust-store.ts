@@ -62,11 +62,32 @@ export interface PutManifestInput {
 
 export type PutManifestResult =
   | { ok: true; previousTagDigest: string | null }
-  | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal };
+  | {
+    ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal;
+    /** The digest is a member of the repository already (in any kind): its BlobStore holder must stay. */
+    held: boolean;
+  };
 
 export type { QuotaRefusal } from "../gc/quotas";
 
-export type LinkResult = { ok: true } | { ok: false; fenced: true } | { ok: false; quota: QuotaRefusal };
+/**
+ * `held` on a refusal: the digest is a member of the repository already (in any kind), so the
+ * refused push must not release its BlobStore holder. `ended`: the link closed a signed upload
+ * that had already ended (docs/adr/0013).
+ */
+export type LinkResult = { ok: true } | { ok: false; fenced: true } | { ok: false; quota: QuotaRefusal; held: boolean } | { ok: false; ended: true; held: boolean };
+
+/** A signed upload id (docs/adr/0013) that a link or a cancel ends; remembered until `expiresAt`. */
+export interface UploadEnd { id: string; expiresAt: number }
+
+/**
+ * Ended signed upload ids kept per repository (docs/adr/0013). Rows past their id's expiry are
+ * pruned as new ones come; beyond this many the oldest go first (such an id then reads as a fresh
+ * upload again, which only lets its own principal start over).
+ */
+export const MAX_ENDED_UPLOADS = 100_000;
+/** Expired ended-upload rows pruned per write (keeps each write's work bounded). */
+const ENDED_PRUNE_BATCH = 20;
 
 
 export interface RetentionSpec {
@@ -229,6 +250,8 @@ export class TrustStore extends DurableObject<Env> {
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS refs_by_digest ON refs(repo, digest);
       CREATE TABLE IF NOT EXISTS fences (digest TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS upload_ends (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, expires_at INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS upload_ends_by_expiry ON upload_ends(expires_at);
     `);
     // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
     // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
@@ -391,19 +414,53 @@ export class TrustStore extends DurableObject<Env> {
    * False, writing nothing, when GC fenced the digest after the BlobStore step (`heldSeq`): the
    * caller commits again (resurrecting or re-holding) and retries, or makes the client re-upload.
    */
-  async link(repo: string, member: Member, heldSeq = 0): Promise<LinkResult> {
+  async link(repo: string, member: Member, heldSeq = 0, end: UploadEnd | null = null): Promise<LinkResult> {
     await this.ready(repo, true);
     const hold = await this.meter.reserve(repo, this.holdsAs(repo, member.digest, member.kind) ? 0 : member.size);
-    if (hold.refusal) return { ok: false, quota: hold.refusal };
+    if (hold.refusal) return { ok: false, quota: hold.refusal, held: this.holds(repo, member.digest) };
     let added = false;
     const r = await this.settled(hold, () => added, () => this.ctx.storage.transactionSync((): LinkResult => {
       if (this.fenced(member.digest, heldSeq)) return { ok: false, fenced: true };
+      // The close of a signed upload ends its id in the link's own transaction (no extra call).
+      if (end && this.uploadEndedNow(end.id)) return { ok: false, ended: true, held: this.holds(repo, member.digest) };
       added = !this.holdsAs(repo, member.digest, member.kind);
       this.insertMember(repo, member);
+      if (end) this.endUploadNow(end);
       return { ok: true };
     }));
     if (r.ok) await this.registerInCatalog(repo);
     return r;
+  }
+
+  // ---- signed upload ids (docs/adr/0013) ----------------------------------------------------
+
+  /**
+   * End a signed upload id (cancel, a failed close, or a session's close): false when it had
+   * ended already. Bounded: expired rows are pruned and at most MAX_ENDED_UPLOADS are kept.
+   */
+  async endUpload(repo: string, end: UploadEnd): Promise<boolean> {
+    await this.ready(repo, true);
+    return this.ctx.storage.transactionSync(() => {
+      if (this.uploadEndedNow(end.id)) return false;
+      this.endUploadNow(end);
+      return true;
+    });
+  }
+
+  /** Whether a signed upload id of this repository has ended (read only: creates nothing). */
+  async uploadEnded(repo: string, id: string): Promise<boolean> {
+    if (!(await this.ready(repo))) return false;
+    return this.uploadEndedNow(id);
+  }
+
+  private uploadEndedNow(id: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM upload_ends WHERE id = ?`, id).toArray().length > 0;
+  }
+
+  private endUploadNow(end: UploadEnd): void {
+    this.sql.exec(`DELETE FROM upload_ends WHERE seq IN (SELECT seq FROM upload_ends WHERE expires_at <= ? LIMIT ?)`, Date.now(), ENDED_PRUNE_BATCH);
+    this.sql.exec(`INSERT INTO upload_ends (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`, end.id, end.expiresAt);
+    this.sql.exec(`DELETE FROM upload_ends WHERE seq <= (SELECT max(seq) FROM upload_ends) - ?`, MAX_ENDED_UPLOADS);
   }
 
   /** A write's transaction, then its quota reservation settled (also when the transaction throws). */
@@ -436,37 +493,29 @@ export class TrustStore extends DurableObject<Env> {
   // ---- manifests and tags -------------------------------------------------------------------
 
   /**
-   * Which required references are not members of `repo`: the manifest route asks before it writes
-   * any byte (a refused push stores nothing); putManifest asks again inside its transaction.
-   */
-  async missingReferences(repo: string, requiredBlobs: string[], requiredManifests: string[]): Promise<{ missingBlobs: string[]; missingManifests: string[] }> {
-    if (!(await this.ready(repo))) return { missingBlobs: [...new Set(requiredBlobs)], missingManifests: [...new Set(requiredManifests)] };
-    return { missingBlobs: this.missing(repo, requiredBlobs, "blob"), missingManifests: this.missing(repo, requiredManifests, "manifest") };
-  }
-
-  /**
    * Store a manifest's membership, its tag and its referrer row atomically. The caller bounds the
    * input (MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES): no manifest bytes come here.
    */
   async putManifest(input: PutManifestInput): Promise<PutManifestResult> {
     // A refused first push leaves no stored object behind either.
     if (!(await this.ready(input.repo)) && (input.requiredBlobs.length || input.requiredManifests.length)) {
-      return { ok: false, missingBlobs: [...new Set(input.requiredBlobs)], missingManifests: [...new Set(input.requiredManifests)], tagIsAt: null };
+      return { ok: false, missingBlobs: [...new Set(input.requiredBlobs)], missingManifests: [...new Set(input.requiredManifests)], tagIsAt: null, held: false };
     }
     await this.ready(input.repo, true);
     const m0 = input.manifest;
     const hold = await this.meter.reserve(input.repo, this.holdsAs(input.repo, m0.digest, "manifest") ? 0 : m0.size);
-    if (hold.refusal) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: hold.refusal };
+    const held = () => this.holds(input.repo, input.manifest.digest);
+    if (hold.refusal) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: hold.refusal, held: held() };
     let added = false;
     const result = await this.settled(hold, () => added, () => this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
-      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null };
+      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null, held: held() };
       const m = input.manifest;
-      if (this.fenced(m.digest, input.heldSeq ?? 0)) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, fenced: true };
+      if (this.fenced(m.digest, input.heldSeq ?? 0)) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, fenced: true, held: held() };
       const previousTagDigest = input.tag === null ? null : this.tagTarget(input.repo, input.tag);
       if (input.ifTagMoves === "refuse" && previousTagDigest !== null && previousTagDigest !== m.digest) {
-        return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest };
+        return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest, held: held() };
       }
       added = !this.holdsAs(input.repo, m.digest, "manifest");
       this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
