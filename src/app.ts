@@ -9,6 +9,7 @@ import * as uploads from "./oci/uploads";
 import * as manifests from "./oci/manifests";
 import * as listing from "./oci/listing";
 import * as referrers from "./oci/referrers";
+import * as attestations from "./signatures/attestations";
 import { benchEnabled, benchRoutes } from "./bench";
 import { drainRefusedBody } from "./storage/ingest";
 import { adminRoutes, authMiddleware, requireAdmin, tokenRoutes, type AuthVariables } from "./auth";
@@ -100,6 +101,9 @@ async function dispatch(c: Ctx, r: V2Route): Promise<Response> {
       return methodNotAllowed(c, "GET");
     case "referrers":
       if (m === "GET" || m === "HEAD") return referrers.list(c, r.name, r.digest);
+      return methodNotAllowed(c, "GET");
+    case "attestations":
+      if (m === "GET" || m === "HEAD") return attestations.list(c, r.name, r.digest);
       return methodNotAllowed(c, "GET");
   }
 }

@@ -18,6 +18,8 @@ import {
   type Action,
   type Rule,
   parseRule,
+  linkedRepositories,
+  signatureGatesFor,
 } from "./policy";
 import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFromId, rulesFor, setAuth, signingKeysFor, storeOf, subjectOf, throttled } from "./session";
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
@@ -28,6 +30,7 @@ import { mountIndexAdminRoutes } from "../admin/index-routes";
 import { mountGcAdminRoutes } from "../admin/gc-routes";
 import { mountSnapshotAdminRoutes } from "../admin/snapshot-routes";
 import { mountProxyAdminRoutes } from "../proxy/admin-routes";
+import { importPublicKeyPem } from "../signatures/verify";
 
 type Ctx = Context<any>;
 
@@ -347,6 +350,8 @@ adminRoutes.get("/explain", async (c) => {
     reason: d.reason,
     deciding: d.deciding,
     matched: d.matched,
+    // Pulls of manifests also need these signatures (docs/signatures.md); links say where referrers are merged from.
+    ...(action === "pull" && repository !== null ? { signatureGates: signatureGatesFor(rules, repository), signatureRepositories: linkedRepositories(rules, repository, isValidName) } : {}),
   });
 });
 
@@ -375,6 +380,42 @@ adminRoutes.delete("/keys/:kid", async (c) => {
 });
 
 // index migration and blob holders (owned by the index, docs/adr/0008)
+// ---- signature verification keys (docs/signatures.md) ----------------------------------------
+
+/** Most registered verification keys. */
+export const MAX_TRUST_KEYS = 100;
+const trustKeySchema = z.strictObject({
+  name: z.string().min(1).max(64).regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "key names are lower-case letters and digits, separated by single . _ or -"),
+  publicKey: z.string().min(1).max(4096),
+});
+
+adminRoutes.get("/trust-keys", async (c) => {
+  const keys = await storeOf(c).trustKeys();
+  return c.json({ keys: keys.map((k) => ({ name: k.name, algorithm: k.algorithm, publicKey: k.pem, createdAt: new Date(k.createdAt).toISOString() })) });
+});
+
+adminRoutes.post("/trust-keys", async (c) => {
+  const b = await body(c, trustKeySchema);
+  let algorithm: string;
+  try {
+    algorithm = (await importPublicKeyPem(b.publicKey)).algorithm;
+  } catch (e) {
+    throw bad(`publicKey: ${(e as Error).message}`);
+  }
+  const r = await storeOf(c).addTrustKey(b.name, algorithm, b.publicKey.trim() + "\n", MAX_TRUST_KEYS);
+  if (r === "exists") throw conflict(`key ${b.name} exists (delete it first to replace it)`);
+  if (r === "full") throw bad(`at most ${MAX_TRUST_KEYS} keys may be registered (MAX_TRUST_KEYS)`);
+  await record(c.env, { action: "trustkey.create", outcome: { status: 201 }, details: { name: b.name, algorithm } });
+  return c.json({ name: b.name, algorithm }, 201);
+});
+
+adminRoutes.delete("/trust-keys/:name", async (c) => {
+  const name = c.req.param("name");
+  if (!(await storeOf(c).deleteTrustKey(name))) throw notFound("no such key");
+  await record(c.env, { action: "trustkey.delete", outcome: { status: 204 }, details: { name } });
+  return c.body(null, 204);
+});
+
 mountIndexAdminRoutes(adminRoutes);
 mountGcAdminRoutes(adminRoutes);
 mountSnapshotAdminRoutes(adminRoutes);

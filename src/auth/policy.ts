@@ -35,7 +35,35 @@ export interface ImmutableTagsRule {
   description?: string;
 }
 
-export type Rule = AccessRule | ImmutableTagsRule;
+/**
+ * Signature repository link (docs/signatures.md): referrers and cosign `sha256-<hex>.sig` tags of
+ * repositories matching `repositories` may live in `target`, a template where {1}…{9} stand for
+ * what the glob's 1st…9th wildcard matched and {repo} for the whole name ("prod/*" → "prod-sigs/{1}").
+ */
+export interface SignatureRepositoryRule {
+  id: string;
+  kind: "signature-repository";
+  priority: number;
+  repositories: string[];
+  target: string;
+  description?: string;
+}
+
+/**
+ * Signature gate (docs/signatures.md): manifests of matching repositories may be pulled only with
+ * at least `minimum` valid signatures from distinct keys among `keys` (registered key names).
+ */
+export interface SignatureGateRule {
+  id: string;
+  kind: "signature-gate";
+  priority: number;
+  repositories: string[];
+  keys: string[];
+  minimum: number;
+  description?: string;
+}
+
+export type Rule = AccessRule | ImmutableTagsRule | SignatureRepositoryRule | SignatureGateRule;
 
 // ---- validation (zod) -------------------------------------------------------------------------
 
@@ -78,15 +106,45 @@ export const immutableTagsRuleSchema = z.strictObject({
   tags: oneOrMany(tagGlob),
 });
 
+/** Link templates: the repository-name alphabet plus {1}…{9} and {repo}. */
+export const LINK_TARGET_RE = /^(?:[a-z0-9._\-/]|\{[1-9]\}|\{repo\})+$/;
+
+const wildcards = (glob: string) => (glob.match(/\*+/g) ?? []).length;
+
+export const signatureRepositoryRuleSchema = z
+  .strictObject({
+    ...common,
+    kind: z.literal("signature-repository"),
+    repositories: oneOrMany(z.string().min(1).max(255).regex(/^[a-z0-9._\-/*]+$/, "repository glob may contain a-z 0-9 . _ - / * (no {user})")),
+    target: z.string().min(1).max(255).regex(LINK_TARGET_RE, "target may contain a-z 0-9 . _ - / and the placeholders {1}…{9} and {repo}"),
+  })
+  .refine((r) => r.repositories.every((g) => Math.max(0, ...[...r.target.matchAll(/\{([1-9])\}/g)].map((m) => Number(m[1]))) <= wildcards(g)), {
+    message: "target names a {N} placeholder beyond the wildcards of a repository glob",
+    path: ["target"],
+  });
+
+export const signatureGateRuleSchema = z
+  .strictObject({
+    ...common,
+    kind: z.literal("signature-gate"),
+    repositories: oneOrMany(z.string().min(1).max(255).regex(/^[a-z0-9._\-/*]+$/, "repository glob may contain a-z 0-9 . _ - / * (no {user})")),
+    keys: oneOrMany(z.string().min(1).max(64).regex(/^[a-z0-9]+(?:[._-][a-z0-9]+)*$/, "key names as registered at /admin/trust-keys")).refine((k) => k.length <= 32, "at most 32 keys"),
+    minimum: z.number().int().min(1).max(32),
+  })
+  .refine((r) => r.minimum <= new Set(r.keys).size, { message: "minimum exceeds the number of distinct keys", path: ["minimum"] });
+
 /** A rule as accepted by the admin API (kind defaults to "access"). */
-export const ruleSchema = z.union([immutableTagsRuleSchema, accessRuleSchema]);
+export const ruleSchema = z.union([immutableTagsRuleSchema, signatureRepositoryRuleSchema, signatureGateRuleSchema, accessRuleSchema]);
 /** Input shape before defaults are applied. */
 export type RuleInput = z.input<typeof ruleSchema>;
 
 export function parseRule(input: unknown): Rule {
   // Pick the branch by kind so error messages talk about the right fields.
-  const isImmutable = typeof input === "object" && input !== null && (input as { kind?: unknown }).kind === "immutable-tags";
-  return (isImmutable ? immutableTagsRuleSchema.parse(input) : accessRuleSchema.parse(input)) as Rule;
+  const kind = typeof input === "object" && input !== null ? (input as { kind?: unknown }).kind : undefined;
+  if (kind === "immutable-tags") return immutableTagsRuleSchema.parse(input) as Rule;
+  if (kind === "signature-repository") return signatureRepositoryRuleSchema.parse(input) as Rule;
+  if (kind === "signature-gate") return signatureGateRuleSchema.parse(input) as Rule;
+  return accessRuleSchema.parse(input) as Rule;
 }
 
 // ---- globs ------------------------------------------------------------------------------------
@@ -96,14 +154,20 @@ export function parseRule(input: unknown): Rule {
  * Everything else is literal; the whole value must match ("a/cache" does not match "a/cache/sub").
  */
 export function globToRegExp(glob: string): RegExp {
+  return globRegExp(glob, false);
+}
+
+/** globToRegExp with one capture group per wildcard (signature-repository templates). */
+function globRegExp(glob: string, capture: boolean): RegExp {
   let src = "^";
+  const wrap = (re: string) => (capture ? `(${re})` : re);
   for (let i = 0; i < glob.length; i++) {
     const ch = glob[i];
     if (ch === "*") {
       if (glob[i + 1] === "*") {
-        src += ".*";
+        src += wrap(".*");
         while (glob[i + 1] === "*") i++;
-      } else src += "[^/]*";
+      } else src += wrap("[^/]*");
     } else src += ch.replace(/[\\^$.|?+()[\]{}]/g, "\\$&");
   }
   return new RegExp(src + "$");
@@ -278,4 +342,51 @@ export function tagChangeAllowed(
   if (currentDigest === null || currentDigest === newDigest) return { allowed: true };
   const rule = immutableRuleFor(rules, repo, tag);
   return rule ? { allowed: false, rule } : { allowed: true };
+}
+
+// ---- signature repository links ---------------------------------------------------------------
+
+/** Most linked repositories one referrers request reads (each is one store call). */
+export const MAX_SIGNATURE_LINKS = 8;
+
+/**
+ * Repositories linked to `repo` by signature-repository rules, in rule order, without `repo`
+ * itself or duplicates, at most MAX_SIGNATURE_LINKS. A template that expands to an invalid name
+ * is skipped (`isValidName` is the OCI name grammar).
+ */
+export function linkedRepositories(rules: readonly Rule[], repo: string, isValidName: (n: string) => boolean): string[] {
+  const out: string[] = [];
+  for (const r of rules) {
+    if (r.kind !== "signature-repository") continue;
+    for (const g of r.repositories) {
+      const m = globRegExp(g, true).exec(repo);
+      if (!m) continue;
+      const target = r.target.replace(/\{([1-9]|repo)\}/g, (_, k: string) => (k === "repo" ? repo : (m[Number(k)] ?? "")));
+      if (target !== repo && isValidName(target) && !out.includes(target)) out.push(target);
+      break;
+    }
+    if (out.length >= MAX_SIGNATURE_LINKS) break;
+  }
+  return out;
+}
+
+// ---- signature gates ----------------------------------------------------------------------------
+
+/** The signature-gate rules covering `repo` (every one must be met). */
+export function signatureGatesFor(rules: readonly Rule[], repo: string): SignatureGateRule[] {
+  return rules.filter((r): r is SignatureGateRule => r.kind === "signature-gate" && r.repositories.some((g) => matchGlob(g, repo)));
+}
+
+/** Distinct keys of `gate` among `signers` (names of the keys that verified a signature). */
+export function gateCount(gate: SignatureGateRule, signers: readonly string[]): number {
+  return new Set(signers.filter((s) => gate.keys.includes(s))).size;
+}
+
+/** The first gate not met by `signers`, with its count; null when all are met. */
+export function unmetGate(gates: readonly SignatureGateRule[], signers: readonly string[]): { gate: SignatureGateRule; found: number } | null {
+  for (const gate of gates) {
+    const found = gateCount(gate, signers);
+    if (found < gate.minimum) return { gate, found };
+  }
+  return null;
 }

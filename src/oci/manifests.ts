@@ -8,7 +8,6 @@ import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } fr
 import { acceptable, parseManifest } from "./manifest";
 import { trustStoreFor } from "../stores";
 import { commitManifest } from "../storage/handoff";
-import { memberManifest } from "../storage/backfill";
 import { assertClaim, computeAll } from "../digest/verify";
 import { digestPolicy } from "./uploads";
 import { deletesDisabled } from "./blobs";
@@ -19,6 +18,7 @@ import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
 import { proxyManifest, STALE_HEADER } from "../proxy/pull";
+import { gatedMemberManifest } from "../signatures/gate";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -38,7 +38,7 @@ function parseReference(reference: string, lookup = false): Reference {
 export async function get(c: Ctx, name: string, reference: string, head: boolean): Promise<Response> {
   const ref = parseReference(reference, true);
   const proxied = await proxyManifest(c.env, name, { tag: ref.tag, digest: ref.digest?.digest ?? null });
-  const m = await memberManifest(c.env, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
+  const m = await gatedMemberManifest(c, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
   if (!m) throw manifestUnknown(reference);
   const accept = c.req.header("Accept");
   if (!acceptable(accept, m.mediaType)) {

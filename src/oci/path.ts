@@ -12,7 +12,8 @@ export type V2Route =
   | { kind: "blob"; name: string; digest: string }
   | { kind: "uploads"; name: string } // POST …/blobs/uploads/
   | { kind: "upload"; name: string; uuid: string }
-  | { kind: "referrers"; name: string; digest: string };
+  | { kind: "referrers"; name: string; digest: string }
+  | { kind: "attestations"; name: string; digest: string }; // cloister extension (docs/signatures.md)
 
 const PATTERNS: [RegExp, (m: RegExpExecArray) => V2Route][] = [
   [/^\/v2\/?$/, () => ({ kind: "base" })],
@@ -23,6 +24,7 @@ const PATTERNS: [RegExp, (m: RegExpExecArray) => V2Route][] = [
   [/^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, (m) => ({ kind: "upload", name: m[1], uuid: m[2] })],
   [/^\/v2\/(.+)\/blobs\/([^/]+)$/, (m) => ({ kind: "blob", name: m[1], digest: m[2] })],
   [/^\/v2\/(.+)\/referrers\/([^/]+)$/, (m) => ({ kind: "referrers", name: m[1], digest: m[2] })],
+  [/^\/v2\/(.+)\/attestations\/([^/]+)$/, (m) => ({ kind: "attestations", name: m[1], digest: m[2] })],
 ];
 
 /** Returns null when the path is not a /v2 route at all (→ 404 NAME_UNKNOWN / not found). */

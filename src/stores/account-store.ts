@@ -115,6 +115,8 @@ export class AccountStore extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS signing_keys (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, kid TEXT NOT NULL UNIQUE, secret TEXT NOT NULL,
         created_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS trust_keys (
+        name TEXT PRIMARY KEY, algorithm TEXT NOT NULL, pem TEXT NOT NULL, created_at INTEGER NOT NULL);
       DROP TABLE IF EXISTS throttle;
       CREATE TABLE IF NOT EXISTS login_throttle (
         account TEXT NOT NULL, addr TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
@@ -438,6 +440,24 @@ export class AccountStore extends DurableObject<Env> {
       gone = this.removeRobot(name);
     });
     return gone;
+  }
+
+  // ---- signature verification keys (docs/signatures.md) ----------------------------------------
+
+  trustKeys(): { name: string; algorithm: string; pem: string; createdAt: number }[] {
+    return (this.sql.exec("SELECT * FROM trust_keys ORDER BY name").toArray() as Row[]).map((r) => ({ name: String(r.name), algorithm: String(r.algorithm), pem: String(r.pem), createdAt: Number(r.created_at) }));
+  }
+
+  /** Adds a key; "exists" when the name is taken, "full" at `max` keys. */
+  addTrustKey(name: string, algorithm: string, pem: string, max: number): "ok" | "exists" | "full" {
+    if (this.one("SELECT 1 AS x FROM trust_keys WHERE name = ?", name)) return "exists";
+    if (Number(this.one("SELECT COUNT(*) AS n FROM trust_keys")!.n) >= max) return "full";
+    this.sql.exec("INSERT INTO trust_keys (name, algorithm, pem, created_at) VALUES (?, ?, ?, ?)", name, algorithm, pem, now());
+    return "ok";
+  }
+
+  deleteTrustKey(name: string): boolean {
+    return this.sql.exec("DELETE FROM trust_keys WHERE name = ?", name).rowsWritten > 0;
   }
 
   // ---- policies -------------------------------------------------------------------------------

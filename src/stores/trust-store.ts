@@ -39,6 +39,23 @@ export interface ReferrerRecord {
   annotations: Record<string, string> | null;
 }
 
+/** One signature's verification result for a subject (docs/signatures.md). */
+export interface AttestationRecord {
+  /** Repository holding the signature manifest. */
+  source: string;
+  signature: string;
+  /** The payload layer's digest ("" when the signature has no cosign payload). */
+  payload: string;
+  kind: string;
+  signer: string | null;
+  verified: boolean;
+  reason: string | null;
+  verifiedAt: number;
+}
+
+/** Most attestation rows kept per subject. */
+export const ATTESTATIONS_MAX = 200;
+
 export interface PutManifestInput {
   repo: string;
   manifest: { digest: string; size: number; r2Key: string; mediaType: string };
@@ -250,6 +267,11 @@ export class TrustStore extends DurableObject<Env> {
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS refs_by_digest ON refs(repo, digest);
       CREATE TABLE IF NOT EXISTS fences (digest TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS attestations (
+        repo TEXT NOT NULL, subject TEXT NOT NULL, source TEXT NOT NULL, signature TEXT NOT NULL, payload TEXT NOT NULL,
+        kind TEXT NOT NULL, signer TEXT, verified INTEGER NOT NULL, reason TEXT, verified_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, subject, source, signature, payload)
+      ) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS upload_ends (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, expires_at INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS upload_ends_by_expiry ON upload_ends(expires_at);
     `);
@@ -567,6 +589,8 @@ export class TrustStore extends DurableObject<Env> {
       this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
       this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
       this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
+      // A deleted signature no longer attests (docs/signatures.md: rows of linked repositories' signatures are refreshed on refusal).
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND source = ? AND signature = ?`, repo, repo, digest);
       return { removed: true, held: this.holds(repo, digest) };
     });
     if (r.removed) await this.meter.report(repo);
@@ -654,6 +678,69 @@ export class TrustStore extends DurableObject<Env> {
       });
     }
     return { items, next: more ? items[items.length - 1].digest : null };
+  }
+
+  /**
+   * One page of referrers plus the cosign tag-convention signature of `subject` (the manifest
+   * tagged `sha256-<hex>.sig`, null when none), in one call: what a merged referrers listing
+   * needs from each repository (docs/signatures.md).
+   */
+  async referrersAndSignatureTag(repo: string, subject: string, filter: { artifactType: string | null; annotations: [string, string][] }, n: number, last: string | null, maxBytes = REFERRERS_PAGE_BYTES): Promise<{ page: Page<ReferrerRecord>; signatureTag: { tag: string; digest: string; mediaType: string; size: number } | null }> {
+    const page = await this.referrers(repo, subject, filter, n, last, maxBytes);
+    const m = /^sha256:([0-9a-f]{64})$/.exec(subject);
+    if (!m || !(await this.ready(repo))) return { page, signatureTag: null };
+    const tag = `sha256-${m[1]}.sig`;
+    const row = this.sql.exec<{ digest: string; size: number; media_type: string }>(
+      `SELECT m.digest, m.size, m.media_type FROM tags t JOIN members m ON m.repo = t.repo AND m.digest = t.digest AND m.kind = 'manifest'
+       WHERE t.repo = ? AND t.tag = ?`, repo, tag).toArray()[0];
+    return { page, signatureTag: row ? { tag, digest: row.digest, mediaType: row.media_type, size: row.size } : null };
+  }
+
+  // ---- attestations (docs/signatures.md) ------------------------------------------------------
+
+  /**
+   * Replaces the attestation rows of `subject` with `rows` (the result of one verification pass,
+   * at most ATTESTATIONS_MAX) in one transaction; `stored` false, storing nothing, when the
+   * repository does not exist (a listing never creates state); `changed`: the verified signatures differ.
+   */
+  async recordAttestations(repo: string, subject: string, rows: AttestationRecord[]): Promise<{ stored: boolean; changed: boolean }> {
+    if (!(await this.ready(repo)) || !this.repoExists(repo)) return { stored: false, changed: false };
+    if (rows.length > ATTESTATIONS_MAX) throw new RangeError(`recordAttestations takes at most ${ATTESTATIONS_MAX} rows`);
+    const key = (rs: { source: string; signature: string; signer: string | null }[]) => rs.map((r) => `${r.source} ${r.signature} ${r.signer}`).sort().join("\n");
+    return this.ctx.storage.transactionSync(() => {
+      const before = key(this.sql.exec<{ source: string; signature: string; signer: string | null }>(`SELECT source, signature, signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1`, repo, subject).toArray());
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND subject = ?`, repo, subject);
+      for (const r of rows) {
+        this.sql.exec(`INSERT OR REPLACE INTO attestations (repo, subject, source, signature, payload, kind, signer, verified, reason, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          repo, subject, r.source, r.signature, r.payload, r.kind, r.signer, r.verified ? 1 : 0, r.reason, r.verifiedAt);
+      }
+      return { stored: true, changed: before !== key(rows.filter((r) => r.verified)) };
+    });
+  }
+
+  /**
+   * A manifest (as `manifest`) with the keys that verified signatures of it and of each index of
+   * this repository that lists it, from the attestation rows: what a gated pull needs, in one call.
+   */
+  async gatedManifest(repo: string, reference: string, isDigest: boolean): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
+    const manifest = await this.manifest(repo, reference, isDigest);
+    if (manifest === null || manifest === "backfill") return { manifest, signers: [], parents: [] };
+    const signers = this.sql.exec<{ signer: string }>(`SELECT DISTINCT signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1 AND signer IS NOT NULL LIMIT ?`, repo, manifest.digest, ATTESTATIONS_MAX).toArray().map((r) => r.signer);
+    const byParent = new Map<string, string[]>();
+    for (const r of this.sql.exec<{ parent: string; signer: string }>(
+      `SELECT DISTINCT f.manifest AS parent, a.signer FROM refs f JOIN attestations a ON a.repo = f.repo AND a.subject = f.manifest AND a.verified = 1 AND a.signer IS NOT NULL
+       WHERE f.repo = ? AND f.digest = ? LIMIT ?`, repo, manifest.digest, ATTESTATIONS_MAX)) {
+      byParent.set(r.parent, [...(byParent.get(r.parent) ?? []), r.signer]);
+    }
+    return { manifest, signers, parents: [...byParent.values()] };
+  }
+
+  /** The recorded attestations of `subject`, by source and signature digest. */
+  async attestations(repo: string, subject: string): Promise<AttestationRecord[]> {
+    if (!(await this.ready(repo))) return [];
+    return this.sql.exec<{ source: string; signature: string; payload: string; kind: string; signer: string | null; verified: number; reason: string | null; verified_at: number }>(
+      `SELECT * FROM attestations WHERE repo = ? AND subject = ? ORDER BY source, signature, payload LIMIT ?`, repo, subject, ATTESTATIONS_MAX).toArray()
+      .map((r) => ({ source: r.source, signature: r.signature, payload: r.payload, kind: r.kind, signer: r.signer, verified: r.verified === 1, reason: r.reason, verifiedAt: Number(r.verified_at) }));
   }
 
   // ---- garbage collection (docs/adr/0011) ---------------------------------------------------

@@ -1107,3 +1107,82 @@ describe("upgrade path: a repository flagged for backfill grants only what its o
     expect((await open(`/v2/${L}/manifests/v1`)).status).toBe(200);
   });
 });
+
+// Signature repository links (docs/signatures.md): referrers of alice's image that bob keeps in his
+// own repository are merged into alice's referrers listing only through a link, and only for a
+// caller who may pull bob's repository. A link never makes anything readable through alice's repository.
+describe("signature repository links: the cross-repository referrers merge", () => {
+  const AT = "application/vnd.example.signature";
+  const ANN: [string, string] = ["org.example.signer", "bob"];
+
+  async function setup() {
+    const t = await tenants();
+    const image = `${t.aliceName}/app`;
+    const sigs = `${t.bobName}/sigs/app`;
+    const subject = await buildImage();
+    await pushImage(t.alice, image, subject, "v1");
+    const s = { digest: subject.digest, size: subject.manifest.length };
+    const ref = await buildReferrer(s, AT, { [ANN[0]]: ANN[1] });
+    const sigTag = `sha256-${subject.digest.slice(7)}.sig`;
+    const tagged = await buildImage({ layers: 1 });
+    const pushSigs = async () => {
+      await pushReferrer(t.bob, sigs, ref);
+      await pushImage(t.bob, sigs, tagged, sigTag);
+    };
+    const link = () => addPolicy({ id: `${t.p}-link`, kind: "signature-repository", repositories: `${t.aliceName}/*`, target: `${t.bobName}/sigs/{1}` });
+    const grantPull = () => addPolicy({ id: `${t.p}-read-sigs`, effect: "allow", subjects: `user:${t.aliceName}`, actions: "pull", repositories: `${t.bobName}/sigs/**` });
+    const reads = () => [
+      ...referrerReads(t.alice, image, subject.digest, AT, ANN),
+      ["referrers cosign artifactType", () => t.alice(`/v2/${image}/referrers/${subject.digest}?artifactType=${encodeURIComponent("application/vnd.dev.cosign.artifact.sig.v1+json")}`)] as Probe,
+      ["referrers repository annotation", () => t.alice(`/v2/${image}/referrers/${subject.digest}?annotation=${encodeURIComponent(`dev.cloister.referrer.repository=${sigs}`)}`)] as Probe,
+    ];
+    const listed = async () => ((await (await t.alice(`/v2/${image}/referrers/${subject.digest}`)).json()) as { manifests: { digest: string; annotations?: Record<string, string> }[] }).manifests;
+    return { ...t, image, sigs, subject, ref, tagged, sigTag, pushSigs, link, grantPull, reads, listed };
+  }
+
+  it("without a link, referrers and sha256-<hex>.sig tags in another repository never appear (even with pull permission)", async () => {
+    const x = await setup();
+    await x.grantPull();
+    const before = await snapAll(x.reads());
+    await x.pushSigs();
+    expectSame(await snapAll(x.reads()), before);
+    // (c) with the link they appear, each naming its repository
+    await x.link();
+    const got = await x.listed();
+    expect(got.map((m) => m.digest).sort()).toEqual([x.ref.digest, x.tagged.digest].sort());
+    for (const m of got) expect(m.annotations?.["dev.cloister.referrer.repository"]).toBe(x.sigs);
+  });
+
+  it("with a link but no pull permission on the linked repository, its referrers are absent, indistinguishable from none", async () => {
+    const x = await setup();
+    await x.link();
+    const before = await snapAll(x.reads());
+    await x.pushSigs();
+    // (before: the link named a repository that did not exist yet)
+    expectSame(await snapAll(x.reads()), before);
+    // (c) pull permission makes them appear
+    await x.grantPull();
+    expect((await x.listed()).map((m) => m.digest).sort()).toEqual([x.ref.digest, x.tagged.digest].sort());
+  });
+
+  it("a link never makes the linked repository's manifests, tags or blobs readable through the image's repository", async () => {
+    const x = await setup();
+    await x.link();
+    await x.grantPull();
+    const probes = () => [
+      ...manifestReads(x.alice, x.image, x.ref.digest, x.sigTag),
+      ...manifestReads(x.alice, x.image, x.tagged.digest, x.sigTag).slice(0, 4),
+      ...blobReads(x.alice, x.image, x.tagged.layerDigests[0]).slice(0, 4),
+      ["blob config", () => x.alice(`/v2/${x.image}/blobs/${x.tagged.config}`)] as Probe,
+      ["tags/list", () => x.alice(`/v2/${x.image}/tags/list`)] as Probe,
+      ["mount from image repo", () => x.alice(`/v2/${x.aliceName}/other/blobs/uploads/?mount=${x.tagged.config}&from=${x.image}`, { method: "POST" })] as Probe,
+    ];
+    const before = await snapAll(probes(), {}, { uuids: true });
+    await x.pushSigs();
+    expectSame(await snapAll(probes(), {}, { uuids: true }), before);
+    expect(before["GET by digest"].status).toBe(404);
+    // (c) the merged listing shows them, and they are readable where they live
+    expect((await x.listed()).length).toBe(2);
+    expect((await x.alice(`/v2/${x.sigs}/manifests/${x.ref.digest}`)).status).toBe(200);
+  });
+});
