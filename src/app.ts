@@ -15,6 +15,7 @@ import { drainRefusedBody } from "./storage/ingest";
 import { adminRoutes, authMiddleware, requireAdmin, tokenRoutes, type AuthVariables } from "./auth";
 import { requestLog } from "./http/request-log";
 import { uiRoutes } from "./ui";
+import { refuseProxyPush } from "./proxy/pull";
 
 export type AppEnv = { Bindings: Env; Variables: { route: V2Route } & AuthVariables };
 export type Ctx = import("hono").Context<AppEnv>;
@@ -78,6 +79,7 @@ async function dispatch(c: Ctx, r: V2Route): Promise<Response> {
       if (m === "DELETE") return blobs.remove(c, r.name, r.digest);
       return methodNotAllowed(c, "GET, HEAD, DELETE");
     case "uploads":
+      await refuseProxyPush(c.env, r.name); // proxy namespaces are read-only caches
       if (m === "POST") return uploads.start(c, r.name);
       return methodNotAllowed(c, "POST");
     case "upload":
@@ -88,7 +90,7 @@ async function dispatch(c: Ctx, r: V2Route): Promise<Response> {
       return methodNotAllowed(c, "GET, PATCH, PUT, DELETE");
     case "manifest":
       if (m === "GET" || m === "HEAD") return manifests.get(c, r.name, r.reference, m === "HEAD");
-      if (m === "PUT") return manifests.put(c, r.name, r.reference);
+      if (m === "PUT") return refuseProxyPush(c.env, r.name).then(() => manifests.put(c, r.name, r.reference));
       if (m === "DELETE") return manifests.remove(c, r.name, r.reference);
       return methodNotAllowed(c, "GET, HEAD, PUT, DELETE");
     case "tags":

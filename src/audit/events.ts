@@ -23,6 +23,8 @@ export type AuditAction =
   | "lock.lock" | "lock.unlock"
   | "gc.run" // a finished or failed GC/retention run: what it scanned, condemned and deleted
   | "quota.denied" // a push refused by a namespace quota
+  | "proxy.config" // a proxy namespace set or removed (never its credentials)
+  | "proxy.digest_mismatch" // an upstream sent bytes that do not match their digest (discarded)
   | "retention.tag" // a tag removed by a retention rule (details: run, rule)
   | "retention.manifest" // a manifest deleted by a retention rule (details: run, why)
   | "restore.begin" | "restore.finish"; // an index restore from a snapshot (docs/adr/0016)

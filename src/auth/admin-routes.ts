@@ -29,6 +29,7 @@ import { record } from "../audit/record";
 import { mountIndexAdminRoutes } from "../admin/index-routes";
 import { mountGcAdminRoutes } from "../admin/gc-routes";
 import { mountSnapshotAdminRoutes } from "../admin/snapshot-routes";
+import { mountProxyAdminRoutes } from "../proxy/admin-routes";
 import { importPublicKeyPem } from "../signatures/verify";
 
 type Ctx = Context<any>;
@@ -51,15 +52,15 @@ class ApiError extends OciError {
   }
 }
 
-const bad = (message: string, detail?: unknown) => new ApiError("BAD_REQUEST", message, 400, detail);
-const notFound = (message: string) => new ApiError("NOT_FOUND", message, 404);
+export const bad = (message: string, detail?: unknown) => new ApiError("BAD_REQUEST", message, 400, detail);
+export const notFound = (message: string) => new ApiError("NOT_FOUND", message, 404);
 const conflict = (message: string) => new ApiError("CONFLICT", message, 409);
 
 function zodDetail(e: z.ZodError) {
   return e.issues.map((i) => ({ path: i.path.join("."), message: i.message }));
 }
 
-async function body<T extends z.ZodType>(c: Ctx, schema: T): Promise<z.output<T>> {
+export async function body<T extends z.ZodType>(c: Ctx, schema: T): Promise<z.output<T>> {
   const type = (c.req.header("Content-Type") ?? "").toLowerCase();
   if (!type.startsWith("application/json")) throw bad("send a JSON body with Content-Type: application/json");
   const text = await c.req.text();
@@ -419,3 +420,4 @@ adminRoutes.delete("/trust-keys/:name", async (c) => {
 mountIndexAdminRoutes(adminRoutes);
 mountGcAdminRoutes(adminRoutes);
 mountSnapshotAdminRoutes(adminRoutes);
+mountProxyAdminRoutes(adminRoutes);

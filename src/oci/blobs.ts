@@ -7,9 +7,11 @@ import { oci } from "./errors";
 import { parseDigest } from "./grammar";
 import { memberBlob } from "../storage/backfill";
 import { unlinkBlob } from "../storage/holders";
+import { proxyBlob } from "../proxy/pull";
 
 export async function get(c: Ctx, name: string, digestParam: string, head: boolean): Promise<Response> {
   const { digest } = parseDigest(digestParam);
+  await proxyBlob(c.env, name, digest); // a proxy namespace fetches a miss from its upstream first
   const member = await memberBlob(c.env, name, digest);
   if (!member) throw blobUnknown(digest);
   const etag = `"${digest}"`;

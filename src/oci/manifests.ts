@@ -17,6 +17,7 @@ import { pullAudited, record } from "../audit/record";
 import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
+import { proxyManifest, STALE_HEADER } from "../proxy/pull";
 import { gatedMemberManifest } from "../signatures/gate";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
@@ -36,18 +37,20 @@ function parseReference(reference: string, lookup = false): Reference {
 
 export async function get(c: Ctx, name: string, reference: string, head: boolean): Promise<Response> {
   const ref = parseReference(reference, true);
+  const proxied = await proxyManifest(c.env, name, { tag: ref.tag, digest: ref.digest?.digest ?? null });
   const m = await gatedMemberManifest(c, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
   if (!m) throw manifestUnknown(reference);
   const accept = c.req.header("Accept");
   if (!acceptable(accept, m.mediaType)) {
     throw oci("MANIFEST_UNKNOWN", `manifest ${m.digest} is ${m.mediaType}, which the request's Accept header does not include`, { mediaType: m.mediaType });
   }
-  const headers = {
+  const headers: Record<string, string> = {
     "Content-Type": m.mediaType,
     "Content-Length": String(m.size),
     "Docker-Content-Digest": m.digest,
     ETag: `"${m.digest}"`,
   };
+  if (proxied?.stale) headers[STALE_HEADER] = proxied.stale;
   if (head) return new Response(null, { status: 200, headers });
   if (pullAudited(c.env)) void record(c.env, { action: "pull.manifest", target: { repository: name, tag: ref.tag, digest: m.digest } }, "background");
   const obj = await c.env.BUCKET.get(m.r2Key);

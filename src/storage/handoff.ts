@@ -103,6 +103,11 @@ export interface ManifestToCommit {
   tag: string | null;
   /** The id of the immutable-tags rule protecting `tag`, or null; asked only when the tag would move. */
   immutableRule?: () => Promise<string | null>;
+  /**
+   * Proxy namespaces (src/proxy): references are fetched from the upstream only when pulled, so
+   * they are recorded for GC liveness but not required to be members yet.
+   */
+  lazyReferences?: boolean;
 }
 
 /**
@@ -131,8 +136,9 @@ export async function commitManifest(env: Env, m: ManifestToCommit): Promise<voi
     subject: m.parsed.subject ? m.parsed.subject.digest : null,
     artifactType: m.parsed.artifactType ?? null,
     annotations: indexedAnnotations(m.parsed),
-    requiredBlobs: blobs,
-    requiredManifests: children,
+    requiredBlobs: m.lazyReferences ? [] : blobs,
+    requiredManifests: m.lazyReferences ? [] : children,
+    refs: m.lazyReferences ? [...blobs, ...children] : undefined,
     heldSeq: stored.heldSeq,
   };
   let result: PutManifestResult;

@@ -297,7 +297,7 @@ export async function startRegistry(
  * The CNCF distribution registry 2.8.x (Debian `docker-registry`) on plain HTTP with
  * filesystem storage in a temp dir and deletes enabled.
  */
-export async function startDistribution(opts: { binary?: string; timeoutMs?: number } = {}): Promise<RunningRegistry> {
+export async function startDistribution(opts: { binary?: string; timeoutMs?: number; htpasswd?: string } = {}): Promise<RunningRegistry> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "cloister-e2e-distribution-"));
   const config = join(dir, "config.yml");
@@ -319,9 +319,12 @@ export async function startDistribution(opts: { binary?: string; timeoutMs?: num
       "      enabled: false",
       "http:",
       `  addr: 127.0.0.1:${port}`,
+      // htpasswd: bcrypt lines (user:$2…); every request then needs Basic credentials.
+      ...(opts.htpasswd ? ["auth:", "  htpasswd:", "    realm: e2e", `    path: ${join(dir, "htpasswd")}`] : []),
       "",
     ].join("\n"),
   );
+  if (opts.htpasswd) writeFileSync(join(dir, "htpasswd"), opts.htpasswd);
   const host = `127.0.0.1:${port}`;
   return launch({
     cmd: opts.binary ?? "/usr/bin/docker-registry",
