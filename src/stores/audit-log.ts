@@ -6,10 +6,14 @@ import { DurableObject } from "cloudflare:workers";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, utf8ToBytes } from "@noble/hashes/utils.js";
 import type { Env } from "../env";
+import { webhooksFor } from "./index";
+import { MAX_FANOUT_BATCH } from "../webhooks/model";
 
 export const GENESIS = "0".repeat(64);
 /** Largest page a single query returns: keeps every RPC result small (well under 32 MiB). */
 export const MAX_QUERY_ROWS = 500;
+/** A failed webhook fan-out is retried after this long (the outbox keeps the events meanwhile). */
+const FANOUT_RETRY_MS = 30_000;
 
 export interface AuditRow {
   /** Position in its day, from 1. */
@@ -74,6 +78,9 @@ export class AuditLog extends DurableObject<Env> {
       prev TEXT NOT NULL,
       hash TEXT NOT NULL
     )`);
+    // Events appended but not yet handed to the Webhooks object (docs/adr/0014): written in the
+    // append's transaction, so an event that is in the log is also, eventually, fanned out.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS days (day TEXT PRIMARY KEY) WITHOUT ROWID`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS pruned (
       day TEXT PRIMARY KEY, count INTEGER NOT NULL, head TEXT NOT NULL, checkpoint TEXT NOT NULL
@@ -83,10 +90,12 @@ export class AuditLog extends DurableObject<Env> {
   // ---- day partition ----------------------------------------------------------------------
 
   /**
-   * Append events in order. Synchronous SQL only, so appends never interleave and the chain
-   * stays linear; the caller registers the day in the index (separately, idempotent).
+   * Append events in order. The rows are written synchronously before the first await, so
+   * appends never interleave and the chain stays linear; the caller registers the day in the
+   * index (separately, idempotent). Each event is also put in the outbox, which this object's
+   * alarm forwards to the webhooks after the caller has its answer.
    */
-  append(events: { body: string; fields: IndexedFields }[]): { seq: number; hash: string }[] {
+  async append(events: { body: string; fields: IndexedFields }[]): Promise<{ seq: number; hash: string }[]> {
     const last = this.sql.exec<{ seq: number; hash: string }>(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).toArray()[0];
     let seq = last?.seq ?? 0;
     let prev = last?.hash ?? GENESIS;
@@ -103,9 +112,31 @@ export class AuditLog extends DurableObject<Env> {
           `INSERT INTO events (seq, time, actor, action, repository, outcome, body, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           r.seq, r.fields.time, r.fields.actor, r.fields.action, r.fields.repository, r.fields.outcome, r.body, r.prev, r.hash,
         );
+        this.sql.exec(`INSERT INTO outbox (seq) VALUES (?)`, r.seq);
       }
     });
+    const alarm = await this.ctx.storage.getAlarm();
+    if (alarm === null || alarm > Date.now()) await this.ctx.storage.setAlarm(Date.now());
     return rows.map((r) => ({ seq: r.seq, hash: r.hash }));
+  }
+
+  /**
+   * Hand up to MAX_FANOUT_BATCH outbox events to the Webhooks object (which queues them per
+   * endpoint, idempotently per event id), then drop them from the outbox.
+   */
+  async forwardOutbox(): Promise<"done" | "more" | "failed"> {
+    const rows = this.sql
+      .exec<{ seq: number; body: string | null }>(`SELECT o.seq, e.body FROM outbox o LEFT JOIN events e ON e.seq = o.seq ORDER BY o.seq LIMIT ${MAX_FANOUT_BATCH}`)
+      .toArray();
+    if (rows.length === 0) return "done";
+    try {
+      await webhooksFor(this.env).fanOut(rows.flatMap((r) => (r.body === null ? [] : [r.body])));
+    } catch (e) {
+      console.error(JSON.stringify({ type: "webhook-fanout", error: String(e), retryInMs: FANOUT_RETRY_MS }));
+      return "failed";
+    }
+    this.sql.exec(`DELETE FROM outbox WHERE seq <= ?`, rows[rows.length - 1].seq);
+    return rows.length === MAX_FANOUT_BATCH ? "more" : "done";
   }
 
   /** Rows matching `f`, newest first below `beforeSeq` or oldest first above `afterSeq`. */
@@ -209,6 +240,14 @@ export class AuditLog extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    // A day partition: forward its outbox to the webhooks. The index object has no events.
+    const fanout = await this.forwardOutbox();
+    const isIndex = this.sql.exec(`SELECT 1 FROM days UNION ALL SELECT 1 FROM pruned LIMIT 1`).toArray().length > 0;
+    if (!isIndex) {
+      if (fanout === "more") await this.ctx.storage.setAlarm(Date.now());
+      else if (fanout === "failed") await this.ctx.storage.setAlarm(Date.now() + FANOUT_RETRY_MS);
+      return;
+    }
     const days = Number(this.env.AUDIT_RETENTION_DAYS ?? 90);
     await this.prune(Date.now(), Number.isFinite(days) && days >= 1 ? Math.floor(days) : 90);
     await this.ctx.storage.setAlarm(Date.now() + 86400_000);
