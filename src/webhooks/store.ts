@@ -208,14 +208,15 @@ export class Webhooks extends DurableObject<Env> {
         for (const ep of endpoints) {
           if (!endpointWants(ep, { action: ev.action, repository })) continue;
           const full = pending.get(ep.id)! >= MAX_PENDING_PER_ENDPOINT;
-          const r = this.sql.exec(
-            `INSERT OR IGNORE INTO deliveries (id, endpoint, event_id, action, body, state, last_error, next_at, created_at, updated_at, round_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          const inserted = this.sql.exec(
+            `INSERT INTO deliveries (id, endpoint, event_id, action, body, state, last_error, next_at, created_at, updated_at, round_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (endpoint, event_id) DO NOTHING RETURNING seq`,
             crypto.randomUUID(), ep.id, ev.id, ev.action, body,
             full ? "failed" : "pending",
             full ? `queue full: ${MAX_PENDING_PER_ENDPOINT} deliveries were waiting for this endpoint` : null,
             full ? null : now, now, now, now,
-          );
-          if (r.rowsWritten > 0 && !full) {
+          ).toArray().length > 0;
+          if (inserted && !full) {
             pending.set(ep.id, pending.get(ep.id)! + 1);
             queued++;
           }
