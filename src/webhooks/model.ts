@@ -22,7 +22,7 @@ export const MAX_PENDING_PER_ENDPOINT = 1000;
 export const MAX_LOG_PER_ENDPOINT = 1000;
 /** Events one fan-out call carries (each at most MAX_EVENT_BYTES): keeps every RPC small. */
 export const MAX_FANOUT_BATCH = 100;
-/** Deliveries one alarm sends at once, and at most this many per endpoint in one alarm. */
+/** Deliveries one alarm starts, and at most this many attempts in flight per endpoint. */
 export const SEND_BATCH = 20;
 export const SEND_PER_ENDPOINT = 4;
 /** Longest wait between two attempts, whatever the backoff base. */

@@ -54,6 +54,7 @@ type DeliveryRow = {
   updated_at: number;
   round: number;
   round_at: number;
+  sending: number;
 };
 
 interface Endpoint {
@@ -102,6 +103,7 @@ export class Webhooks extends DurableObject<Env> {
       updated_at INTEGER NOT NULL,
       round INTEGER NOT NULL DEFAULT 0,
       round_at INTEGER NOT NULL,
+      sending INTEGER NOT NULL DEFAULT 0,
       UNIQUE (endpoint, event_id)
     )`);
     this.sql.exec(`CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_at)`);
@@ -274,51 +276,62 @@ export class Webhooks extends DurableObject<Env> {
     if (!ep || !row) return { ok: false, reason: "not-found" };
     if (ep.enabled !== 1) return { ok: false, reason: "disabled" };
     const now = Date.now();
-    this.sql.exec(`UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?, round_at = ?, updated_at = ?, round = round + 1 WHERE id = ?`, now, now, now, deliveryId);
+    this.sql.exec(`UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?, round_at = ?, updated_at = ?, round = round + 1, sending = 0 WHERE id = ?`, now, now, now, deliveryId);
     await this.schedule();
     return { ok: true, delivery: this.deliveryView(this.sql.exec<DeliveryRow>(`SELECT * FROM deliveries WHERE id = ?`, deliveryId).one()) };
   }
 
   // ---- sending ---------------------------------------------------------------------------------
 
-  /** Set the alarm to the earliest due delivery (or clear it). */
-  private async schedule(): Promise<void> {
+  /**
+   * Set the alarm to the earliest due delivery (or clear it). `floorMs`: not before now + this
+   * (an alarm that could send nothing because every due endpoint is at its in-flight cap).
+   */
+  private async schedule(floorMs = 0): Promise<void> {
     const next = this.sql.exec<{ t: number | null }>(`SELECT min(next_at) AS t FROM deliveries WHERE state = 'pending'`).one().t;
     if (next === null) return void (await this.ctx.storage.deleteAlarm());
+    const at = Math.max(next, Date.now() + floorMs);
     const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > next) await this.ctx.storage.setAlarm(Math.max(next, Date.now()));
-  }
-
-  override async alarm(): Promise<void> {
-    await this.sendDue();
-    await this.schedule();
+    if (current === null || current > at || floorMs > 0) await this.ctx.storage.setAlarm(at);
   }
 
   /**
-   * Send the due deliveries: at most SEND_BATCH at once and SEND_PER_ENDPOINT per endpoint, so
-   * one slow endpoint holds up the others for at most one attempt's timeout. Before sending, a
-   * delivery's next attempt is pushed past the timeout: a crash mid-send retries it (at least once).
+   * Start the due attempts and return at once: attempts run on, each bounded by its timeout and
+   * rescheduling when it ends, so a slow endpoint never holds up the next alarm or the others.
    */
-  async sendDue(now = Date.now()): Promise<number> {
+  override async alarm(): Promise<void> {
+    const { started, done } = this.sendDue();
+    this.ctx.waitUntil(done.catch((e) => console.error(JSON.stringify({ type: "webhook-send", error: String(e) }))));
+    await this.schedule(started === 0 ? 1000 : 0);
+  }
+
+  /**
+   * Claim and send due deliveries: at most SEND_BATCH per call and SEND_PER_ENDPOINT in flight
+   * per endpoint. A claimed delivery's next attempt moves past the attempt's timeout (a lease):
+   * if this object dies mid-send, the delivery is due again then (at least once).
+   */
+  sendDue(now = Date.now()): { started: number; done: Promise<void> } {
     const cfg = webhookConfig(this.env);
+    const inflight = new Map(
+      this.sql.exec<{ endpoint: string; n: number }>(`SELECT endpoint, count(*) AS n FROM deliveries WHERE state = 'pending' AND sending = 1 AND next_at > ? GROUP BY endpoint`, now).toArray().map((r) => [r.endpoint, r.n]),
+    );
     const due = this.sql.exec<DeliveryRow>(`SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, seq LIMIT ${SEND_BATCH * 5}`, now).toArray();
-    const perEndpoint = new Map<string, number>();
     const picked: DeliveryRow[] = [];
     for (const d of due) {
-      const n = perEndpoint.get(d.endpoint) ?? 0;
+      const n = inflight.get(d.endpoint) ?? 0;
       if (n >= SEND_PER_ENDPOINT || picked.length >= SEND_BATCH) continue;
-      perEndpoint.set(d.endpoint, n + 1);
+      inflight.set(d.endpoint, n + 1);
       picked.push(d);
     }
     const endpoints = new Map(this.endpointRows().map((e) => [e.id, e]));
-    for (const d of picked) this.sql.exec(`UPDATE deliveries SET next_at = ? WHERE id = ?`, now + cfg.timeoutMs + 5000, d.id);
-    await Promise.all(picked.map((d) => this.attempt(d, endpoints.get(d.endpoint), cfg)));
-    return picked.length;
+    for (const d of picked) this.sql.exec(`UPDATE deliveries SET next_at = ?, sending = 1 WHERE id = ?`, now + cfg.timeoutMs + 5000, d.id);
+    const done = Promise.all(picked.map((d) => this.attempt(d, endpoints.get(d.endpoint), cfg))).then(() => this.schedule());
+    return { started: picked.length, done };
   }
 
   private async attempt(d: DeliveryRow, ep: Endpoint | undefined, cfg: ReturnType<typeof webhookConfig>): Promise<void> {
     if (!ep || !ep.enabled) {
-      this.sql.exec(`UPDATE deliveries SET state = 'failed', next_at = NULL, last_error = ?, updated_at = ? WHERE id = ? AND round = ?`, "endpoint disabled", Date.now(), d.id, d.round);
+      this.sql.exec(`UPDATE deliveries SET state = 'failed', next_at = NULL, sending = 0, last_error = ?, updated_at = ? WHERE id = ? AND round = ?`, "endpoint disabled", Date.now(), d.id, d.round);
       return;
     }
     const outcome = await send(ep, d, cfg.timeoutMs);
@@ -326,7 +339,7 @@ export class Webhooks extends DurableObject<Env> {
     const s = afterAttempt({ attempts: d.attempts, createdAt: d.round_at }, outcome, now, cfg);
     // round = ?: a redelivery asked for while this attempt ran starts a new round; leave it be.
     this.sql.exec(
-      `UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, next_at = ?, updated_at = ? WHERE id = ? AND round = ?`,
+      `UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?, next_at = ?, updated_at = ?, sending = 0 WHERE id = ? AND round = ?`,
       s.state, s.attempts, s.lastStatus, s.lastError, s.nextAt, now, d.id, d.round,
     );
     if (s.state === "failed") console.error(JSON.stringify({ type: "webhook-failed", endpoint: ep.id, delivery: d.id, event: d.event_id, attempts: s.attempts, error: s.lastError }));

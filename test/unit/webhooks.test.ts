@@ -246,7 +246,10 @@ describe("delivery pipeline", () => {
     const hooks = webhooksFor(e);
     await runInDurableObject(hooks, (_i: Webhooks, state) => state.storage.sql.exec(`UPDATE deliveries SET next_at = ? WHERE id = ?`, Date.now(), d.id));
     expect(await runDurableObjectAlarm(hooks)).toBe(true);
-    const [d2] = await deliveries(wanted.id);
+    const [d2] = await until("attempt 2", async () => {
+      const l = await deliveries(wanted.id);
+      return l[0].attempts === 2 ? l : null;
+    });
     expect(d2).toMatchObject({ state: "pending", attempts: 2 });
     expect(Date.parse(d2.nextAttemptAt!) - Date.parse(d2.updatedAt)).toBe(20_000);
 
@@ -265,7 +268,10 @@ describe("delivery pipeline", () => {
     // Give-up: with one attempt left the next failure ends the delivery, and the log keeps why.
     await runInDurableObject(hooks, (_i: Webhooks, state) => state.storage.sql.exec(`UPDATE deliveries SET next_at = ?, attempts = 9 WHERE id = ?`, Date.now(), d.id));
     expect(await runDurableObjectAlarm(hooks)).toBe(true);
-    const [d4] = await deliveries(wanted.id);
+    const [d4] = await until("the last attempt", async () => {
+      const l = await deliveries(wanted.id);
+      return l[0].state !== "pending" ? l : null;
+    });
     expect(d4).toMatchObject({ state: "failed", attempts: 10, nextAttemptAt: null });
     expect(d4.lastError).toMatch(/^gave up after 10 attempts: /);
 
