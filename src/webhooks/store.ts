@@ -325,7 +325,8 @@ export class Webhooks extends DurableObject<Env> {
     }
     const endpoints = new Map(this.endpointRows().map((e) => [e.id, e]));
     for (const d of picked) this.sql.exec(`UPDATE deliveries SET next_at = ?, sending = 1 WHERE id = ?`, now + cfg.timeoutMs + 5000, d.id);
-    const done = Promise.all(picked.map((d) => this.attempt(d, endpoints.get(d.endpoint), cfg))).then(() => this.schedule());
+    // Each attempt reschedules as it ends: a fast endpoint's retry must not wait for a slow one.
+    const done = Promise.all(picked.map((d) => this.attempt(d, endpoints.get(d.endpoint), cfg).then(() => this.schedule()))).then(() => {});
     return { started: picked.length, done };
   }
 
