@@ -114,4 +114,27 @@ describe("request log to the last byte", () => {
     await settle();
     expect(lines.find((l) => l.requestId === "big-blob-get-1")).toMatchObject({ method: "GET", status: 200, bytesOut: data.length, repository: "reqlog/big", digest: d });
   });
+
+  it("a chunked PATCH (no Content-Length) logs the bytes it carried as bytesIn", async () => {
+    const app = buildApp();
+    const e = { ...(env as unknown as Env), REQUEST_LOG: "on" };
+    const start = await app.fetch(new Request(`${BASE}/v2/reqlog/chunked/blobs/uploads/`, { method: "POST" }), e, createExecutionContext());
+    expect(start.status).toBe(202);
+    const data = bytes(300_000, 5);
+    let sent = false;
+    const body = new ReadableStream<Uint8Array>({
+      pull(ctl) {
+        if (sent) return ctl.close();
+        sent = true;
+        ctl.enqueue(data);
+      },
+    });
+    capture();
+    const ctx = createExecutionContext();
+    const res = await app.fetch(new Request(`${BASE}${start.headers.get("Location")}`, { method: "PATCH", body, headers: { "Content-Type": "application/octet-stream", "X-Request-Id": "chunked-patch-1" }, duplex: "half" } as RequestInit), e, ctx);
+    await waitOnExecutionContext(ctx);
+    expect(res.status).toBe(202);
+    await settle();
+    expect(lines.find((l) => l.requestId === "chunked-patch-1")).toMatchObject({ method: "PATCH", status: 202, bytesIn: data.length });
+  });
 });
