@@ -168,11 +168,16 @@ describe("events from auth and the admin API", () => {
     expect((await call("/admin/policies/audit-rule", { method: "DELETE", headers: asAdmin }, TOKEN)).status).toBe(204);
     const rot = await call("/admin/keys/rotate", { method: "POST", headers: asAdmin }, TOKEN);
     expect(rot.status).toBe(201);
+    const rot2 = await call("/admin/keys/rotate", { method: "POST", headers: asAdmin }, TOKEN);
+    const { kid: newest } = (await rot2.json()) as { kid: string };
+    const { keys } = (await (await call("/admin/keys", { headers: asAdmin }, TOKEN)).json()) as { keys: { kid: string }[] };
+    const retired = keys.find((k) => k.kid !== newest)!.kid;
+    expect((await call(`/admin/keys/${retired}`, { method: "DELETE", headers: asAdmin }, TOKEN)).status).toBe(204);
     expect((await call("/admin/locks/audituser", { method: "DELETE", headers: asAdmin }, TOKEN)).status).toBe(204);
     expect((await call("/admin/users/audituser", { method: "DELETE", headers: asAdmin }, TOKEN)).status).toBe(200);
 
     const got = (await events("actor=user:admin", TOKEN)).map((e) => e.action);
-    for (const a of ["user.create", "user.password", "robot.create", "robot.delete", "policy.create", "policy.update", "policy.delete", "key.rotate", "lock.unlock", "user.delete"]) {
+    for (const a of ["user.create", "user.password", "robot.create", "robot.delete", "policy.create", "policy.update", "policy.delete", "key.rotate", "key.delete", "lock.unlock", "user.delete"]) {
       expect(got, a).toContain(a);
     }
     const upd = (await events("action=policy.update", TOKEN))[0];

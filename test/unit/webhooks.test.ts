@@ -164,6 +164,7 @@ describe("admin API", () => {
     expect(audit).not.toContain("/hook");
 
     expect((await call(`/admin/webhooks/${ep.id}`, { method: "DELETE" })).status).toBe(204);
+    expect(await (await call("/admin/audit?action=webhook.delete")).text()).toContain(ep.id);
     expect((await call(`/admin/webhooks/${ep.id}`)).status).toBe(404);
     expect((await call(`/admin/webhooks/${ep.id}`, { method: "DELETE" })).status).toBe(404);
     expect((await call(`/admin/webhooks/${ep.id}/deliveries`)).status).toBe(404);
