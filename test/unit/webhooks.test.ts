@@ -298,4 +298,19 @@ describe("delivery pipeline", () => {
     expect((await call(`/admin/webhooks/${ep.id}`, { method: "DELETE" })).status).toBe(204);
     expect(await runInDurableObject(hooks, (_i: Webhooks, state) => state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM deliveries WHERE endpoint = ?`, ep.id).one().n)).toBe(0);
   });
+
+  it("disabling an endpoint ends its queued deliveries as failed (endpoint disabled)", async () => {
+    const ep = await createEndpoint({ events: ["tag.delete"], repositories: ["off/**"] });
+    const hooks = webhooksFor(e);
+    expect(await hooks.fanOut([JSON.stringify({ id: "off-1", action: "tag.delete", target: { repository: "off/x" } })])).toEqual({ queued: 1 });
+    expect((await call(`/admin/webhooks/${ep.id}`, json("PATCH", { enabled: false }))).status).toBe(200);
+    await runInDurableObject(hooks, (_i: Webhooks, state) => state.storage.sql.exec(`UPDATE deliveries SET next_at = ?, sending = 0 WHERE endpoint = ?`, Date.now(), ep.id));
+    await runDurableObjectAlarm(hooks);
+    const [d] = await until("the delivery to end", async () => {
+      const l = await deliveries(ep.id);
+      return l[0]?.state === "failed" ? l : null;
+    });
+    expect(d).toMatchObject({ eventId: "off-1", state: "failed", lastError: "endpoint disabled", nextAttemptAt: null });
+    expect((await call(`/admin/webhooks/${ep.id}`, { method: "DELETE" })).status).toBe(204);
+  });
 });
