@@ -7,6 +7,15 @@ import { requestContext, type RequestInfo } from "./request-context";
 const CLIENT_ID_RE = /^[A-Za-z0-9._:-]{8,128}$/;
 /** Path with query as logged: bounded so one line stays small. */
 const MAX_LOGGED_PATH = 2048;
+/**
+ * Bodies timed to their last byte: a declared length of at least this (blobs, large manifests:
+ * lengths from stored sizes), or an undeclared length on a streaming type (exports, live tails).
+ * Smaller bodies are one write, so "ready" is their last byte; and some small answers declare a
+ * Content-Length their body does not have (upload progress headers say 0 on a JSON error body),
+ * which a fixed-length pipe would refuse.
+ */
+const TIMED_MIN_BYTES = 64 * 1024;
+const STREAMING_TYPES = /^(text\/event-stream|application\/x-ndjson)/i;
 
 export function requestLog(): MiddlewareHandler<any> {
   return async (c, next) => {
@@ -24,7 +33,10 @@ export function requestLog(): MiddlewareHandler<any> {
     if (String((c.env as { REQUEST_LOG?: string } | undefined)?.REQUEST_LOG ?? "on").toLowerCase() === "off") return;
     const res = c.res;
     if (c.req.method === "HEAD" || !res.body) return emit(info, res.status, 0);
-    c.res = timedToLastByte(res, (bytesOut, error) => emit(info, res.status, bytesOut, error));
+    const declared = res.headers.get("Content-Length");
+    const length = declared && /^\d{1,15}$/.test(declared) ? Number(declared) : null;
+    if (length === null ? !STREAMING_TYPES.test(res.headers.get("Content-Type") ?? "") : length < TIMED_MIN_BYTES) return emit(info, res.status, length);
+    c.res = timedToLastByte(res, length, (bytesOut, error) => emit(info, res.status, bytesOut, error));
   };
 }
 
@@ -36,9 +48,7 @@ export function requestLog(): MiddlewareHandler<any> {
  * by a small TransformStream. The pipe is not in waitUntil: it ends when the body is read or
  * cancelled, and a response nobody reads must not hold its request open.
  */
-function timedToLastByte(res: Response, done: (bytesOut: number | null, error?: string) => void): Response {
-  const declared = res.headers.get("Content-Length");
-  const length = declared && /^\d{1,15}$/.test(declared) ? Number(declared) : null;
+function timedToLastByte(res: Response, length: number | null, done: (bytesOut: number | null, error?: string) => void): Response {
   let counted = 0;
   let cancelled: unknown = null;
   const through: ReadableWritablePair<Uint8Array, Uint8Array> =

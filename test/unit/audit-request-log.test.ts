@@ -29,7 +29,10 @@ function slowBody(): ReadableStream<Uint8Array> {
 
 const mini = new Hono<{ Bindings: { REQUEST_LOG: string } }>();
 mini.use("*", requestLog());
-mini.get("/slow", () => new Response(slowBody(), { headers: { "Content-Type": "application/octet-stream" } }));
+mini.get("/slow", () => new Response(slowBody(), { headers: { "Content-Type": "application/x-ndjson" } }));
+// Small answers are logged when ready, even when they declare a length their body does not have
+// (upload progress headers say Content-Length: 0 on a JSON error body).
+mini.get("/small-mislabelled", () => new Response('{"errors":[]}', { status: 416, headers: { "Content-Type": "application/json", "Content-Length": "0" } }));
 mini.get("/slow-fixed", () => new Response(slowBody(), { headers: { "Content-Type": "application/octet-stream", "Content-Length": String(CHUNK * CHUNKS) } }));
 
 let lines: Record<string, unknown>[] = [];
@@ -94,6 +97,14 @@ describe("request log to the last byte", () => {
       expect(lines[0].error).toMatch(/^body not sent to the end/);
     });
   }
+
+  it("a small answer is logged when ready and passed on untouched, even with a wrong Content-Length", async () => {
+    capture();
+    const res = await mini.fetch(new Request(`${BASE}/small-mislabelled`, { headers: { "X-Request-Id": "small-mislabelled-1" } }), { REQUEST_LOG: "on" });
+    await settle();
+    expect(lines.find((l) => l.requestId === "small-mislabelled-1")).toMatchObject({ status: 416, bytesOut: 0 });
+    expect(await res.text()).toBe('{"errors":[]}');
+  });
 
   it("a large blob GET through the Worker: bytesOut is its length, Content-Length kept", async () => {
     const app = buildApp();
