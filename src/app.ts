@@ -13,6 +13,7 @@ import { benchEnabled, benchRoutes } from "./bench";
 import { drainRefusedBody } from "./storage/ingest";
 import { adminRoutes, authMiddleware, requireAdmin, tokenRoutes, type AuthVariables } from "./auth";
 import { requestLog } from "./http/request-log";
+import { uiRoutes } from "./ui";
 
 export type AppEnv = { Bindings: Env; Variables: { route: V2Route } & AuthVariables };
 export type Ctx = import("hono").Context<AppEnv>;
@@ -43,6 +44,8 @@ export function buildApp() {
   // Raw R2 routes for `npm run bench`: 404 unless BENCH_ROUTES=true, then for the admin only.
   app.use("/_bench/*", benchEnabled, requireAdmin);
   app.route("/_bench", benchRoutes);
+  // Web UI (docs/ui.md): pages call this app's own API in-process, so it is handed the app.
+  app.route("/ui", uiRoutes(app));
 
   app.all("/v2/*", async (c) => {
     // Use the raw path so encoded slashes and dots never become part of a name.

@@ -28,6 +28,8 @@ export interface Env {
   UPLOAD_TTL_SECONDS?: string;
   UPLOAD_PART_BYTES?: string;
   UPLOAD_LEASE_SECONDS?: string;
+  /** Optional secret (>= 32 characters) signing stateless upload ids; else derived (docs/adr/0013). */
+  UPLOAD_SIGNING_KEY?: string;
   DELETE_ENABLED?: string;
   BENCH_ROUTES?: string;
   LEGACY_INDEX?: string;
@@ -40,6 +42,8 @@ export interface Env {
   REGISTRY_HOSTS?: string;
   TOKEN_TTL_SECONDS?: string;
   REFRESH_TOKEN_TTL_SECONDS?: string;
+  // Web UI (docs/ui.md)
+  UI_SESSION_TTL_SECONDS?: string;
   // Audit (docs/audit.md)
   AUDIT_RETENTION_DAYS?: string;
   AUDIT_PULLS?: string;

@@ -24,7 +24,7 @@ export default {
   needs: ["benchRoutes", "cloisterRegistry"],
   async run(ctx) {
     const base = ctx.cloister.base;
-    const agent = ctx.agent(1);
+    let agent = ctx.agent(1);
     const total = ctx.opts.gcBlobs;
     const size = ctx.opts.gcKib * 1024;
     try {
@@ -38,6 +38,17 @@ export default {
         done += n;
       }
       const seedSecs = (performance.now() - t0) / 1000;
+      // The seeding's last restart (above) can still answer the next request with 503 "worker
+      // restarted mid-request": let it land on a probe, not on a measured push.
+      // (Seen here: a 503, or a request that never got an answer.)
+      for (let i = 0; i < 20; i++) {
+        const r = await request(`${base}/v2/`, { agent: ctx.agent(1), idleMs: 5000 }).catch(() => null);
+        if (r?.status === 200) break;
+        await new Promise((ok) => setTimeout(ok, 500));
+      }
+      // and measure on fresh connections (a keep-alive socket of the seeding may be the stuck one)
+      agent.destroy();
+      agent = ctx.agent(1);
 
       const pushOnce = async (b, lat) => {
         const s = performance.now();

@@ -1,14 +1,24 @@
 // A small OCI Distribution client over node:http/https (no dependencies): keep-alive connection
 // pools, optional self-signed TLS, Basic and Bearer-token auth on challenge, redirects, retries
-// of transient failures, and OCI error bodies turned into readable messages.
+// of transient failures, and OCI error bodies turned into readable messages. Shared by
+// `cloister` (bin/cli/*) and `cloister-cache`.
 import http from "node:http";
 import https from "node:https";
 
+/**
+ * Process exit codes of the CLIs (documented in docs/cli.md): 1 anything else, 2 bad usage,
+ * 3 authentication or authorization refused, 4 not found, 5 network or TLS failure.
+ */
+export const EXIT = { ERROR: 1, USAGE: 2, AUTH: 3, NOT_FOUND: 4, NETWORK: 5 };
+
 export class RegistryError extends Error {
-  constructor(message, { status, code } = {}) {
+  constructor(message, { status, code, exitCode, detail } = {}) {
     super(message);
     this.status = status;
     this.code = code;
+    this.detail = detail;
+    this.exitCode =
+      exitCode ?? (status === 401 || status === 403 ? EXIT.AUTH : status === 404 ? EXIT.NOT_FOUND : EXIT.ERROR);
   }
 }
 
@@ -80,20 +90,28 @@ export class RegistryClient {
       "https:": new https.Agent({ ...agentOpts, rejectUnauthorized: !opts.insecure }),
     };
     this.authorization = null; // header value once a challenge was answered
+    this.userAgent = opts.userAgent ?? "cloister-cache/1";
   }
 
+  /** Destroy every connection; requests still running fail and are not retried. */
   close() {
+    this.closed = true;
     for (const a of Object.values(this.agents)) a.destroy();
   }
 
-  /** One raw exchange; resolves { status, headers, body: Buffer }. */
-  raw(method, url, headers, body) {
+  /**
+   * One raw exchange; resolves { status, headers, body: Buffer }, or with `stream` and a 2xx
+   * answer { status, headers, stream } with the body unread. `body` is a Buffer or a body
+   * source { length, open(): Readable } (opened once per attempt, so retries resend it).
+   */
+  raw(method, url, headers, body, { stream = false } = {}) {
     return new Promise((resolve, reject) => {
       const u = new URL(url);
       const mod = u.protocol === "https:" ? https : http;
       const h = { ...headers };
       if (body !== undefined) h["Content-Length"] = String(body.length);
       const req = mod.request(u, { method, headers: h, agent: this.agents[u.protocol] }, (res) => {
+        if (stream && res.statusCode >= 200 && res.statusCode < 300) return resolve({ status: res.statusCode, headers: res.headers, stream: res });
         const parts = [];
         res.on("data", (d) => parts.push(d));
         res.on("end", () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(parts) }));
@@ -101,8 +119,14 @@ export class RegistryClient {
       });
       req.setTimeout(this.timeoutMs, () => req.destroy(Object.assign(new Error(`${method} ${u.pathname} timed out`), { code: "ETIMEDOUT" })));
       req.on("error", reject);
-      if (body !== undefined && body.length) req.end(body);
-      else req.end();
+      if (body === undefined || body.length === 0) req.end();
+      else if (Buffer.isBuffer(body)) req.end(body);
+      else {
+        const src = body.open();
+        src.on("error", (e) => req.destroy(e));
+        req.on("error", () => src.destroy());
+        src.pipe(req);
+      }
     });
   }
 
@@ -110,22 +134,23 @@ export class RegistryClient {
    * Send a request relative to the registry (or absolute), answering auth challenges, following
    * redirects and retrying transient failures. Returns { status, headers, body }.
    */
-  async request(method, pathOrUrl, { headers = {}, body, scope } = {}) {
+  async request(method, pathOrUrl, { headers = {}, body, scope, retries = this.retries, stream = false } = {}) {
     let url = new URL(pathOrUrl, this.base).toString();
     let authRetried = false;
     for (let attempt = 0, redirects = 0; ; ) {
-      const h = { "User-Agent": "cloister-cache/1", ...headers };
+      const h = { "User-Agent": this.userAgent, ...headers };
       const sameOrigin = new URL(url).origin === new URL(this.base).origin;
       if (this.authorization && sameOrigin) h.Authorization = this.authorization;
       let res;
       try {
-        res = await this.raw(method, url, h, body);
+        res = await this.raw(method, url, h, body, { stream });
       } catch (err) {
-        if (attempt < this.retries && RETRY_ERRNO.has(err.code)) {
+        if (attempt < retries && RETRY_ERRNO.has(err.code) && !this.closed) {
           await sleep(250 * 2 ** attempt++);
           continue;
         }
-        throw new RegistryError(`${method} ${url}: ${err.message}`);
+        const tlsHint = /certificate|self[- ]signed/i.test(err.message) ? " (a self-signed development registry? add --tls-verify=false, or --insecure for cloister cache)" : "";
+        throw new RegistryError(`${method} ${url}: ${err.message}${tlsHint}`, { exitCode: EXIT.NETWORK, code: err.code });
       }
       if (res.status === 401 && !authRetried && sameOrigin) {
         authRetried = true;
@@ -136,7 +161,7 @@ export class RegistryClient {
         if (res.status === 303) method = "GET";
         continue;
       }
-      if (RETRY_STATUS.has(res.status) && attempt < this.retries) {
+      if (RETRY_STATUS.has(res.status) && attempt < retries) {
         const ra = Number(res.headers["retry-after"]);
         await sleep(Number.isFinite(ra) && ra > 0 ? Math.min(ra, 30) * 1000 : 250 * 2 ** attempt);
         attempt++;
@@ -151,17 +176,20 @@ export class RegistryClient {
     const basic = this.user !== undefined ? "Basic " + Buffer.from(`${this.user}:${this.password ?? ""}`).toString("base64") : null;
     if (!ch) return false;
     if (ch.scheme === "basic") {
-      if (!basic) throw new RegistryError("the registry requires credentials: pass --user/--password or set CLOISTER_USER/CLOISTER_PASSWORD", { status: 401 });
+      if (!basic)
+        throw new RegistryError("the registry requires credentials: pass --user/--password, set CLOISTER_USER/CLOISTER_PASSWORD, or `docker login` to it", { status: 401 });
       this.authorization = basic;
       return true;
     }
     if (ch.scheme === "bearer" && ch.params.realm) {
       const u = new URL(ch.params.realm);
       if (ch.params.service) u.searchParams.set("service", ch.params.service);
-      const sc = ch.params.scope ?? scope;
-      if (sc) u.searchParams.set("scope", sc);
+      // Several scopes (e.g. push here and pull from a mount source) go as repeated parameters.
+      const scopes = ch.params.scope ? [ch.params.scope] : Array.isArray(scope) ? scope : scope ? [scope] : [];
+      for (const sc of scopes) u.searchParams.append("scope", sc);
       const res = await this.raw("GET", u.toString(), basic ? { Authorization: basic } : {}, undefined);
-      if (res.status !== 200) throw new RegistryError(`token request to ${u.origin}${u.pathname} failed: ${describeError(res)}`, { status: res.status });
+      if (res.status !== 200)
+        throw new RegistryError(`token request to ${u.origin}${u.pathname} failed: ${describeError(res)}`, { status: res.status, exitCode: EXIT.AUTH });
       const j = JSON.parse(res.body.toString("utf8"));
       const token = j.token ?? j.access_token;
       if (!token) throw new RegistryError("token response carried no token");
@@ -188,11 +216,70 @@ export function describeError(res) {
 /** Throw a RegistryError unless res.status is one of `ok`. */
 export function expectStatus(res, ok, what) {
   if (!ok.includes(res.status)) {
-    let code;
+    let code, detail;
     try {
-      code = JSON.parse(res.body.toString("utf8")).errors?.[0]?.code;
+      ({ code, detail } = JSON.parse(res.body.toString("utf8")).errors?.[0] ?? {});
     } catch {}
-    throw new RegistryError(`${what}: ${describeError(res)}`, { status: res.status, code });
+    throw new RegistryError(`${what}: ${describeError(res)}`, { status: res.status, code, detail });
   }
   return res;
+}
+
+const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?$/i;
+
+/** 127.0.0.0/8, localhost or [::1], with or without a port. */
+export function isLoopback(host) {
+  return LOOPBACK.test(host);
+}
+
+/** Does `host` answer plain HTTP? True on any HTTP status line within `timeoutMs`. */
+export function speaksPlainHttp(host, timeoutMs = 1500) {
+  return new Promise((resolve) => {
+    const req = http.request(`http://${host}/v2/`, { method: "GET", agent: false, timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve(true);
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", () => resolve(false));
+    req.end();
+  });
+}
+
+export const PLAIN_HTTP_HINT = "this registry speaks plain HTTP: add --plain-http";
+
+/**
+ * A client for `host` whose GET /v2/ answered 200 (after authenticating). The scheme: the
+ * reference's own (http://, https://) or --plain-http wins; a loopback host is tried on plain
+ * HTTP first; everything else gets HTTPS, with certificates verified unless `insecure`
+ * (--insecure / --tls-verify=false). When HTTPS has not finished within a
+ * second, or fails, and the port answers plain HTTP, this fails at once with PLAIN_HTTP_HINT:
+ * workerd never answers a TLS ClientHello on an HTTP port, so the handshake would otherwise hang
+ * until the request timeout.
+ * @param {{host: string, scheme?: "http"|"https"|null, plainHttp?: boolean, insecure?: boolean,
+ *          user?: string, password?: string, maxSockets?: number, userAgent?: string,
+ *          scope?: string|string[], timeoutMs?: number}} o
+ */
+export async function connect(o) {
+  let scheme = o.scheme ?? (o.plainHttp ? "http" : null);
+  if (!scheme && isLoopback(o.host) && (await speaksPlainHttp(o.host))) scheme = "http";
+  scheme ??= "https";
+  const client = new RegistryClient({ ...o, scheme, insecure: !!o.insecure });
+  const ping = client.request("GET", "/v2/", { scope: o.scope, retries: 1 });
+  try {
+    if (scheme === "https") {
+      let timer;
+      const slow = new Promise((resolve) => (timer = setTimeout(() => resolve("slow"), 1000)));
+      const first = await Promise.race([ping.then(() => "done", () => "failed"), slow]);
+      clearTimeout(timer);
+      if (first !== "done" && (await speaksPlainHttp(o.host))) {
+        ping.catch(() => {});
+        throw new RegistryError(`${o.host}: ${PLAIN_HTTP_HINT}`, { exitCode: EXIT.NETWORK });
+      }
+    }
+    expectStatus(await ping, [200], `GET ${client.base}/v2/`);
+    return client;
+  } catch (err) {
+    client.close();
+    throw err;
+  }
 }

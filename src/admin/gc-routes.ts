@@ -9,13 +9,16 @@
 //   GET  /admin/retention             {rules: [...]}
 //   PUT  /admin/retention  {"pattern", "keepLastTags", "keepTags", "untaggedOlderThanDays", "deleteOrphanReferrers"}
 //   DELETE /admin/retention?pattern=…  → 204, 404 when no such rule
-//   GET  /admin/quotas                {quotas: [{pattern, limitBytes, updatedAt}]}
-//   PUT  /admin/quotas   {"pattern": "team/**", "limitBytes": N}  set (upsert) a rule → 200 list
+//   GET  /admin/quotas                {quotas: [{pattern, limitBytes, updatedAt, usedBytes, repositories}]}
+//                    usedBytes: the namespace's total as its counter has it (src/gc/quotas.ts)
+//   PUT  /admin/quotas   {"pattern": "team/**", "limitBytes": N}  set (upsert) a rule → 200 {quotas, seeded};
+//                    a new rule first counts the repositories it matches ({counted, complete})
 //   DELETE /admin/quotas?pattern=team/**   → 204, 404 when no such rule
 import type { Hono } from "hono";
 import { z } from "zod";
 import type { Env } from "../env";
-import { blobStoreShard, blobShards, catalogShard, catalogShards, gcCoordinator, quotaStore, trustStoreFor } from "../stores";
+import { blobStoreShard, blobShards, catalogShard, catalogShards, gcCoordinator, quotaCounter, quotaStore, trustStoreFor } from "../stores";
+import { seedQuota } from "../gc/quotas";
 import { isValidName } from "../oci/grammar";
 import { MAX_QUOTA_RULES, MAX_RETENTION_RULES } from "../gc/coordinator";
 import { nextLink, parsePage } from "../oci/pagination";
@@ -56,6 +59,13 @@ const startSchema = z.object({ dryRun: z.boolean().default(false), reconcile: z.
 
 function apiError(code: string, message: string, status: number, detail: unknown = null): Response {
   return new Response(JSON.stringify({ errors: [{ code, message, detail }] }), { status, headers: { "Content-Type": "application/json; charset=utf-8" } });
+}
+
+/** The rules with each namespace's counted bytes and repositories (one call per rule, ≤ MAX_QUOTA_RULES). */
+async function quotasWithUsage(env: Env) {
+  const rules = await quotaStore(env).quotas();
+  const used = await Promise.all(rules.map((r) => quotaCounter(env, r.pattern).quotaUsed()));
+  return rules.map((r, i) => ({ ...r, ...used[i] }));
 }
 
 export function mountGcAdminRoutes(app: Hono<any>): void {
@@ -101,7 +111,7 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
     return c.body(null, 204);
   });
 
-  app.get("/quotas", async (c) => c.json({ quotas: await quotaStore(c.env as Env).quotas() }));
+  app.get("/quotas", async (c) => c.json({ quotas: await quotasWithUsage(c.env as Env) }));
 
   app.put("/quotas", async (c) => {
     const text = await c.req.text();
@@ -116,15 +126,24 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
     if (!parsed.success) {
       return apiError("BAD_REQUEST", 'expected {"pattern": "<repository glob>", "limitBytes": <bytes>}', 400, parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })));
     }
-    const gc = quotaStore(c.env as Env);
-    if (!(await gc.setQuota(parsed.data.pattern, parsed.data.limitBytes))) return apiError("CONFLICT", `at most ${MAX_QUOTA_RULES} quota rules`, 409);
-    return c.json({ quotas: await gc.quotas() });
+    const env = c.env as Env;
+    const { pattern, limitBytes } = parsed.data;
+    const set = await quotaStore(env).setQuota(pattern, limitBytes);
+    if (set === "full") return apiError("CONFLICT", `at most ${MAX_QUOTA_RULES} quota rules`, 409);
+    // A new rule counts what its namespace already holds (a changed limit keeps the counts).
+    let seeded: { counted: number; complete: boolean } | null = null;
+    const counter = quotaCounter(env, pattern);
+    if (set === "created") await counter.quotaReset();
+    await counter.quotaSetLimit(limitBytes);
+    if (set === "created") seeded = await seedQuota(env, pattern);
+    return c.json({ quotas: await quotasWithUsage(env), seeded });
   });
 
   app.delete("/quotas", async (c) => {
     const pattern = c.req.query("pattern");
     if (!pattern) return apiError("BAD_REQUEST", "name the rule: DELETE /admin/quotas?pattern=<glob>", 400);
     if (!(await quotaStore(c.env as Env).deleteQuota(pattern))) return apiError("NOT_FOUND", `no quota rule "${pattern.slice(0, 256)}"`, 404);
+    await quotaCounter(c.env as Env, pattern).quotaReset(true);
     return c.body(null, 204);
   });
 

@@ -21,6 +21,9 @@ export const AUDIT_ACTIONS = [
   "lock.lock", "lock.unlock",
   "gc.run", // a finished or failed GC/retention run: what it scanned, condemned and deleted
   "quota.denied", // a push refused by a namespace quota
+  "retention.tag", // a tag removed by a retention rule (details: run, rule)
+  "retention.manifest", // a manifest deleted by a retention rule (details: run, why)
+  "restore.begin", "restore.finish", // an index restore from a snapshot (docs/adr/0016)
   "webhook.create", "webhook.update", "webhook.delete", // webhook endpoint changes (never the secret)
 ] as const;
 

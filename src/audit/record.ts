@@ -67,6 +67,32 @@ export async function record(env: Env, input: EventInput, durability: Durability
   return ev;
 }
 
+/** Events appended to the log per call by recordMany (each is at most MAX_EVENT_BYTES). */
+const MANY_PER_CALL = 100;
+
+/**
+ * Record many events of one actor at once, durably (as "before-response"): one AuditLog call per
+ * MANY_PER_CALL events, each spooled to R2 if the log fails, and a throw only if R2 fails too.
+ * For work outside a request (GC's retention deletions), where one append per event would cost a
+ * round trip each.
+ */
+export async function recordMany(env: Env, inputs: EventInput[]): Promise<void> {
+  const ctx = context();
+  for (let i = 0; i < inputs.length; i += MANY_PER_CALL) {
+    const evs = inputs.slice(i, i + MANY_PER_CALL).map((input) => buildEvent(input, ctx));
+    const day = dayOf(ctx.now);
+    try {
+      const rs = await auditLogFor(env, day).append(evs.map((ev) => ({ body: JSON.stringify(ev), fields: indexedFields(ev) })));
+      if (rs.some((r) => r.seq === 1 || r.seq % 1000 === 0)) {
+        await auditIndexFor(env).addDay(day).catch((e) => console.error(JSON.stringify({ type: "audit-index", day, error: String(e) })));
+      }
+    } catch (e) {
+      console.error(JSON.stringify({ type: "audit-spooled", count: evs.length, error: String(e) }));
+      for (const ev of evs) await env.BUCKET.put(`${SPOOL}${ev.time.slice(0, 10)}/${ev.id}.json`, JSON.stringify(ev));
+    }
+  }
+}
+
 /** Move spooled events into the log (oldest first, at most `max` per call). Returns how many. */
 export async function drainSpool(env: Env, max = 100): Promise<number> {
   const list = await env.BUCKET.list({ prefix: SPOOL, limit: max });

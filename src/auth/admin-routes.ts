@@ -27,6 +27,7 @@ import { webhookRoutes } from "../admin/webhook-routes";
 import { record } from "../audit/record";
 import { mountIndexAdminRoutes } from "../admin/index-routes";
 import { mountGcAdminRoutes } from "../admin/gc-routes";
+import { mountSnapshotAdminRoutes } from "../admin/snapshot-routes";
 
 type Ctx = Context<any>;
 
@@ -76,14 +77,14 @@ async function body<T extends z.ZodType>(c: Ctx, schema: T): Promise<z.output<T>
 
 /** User names are one repository path component, so "<name>/**" is their namespace. */
 export const USER_NAME_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
-const RESERVED = new Set(["admin", "anonymous", "authenticated", "open", "robot", "token", "v2"]);
+export const RESERVED_USER_NAMES = new Set(["admin", "anonymous", "authenticated", "open", "robot", "token", "v2"]);
 
 const userName = z
   .string()
   .min(2)
   .max(64)
   .regex(USER_NAME_RE, "user names are lower-case letters and digits, separated by single . _ or -")
-  .refine((n) => !RESERVED.has(n), "this name is reserved");
+  .refine((n) => !RESERVED_USER_NAMES.has(n), "this name is reserved");
 const robotShort = z.string().min(1).max(64).regex(USER_NAME_RE, "robot names are lower-case letters and digits, separated by single . _ or -");
 const password = z.string().min(8, "passwords need at least 8 characters").max(1024);
 
@@ -377,3 +378,4 @@ adminRoutes.delete("/keys/:kid", async (c) => {
 // index migration and blob holders (owned by the index, docs/adr/0008)
 mountIndexAdminRoutes(adminRoutes);
 mountGcAdminRoutes(adminRoutes);
+mountSnapshotAdminRoutes(adminRoutes);

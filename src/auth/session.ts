@@ -23,7 +23,7 @@ export const OPEN: Principal = Object.freeze({ kind: "open", name: "anonymous", 
 
 export interface AuthState {
   principal: Principal;
-  via: "open" | "bearer" | "basic" | "anonymous";
+  via: "open" | "bearer" | "basic" | "anonymous" | "session";
   /** The token's access claim when the request came with a Bearer token. */
   access?: AccessEntry[];
   /** Rules (with built-ins) once loaded in this request. */

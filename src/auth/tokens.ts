@@ -66,6 +66,22 @@ const registeredSchema = {
 };
 const accessClaimsSchema = z.object({ ...registeredSchema, access: z.array(accessEntrySchema).max(MAX_SCOPES) });
 const refreshClaimsSchema = z.object({ ...registeredSchema, use: z.literal("refresh"), ep: z.number().int().min(0) });
+// Web UI sessions (src/ui/session.ts): never accepted where an access or refresh token is expected.
+// `pw` ties an admin session to the ADMIN_PASSWORD it was made with (its epoch is always 0).
+const sessionClaimsSchema = z.object({ ...registeredSchema, use: z.literal("session"), ep: z.number().int().min(0), pw: z.string().max(64).optional() });
+
+export interface SessionClaims extends JWTPayload {
+  iss: string;
+  sub: string;
+  aud: string;
+  exp: number;
+  nbf: number;
+  iat: number;
+  jti: string;
+  use: "session";
+  ep: number;
+  pw?: string;
+}
 
 /**
  * Parses scopes as sent in `scope` parameters: each value may hold several space-separated
@@ -148,7 +164,7 @@ export async function verifyJwt<T extends JWTPayload>(
   token: string,
   keys: readonly SigningKey[],
   audience: string,
-  use: "access" | "refresh",
+  use: "access" | "refresh" | "session",
 ): Promise<{ ok: true; claims: T } | { ok: false; reason: VerifyFailure }> {
   let header: { kid?: string; alg?: string };
   try {
@@ -170,9 +186,9 @@ export async function verifyJwt<T extends JWTPayload>(
     if (name === "JwtTokenSignatureMismatched") return { ok: false, reason: "bad-signature" };
     return { ok: false, reason: "malformed" };
   }
-  const isRefresh = claims.use === "refresh";
-  if ((use === "refresh") !== isRefresh) return { ok: false, reason: "wrong-use" };
-  const parsed = (use === "access" ? accessClaimsSchema : refreshClaimsSchema).safeParse(claims);
+  // Access tokens carry no "use"; refresh and session tokens are refused everywhere else.
+  if ((claims.use ?? "access") !== use) return { ok: false, reason: "wrong-use" };
+  const parsed = (use === "access" ? accessClaimsSchema : use === "refresh" ? refreshClaimsSchema : sessionClaimsSchema).safeParse(claims);
   if (!parsed.success) return { ok: false, reason: "malformed" };
   return { ok: true, claims: parsed.data as unknown as T };
 }
@@ -205,4 +221,17 @@ export async function issueRefreshToken(opts: {
 }): Promise<string> {
   const claims: RefreshClaims = { ...registeredClaims(opts), use: "refresh", ep: opts.epoch };
   return signJwt(claims, opts.keys);
+}
+
+export async function issueSessionToken(opts: {
+  keys: readonly SigningKey[];
+  subject: string;
+  audience: string;
+  epoch: number;
+  adminPasswordTag?: string;
+  ttl: number;
+  now?: number;
+}): Promise<{ token: string; claims: SessionClaims }> {
+  const claims: SessionClaims = { ...registeredClaims(opts), use: "session", ep: opts.epoch, ...(opts.adminPasswordTag ? { pw: opts.adminPasswordTag } : {}) };
+  return { token: await signJwt(claims, opts.keys), claims };
 }

@@ -5,7 +5,7 @@
 // one (`manual` runs) to interleave pushes between them.
 import { DurableObject } from "cloudflare:workers";
 import { config, type Env } from "../env";
-import { GcError, runStep, type Cursor, type RunOptions, type RunStats, emptyStats } from "./steps";
+import { GcError, runStep, type Cursor, type PlanScratch, type RunOptions, type RunStats, emptyStats } from "./steps";
 import { accountStoreFor, legacyTrustStore } from "../stores";
 import { parseRule } from "../auth/policy";
 import { record } from "../audit/record";
@@ -37,7 +37,7 @@ export interface RetentionRule {
 export const MAX_RETENTION_RULES = 100;
 
 export interface QuotaRule { pattern: string; limitBytes: number; updatedAt: number }
-/** Most quota rules (each repository's TrustStore reads the matching ones every QUOTA_TTL_MS). */
+/** Most quota rules (each repository's TrustStore reads the matching ones every QUOTA_TTL_MS; a push calls each matching rule's counter). */
 export const MAX_QUOTA_RULES = 100;
 
 export interface RunRecord {
@@ -90,6 +90,7 @@ export class GcCoordinator extends DurableObject<Env> {
       grace_seconds INTEGER NOT NULL, manual INTEGER NOT NULL, state TEXT NOT NULL, cursor TEXT NOT NULL, stats TEXT NOT NULL,
       started_at INTEGER NOT NULL, finished_at INTEGER, failures INTEGER NOT NULL DEFAULT 0)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS retention (pattern TEXT PRIMARY KEY, rule TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS plan_released (run INTEGER NOT NULL, digest TEXT NOT NULL, repo TEXT NOT NULL, PRIMARY KEY (run, digest, repo)) WITHOUT ROWID`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS quotas (pattern TEXT PRIMARY KEY, limit_bytes INTEGER NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID`);
   }
 
@@ -119,25 +120,87 @@ export class GcCoordinator extends DurableObject<Env> {
       .map((r) => ({ pattern: r.pattern, limitBytes: r.limit_bytes, updatedAt: r.updated_at }));
   }
 
-  /** Upsert a rule; false when MAX_QUOTA_RULES exist and this pattern is new. */
-  setQuota(pattern: string, limitBytes: number): boolean {
+  /** Upsert a rule; "full" when MAX_QUOTA_RULES exist and this pattern is new. */
+  setQuota(pattern: string, limitBytes: number): "created" | "updated" | "full" {
     const exists = this.sql.exec(`SELECT 1 FROM quotas WHERE pattern = ?`, pattern).toArray().length > 0;
-    if (!exists && this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM quotas`).one().n >= MAX_QUOTA_RULES) return false;
+    if (!exists && this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM quotas`).one().n >= MAX_QUOTA_RULES) return "full";
     this.sql.exec(`INSERT OR REPLACE INTO quotas (pattern, limit_bytes, updated_at) VALUES (?, ?, ?)`, pattern, limitBytes, Date.now());
-    return true;
+    return exists ? "updated" : "created";
   }
 
   deleteQuota(pattern: string): boolean {
     return this.sql.exec(`DELETE FROM quotas WHERE pattern = ?`, pattern).rowsWritten > 0;
   }
 
-  /** The quota of a repository: the smallest limit among the rules whose glob matches it. */
-  quotaFor(repo: string): { pattern: string; limitBytes: number } | null {
-    let best: { pattern: string; limitBytes: number } | null = null;
-    for (const r of this.quotas()) {
-      if (matchGlob(r.pattern, repo) && (!best || r.limitBytes < best.limitBytes)) best = { pattern: r.pattern, limitBytes: r.limitBytes };
-    }
-    return best;
+  /** The quota rules whose glob matches a repository: the push must fit every one of their namespaces. */
+  quotasFor(repo: string): { pattern: string; limitBytes: number }[] {
+    return this.quotas().filter((r) => matchGlob(r.pattern, repo)).map((r) => ({ pattern: r.pattern, limitBytes: r.limitBytes }));
+  }
+
+  // ---- one quota rule's usage counter (instances "quota:<pattern>", see src/gc/quotas.ts) -------
+
+  private counterTables(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS quota_usage (repo TEXT PRIMARY KEY, bytes INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS quota_total (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL, repos INTEGER NOT NULL, limit_bytes INTEGER, deleted INTEGER NOT NULL DEFAULT 0)`);
+    this.sql.exec(`INSERT OR IGNORE INTO quota_total (id, bytes, repos) VALUES (0, 0, 0)`);
+  }
+
+  /** Set a repository's bytes unless a newer report (higher seq) is already recorded; the running total follows. */
+  private counterSet(repo: string, bytes: number, seq: number): void {
+    const old = this.sql.exec<{ bytes: number; seq: number }>(`SELECT bytes, seq FROM quota_usage WHERE repo = ?`, repo).toArray()[0];
+    if (old && old.seq >= seq) return;
+    this.sql.exec(`INSERT OR REPLACE INTO quota_usage (repo, bytes, seq) VALUES (?, ?, ?)`, repo, bytes, seq);
+    this.sql.exec(`UPDATE quota_total SET bytes = bytes + ?, repos = repos + ? WHERE id = 0`, bytes - (old?.bytes ?? 0), old ? 0 : 1);
+  }
+
+  /**
+   * A push of `adding` bytes to `repo`, whose bytes including it would be `bytes` (as of `seq`):
+   * allowed when the namespace total with it stays within `limit`, and then recorded; refused
+   * otherwise (the repository is recorded without the addition). `used`: the total before it;
+   * `limit`: the one judged by — the rule's current limit as the admin API last set it here (the
+   * caller's copy may be up to QUOTA_TTL_MS old), none once the rule was deleted.
+   */
+  quotaCharge(repo: string, bytes: number, adding: number, limit: number, seq: number): { ok: boolean; used: number; limit: number } {
+    this.counterTables();
+    return this.ctx.storage.transactionSync(() => {
+      const t = this.sql.exec<{ bytes: number; limit_bytes: number | null; deleted: number }>(`SELECT bytes, limit_bytes, deleted FROM quota_total WHERE id = 0`).one();
+      const total = t.bytes;
+      limit = t.deleted ? Number.MAX_SAFE_INTEGER : (t.limit_bytes ?? limit);
+      const old = this.sql.exec<{ bytes: number; seq: number }>(`SELECT bytes, seq FROM quota_usage WHERE repo = ?`, repo).toArray()[0];
+      // A report newer than this one already counts this repository: judge against it.
+      const mine = old && old.seq >= seq ? old.bytes : bytes - adding;
+      const used = total - (old?.bytes ?? 0) + mine;
+      const ok = used + adding <= limit;
+      this.counterSet(repo, ok ? bytes : bytes - adding, seq);
+      return { ok, used, limit };
+    });
+  }
+
+  quotaReport(repo: string, bytes: number, seq: number): void {
+    this.counterTables();
+    this.ctx.storage.transactionSync(() => this.counterSet(repo, bytes, seq));
+  }
+
+  /** The namespace's counted bytes and repositories. */
+  quotaUsed(): { usedBytes: number; repositories: number } {
+    this.counterTables();
+    const t = this.sql.exec<{ bytes: number; repos: number }>(`SELECT bytes, repos FROM quota_total WHERE id = 0`).one();
+    return { usedBytes: t.bytes, repositories: t.repos };
+  }
+
+  /** The rule's limit, set by the admin API: it applies at once, whatever the repositories cached. */
+  quotaSetLimit(limit: number): void {
+    this.counterTables();
+    this.sql.exec(`UPDATE quota_total SET limit_bytes = ?, deleted = 0 WHERE id = 0`, limit);
+  }
+
+  /** Forget every count: the rule is new (seeded afresh next) or deleted (`deleted`: allow everything until re-created). */
+  quotaReset(deleted = false): void {
+    this.counterTables();
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(`DELETE FROM quota_usage`);
+      this.sql.exec(`UPDATE quota_total SET bytes = 0, repos = 0, limit_bytes = NULL, deleted = ? WHERE id = 0`, deleted ? 1 : 0);
+    });
   }
 
   /**
@@ -176,7 +239,7 @@ export class GcCoordinator extends DurableObject<Env> {
     if (!row) return null;
     const cursor = JSON.parse(row.cursor) as Cursor;
     const stats = JSON.parse(row.stats) as RunStats;
-    const opts: RunOptions = { runId: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1, retention: [], immutable: [] };
+    const opts: RunOptions = { runId: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1, retention: [], immutable: [], plan: this.planScratch(row.id) };
     if (cursor.phase === "repos") {
       opts.retention = this.retentionRules();
       if (opts.retention.length) opts.immutable = await immutableTagRules(this.env);
@@ -186,6 +249,7 @@ export class GcCoordinator extends DurableObject<Env> {
       const done = next.phase === "done";
       this.sql.exec(`UPDATE runs SET cursor = ?, stats = ?, failures = 0, state = ?, finished_at = ? WHERE id = ?`,
         JSON.stringify(next), JSON.stringify(stats), done ? "done" : "running", done ? Date.now() : null, row.id);
+      if (done) this.sql.exec(`DELETE FROM plan_released`);
       if (done) console.log(`gc run ${row.id} done`, JSON.stringify({ ...stats, missing: stats.missing.length }));
       if (done) await this.audit(row, stats, 200, null);
       if (done && stats.missing.length) console.error(`DATA LOSS: gc run ${row.id} found ${stats.missingCount} indexed blobs whose objects are missing`, JSON.stringify(stats.missing.slice(0, 20)));
@@ -197,9 +261,22 @@ export class GcCoordinator extends DurableObject<Env> {
       this.sql.exec(`UPDATE runs SET stats = ?, failures = ?, state = ?, finished_at = ? WHERE id = ?`,
         JSON.stringify(stats), failures, failed ? "failed" : "running", failed ? Date.now() : null, row.id);
       console.error(`gc run ${row.id} step failed (${failures}/${MAX_STEP_FAILURES})`, msg);
+      if (failed) this.sql.exec(`DELETE FROM plan_released`);
       if (failed) await this.audit(row, stats, 500, "GC_FAILED");
     }
     return this.record(this.sql.exec<Row>(`SELECT * FROM runs WHERE id = ?`, row.id).one());
+  }
+
+  /** A dry run's releases (digest, repo), kept here between its phase 1 and its condemnation. */
+  private planScratch(run: number): PlanScratch {
+    return {
+      add: (repo, digests) => {
+        for (const d of digests) this.sql.exec(`INSERT OR IGNORE INTO plan_released (run, digest, repo) VALUES (?, ?, ?)`, run, d, repo);
+      },
+      page: (after, limit) => this.sql.exec<{ digest: string; repo: string }>(
+        `SELECT digest, repo FROM plan_released WHERE run = ? AND digest > ? ORDER BY digest, repo LIMIT ?`, run, after ?? "", limit).toArray()
+        .map((r) => ({ digest: r.digest, repo: r.repo })),
+    };
   }
 
   /** A finished or failed run is an audit event (counts only: the missing list stays in the run record). */

@@ -11,13 +11,14 @@
 //   orphans  reconcile: R2 objects no row names, older than the cutoff, not an open upload's.
 //   missing  reconcile: rows whose object is gone — the data-loss alarm (listed, never dropped).
 import type { Env } from "../env";
-import { blobStoreShard, blobShards, catalogShard, catalogShards, groupByBlobShard, trustStoreFor, uploadSessionFor } from "../stores";
-import { GC_SCAN_ROWS } from "../stores/blob-store";
+import { blobShardOf, blobStoreShard, blobShards, catalogShard, catalogShards, groupByBlobShard, trustStoreFor, uploadSessionFor } from "../stores";
+import { GC_DRY_RELEASES, GC_SCAN_ROWS } from "../stores/blob-store";
 import { GC_REFS_BATCH } from "../stores/trust-store";
 import { parseManifest, requiredBlobs, requiredManifests } from "../oci/manifest";
 import { backfillRepo } from "../storage/backfill";
 import type { RetentionRule } from "./coordinator";
 import { matchGlob } from "../auth/policy";
+import { recordMany } from "../audit/record";
 import type { RetentionSpec } from "../stores/trust-store";
 
 export interface Cursor {
@@ -41,6 +42,14 @@ export interface RunOptions {
   /** Retention rules and immutable-tag rules (loaded by the coordinator for phase 1 steps). */
   retention: RetentionRule[];
   immutable: { repositories: string[]; tags: string[] }[];
+  /** Dry runs: the holders the real run's phase 1 would release, kept by the coordinator for the condemn phase. */
+  plan: PlanScratch;
+}
+
+export interface PlanScratch {
+  add(repo: string, digests: string[]): void;
+  /** Releases with digest after `after`, in digest order. */
+  page(after: string | null, limit: number): { digest: string; repo: string }[];
 }
 
 export interface RunStats {
@@ -146,29 +155,73 @@ function retentionSpec(repo: string, o: RunOptions): RetentionSpec | null {
   };
 }
 
+const listRetention = (stats: RunStats, repo: string, r: { tags: { tag: string; digest: string }[]; manifests: { digest: string; why: string }[] }) => {
+  stats.retentionTagsRemoved += r.tags.length;
+  stats.retentionManifestsDeleted += r.manifests.length;
+  for (const t of r.tags) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, tag: t.tag, digest: t.digest, why: "tag beyond keepLastTags" });
+  for (const m of r.manifests) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, digest: m.digest, why: m.why });
+};
+
+/**
+ * A dry run's phase 1 for one repository: the TrustStore runs retention and the drops in a
+ * transaction it rolls back (gcPlan), so the plan holds what the real run's own deletions free;
+ * the holders it would release are kept for the dry condemnation.
+ */
+async function planRepo(env: Env, repo: string, cutoff: number, stats: RunStats, o: RunOptions): Promise<boolean> {
+  const trust = trustStoreFor(env, repo);
+  for (let i = 0; i < DROPS_PER_STEP; i++) {
+    const p = await trust.gcPlan(repo, retentionSpec(repo, o), cutoff);
+    if ("needsBackfill" in p) {
+      if (p.needsBackfill) {
+        note(stats, `${repo}: not planned — its membership backfill is due (a real run does it first)`);
+        return true;
+      }
+      for (const m of p.unindexed) await indexRefs(env, repo, m.digest, m.r2Key, m.mediaType);
+      stats.manifestsIndexed += p.unindexed.length;
+      continue;
+    }
+    listRetention(stats, repo, p);
+    stats.membershipsDropped += p.dropped.length;
+    stats.membershipBytesDropped += p.dropped.reduce((a, d) => a + d.size, 0);
+    if (p.empty) stats.reposUncataloged++;
+    if (p.truncated) note(stats, `${repo}: the dry run's plan lists only the first ${p.dropped.length} drops`);
+    o.plan.add(repo, [...p.manifests.filter((m) => !m.held), ...p.dropped.filter((d) => !d.held)].map((x) => x.digest));
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Each retention deletion is an audit event (issue 11 "Audit"), written durably before the run
+ * goes on: the deletion has happened, and "who removed prod/api:v1?" must have an answer.
+ */
+async function auditRetention(env: Env, repo: string, r: { tags: { tag: string; digest: string }[]; manifests: { digest: string; why: string }[] }, runId: number): Promise<void> {
+  const principal = "gc:retention";
+  // Only if the log and the R2 spool both fail: the deletion stands, the run goes on, and the loss is logged.
+  await recordMany(env, [
+    ...r.tags.map((t) => ({ action: "retention.tag" as const, principal, target: { repository: repo, tag: t.tag, digest: t.digest }, details: { run: runId, why: "tag beyond keepLastTags" } })),
+    ...r.manifests.map((m) => ({ action: "retention.manifest" as const, principal, target: { repository: repo, digest: m.digest }, details: { run: runId, why: m.why } })),
+  ]).catch((e) => console.error(JSON.stringify({ type: "audit-unavailable", action: "retention", repository: repo, error: String(e) })));
+}
+
 /** Retention first (its deletions feed this run's drops), then phase 1 for one repository. */
 async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats, o: RunOptions): Promise<boolean> {
+  if (o.dryRun) return planRepo(env, repo, cutoff, stats, o);
   const trust = trustStoreFor(env, repo);
   const spec = retentionSpec(repo, o);
   for (let i = 0; spec && i < DROPS_PER_STEP; i++) {
     const since = Date.now();
-    const r = await trust.gcRetention(repo, spec, o.dryRun);
-    stats.retentionTagsRemoved += r.tags.length;
-    stats.retentionManifestsDeleted += r.manifests.length;
-    for (const t of r.tags) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, tag: t.tag, digest: t.digest, why: "tag beyond keepLastTags" });
-    for (const m of r.manifests) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, digest: m.digest, why: m.why });
-    if (!o.dryRun) {
-      const release = r.manifests.filter((m) => !m.held).map((m) => m.digest);
-      for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
-    }
+    const r = await trust.gcRetention(repo, spec, false);
+    listRetention(stats, repo, r);
+    await auditRetention(env, repo, r, o.runId);
+    const release = r.manifests.filter((m) => !m.held).map((m) => m.digest);
+    for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
     if (!r.more) break;
-    if (o.dryRun) break; // a dry run writes nothing, so it cannot page past its first batch
   }
   for (let i = 0; i < DROPS_PER_STEP; i++) {
     const since = Date.now();
-    const r = await trust.gcDrop(repo, cutoff, DROP_BATCH, o.dryRun);
+    const r = await trust.gcDrop(repo, cutoff, DROP_BATCH, false);
     if (r.needsBackfill) {
-      if (o.dryRun) return true;
       await backfillRepo(env, repo);
       continue;
     }
@@ -180,11 +233,13 @@ async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats
     stats.membershipsDropped += r.dropped.length;
     stats.membershipBytesDropped += r.dropped.reduce((a, d) => a + d.size, 0);
     if (r.empty) stats.reposUncataloged++;
-    if (!o.dryRun) {
-      const release = r.dropped.filter((d) => !d.held).map((d) => d.digest);
-      for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
+    const release = r.dropped.filter((d) => !d.held).map((d) => d.digest);
+    for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
+    if (!r.more) {
+      // Namespace quotas: a sweep heals whatever a crash left in this repository's counts.
+      await trust.quotaReport(repo);
+      return true;
     }
-    if (!r.more) return true;
   }
   return false;
 }
@@ -205,17 +260,12 @@ async function condemnStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions):
   const shards = blobShards();
   if (c.shard >= shards.length) return { ...c, phase: o.dryRun ? (o.reconcile ? "orphans" : "done") : "delete", after: null, shard: 0 };
   const store = blobStoreShard(env, shards[c.shard]);
+  if (o.dryRun) return dryCondemnStep(env, c, stats, o);
   const page = await store.gcCandidates(c.cutoff, c.after);
   stats.blobsScanned += page.scanned;
   stats.skipped += page.skipped.length;
   const next: Cursor = page.next === null ? { ...c, shard: c.shard + 1, after: null } : { ...c, after: page.next };
   if (!page.items.length) return next;
-  if (o.dryRun) {
-    const keys = new Map(page.items.map((i) => [i.r2Key, i.size]));
-    stats.condemned += page.items.length;
-    stats.condemnedBytes += [...keys.values()].reduce((a, b) => a + b, 0);
-    return next;
-  }
   // Fence each candidate in every repository that last held it; one that turns out to be a
   // member there is re-held (repairing the holder) and not condemned.
   const byRepo = new Map<string, string[]>();
@@ -241,6 +291,29 @@ async function condemnStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions):
     stats.condemnedBytes += r.doomedBytes;
   }
   return next;
+}
+
+/**
+ * A dry run's condemnation of one page of a shard: the BlobStore applies the releases the plan
+ * collected and condemns as the real run would, then rolls back (gcDryCondemn).
+ */
+async function dryCondemnStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions): Promise<Cursor> {
+  const shard = blobShards()[c.shard];
+  const all = o.plan.page(c.after, GC_DRY_RELEASES);
+  let released = all.filter((r) => blobShardOf(r.digest) === shard);
+  const complete = all.length < GC_DRY_RELEASES;
+  if (!complete && released.length) {
+    // Keep every release of the last digest together (it may continue on the next page).
+    const last = released[released.length - 1].digest;
+    const whole = released.filter((r) => r.digest !== last);
+    if (whole.length) released = whole;
+  }
+  const r = await blobStoreShard(env, shard).gcDryCondemn(c.cutoff, c.after, released, complete);
+  stats.blobsScanned += r.scanned;
+  stats.skipped += r.skipped;
+  stats.condemned += r.condemned;
+  stats.condemnedBytes += r.doomedBytes;
+  return r.next === null ? { ...c, shard: c.shard + 1, after: null } : { ...c, after: r.next };
 }
 
 async function deleteStep(env: Env, c: Cursor, stats: RunStats, o: RunOptions): Promise<Cursor> {

@@ -11,6 +11,7 @@ import {
   appendToUpload, cancelUpload, closeUpload, maxUploadBytes, openUpload, progressHeaders, unknownUpload, uploadOffset, uploadWhole,
   type UploadBody, type UploadRef,
 } from "../storage/uploads";
+import { parseUploadId } from "../storage/upload-ids";
 import { principalId } from "./principal";
 import { mayPull } from "../auth";
 import { record } from "../audit/record";
@@ -18,7 +19,6 @@ import { record } from "../audit/record";
 // Moved to the upload domain; re-exported for the manifest routes.
 export { digestPolicy } from "../storage/uploads";
 
-const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const MIN_CHUNK = 5 * 1024 * 1024;
 
 /** POST /v2/<name>/blobs/uploads/ — start a session, upload monolithically (?digest=), or mount. */
@@ -50,7 +50,8 @@ export async function start(c: Ctx, name: string): Promise<Response> {
     headers: {
       ...progressHeaders(name, id, 0),
       "OCI-Chunk-Min-Length": String(MIN_CHUNK),
-      "OCI-Chunk-Max-Length": String(cfg.chunkMaxBytes),
+      // Never advertise chunks the body cap would refuse (a chunking client trusts this number).
+      "OCI-Chunk-Max-Length": String(cfg.maxBodyBytes > 0 ? Math.min(cfg.chunkMaxBytes, cfg.maxBodyBytes) : cfg.chunkMaxBytes),
     },
   });
 }
@@ -72,7 +73,7 @@ async function tryMount(c: Ctx, name: string, d: ParsedDigest, from: string | nu
 export async function patch(c: Ctx, name: string, id: string): Promise<Response> {
   checkBodyLimit(c, config(c.env).maxBodyBytes);
   const body = uploadBody(c);
-  const offset = await appendToUpload(c.env, uploadRef(c, name, id), body);
+  const offset = await appendToUpload(c.env, await uploadRef(c, name, id), body);
   return new Response(null, { status: 202, headers: progressHeaders(name, id, offset) });
 }
 
@@ -81,27 +82,30 @@ export async function finish(c: Ctx, name: string, id: string): Promise<Response
   const claim = parseDigest(new URL(c.req.url).searchParams.get("digest"), "digest query parameter");
   checkBodyLimit(c, config(c.env).maxBodyBytes);
   const body = uploadBody(c);
-  await closeUpload(c.env, uploadRef(c, name, id), body, claim);
+  await closeUpload(c.env, await uploadRef(c, name, id), body, claim);
   return created(name, claim.digest);
 }
 
 /** GET: report progress. */
 export async function status(c: Ctx, name: string, id: string): Promise<Response> {
-  const offset = await uploadOffset(c.env, uploadRef(c, name, id));
+  const offset = await uploadOffset(c.env, await uploadRef(c, name, id));
   return new Response(null, { status: 204, headers: progressHeaders(name, id, offset) });
 }
 
 /** DELETE: cancel, aborting R2 parts. */
 export async function cancel(c: Ctx, name: string, id: string): Promise<Response> {
-  await cancelUpload(c.env, uploadRef(c, name, id));
+  await cancelUpload(c.env, await uploadRef(c, name, id));
   return new Response(null, { status: 204, headers: { "Content-Length": "0" } });
 }
 
 // ---- parsing ---------------------------------------------------------------------------------
 
-function uploadRef(c: Ctx, name: string, id: string): UploadRef {
-  if (!UPLOAD_ID_RE.test(id)) throw unknownUpload();
-  return { repo: name, id, principal: principalId(c) };
+/** A malformed, forged, expired, or another repository's or principal's id is an unknown upload. */
+async function uploadRef(c: Ctx, name: string, id: string): Promise<UploadRef> {
+  const principal = principalId(c);
+  const parsed = await parseUploadId(c.env, name, principal, id);
+  if (!parsed) throw unknownUpload();
+  return { ...parsed, repo: name, principal };
 }
 
 /**

@@ -10,8 +10,9 @@ import { blobStoreFor, trustStoreFor } from "../stores";
 import { record } from "../audit/record";
 import { indexedAnnotations, requiredBlobs, requiredManifests, type ParsedManifest } from "../oci/manifest";
 import type { CommitResult } from "../stores/blob-store";
-import type { LinkResult } from "../stores/trust-store";
+import type { LinkResult, PutManifestResult, UploadEnd } from "../stores/trust-store";
 import { quotaDenied } from "../gc/quotas";
+import { unknownUploadError } from "./upload-ids";
 
 export interface VerifiedObject {
   digest: string;
@@ -23,42 +24,67 @@ export interface VerifiedObject {
 
 /**
  * Commit verified bytes as a blob of `repo`. Returns the key that now holds them; when the
- * bytes were already stored, the offered object is redundant and deleted here.
+ * bytes were already stored, the offered object is redundant and deleted here. `end`: the close
+ * of a signed upload, ended in the link's transaction (docs/adr/0013).
  */
-export async function commitBlob(env: Env, repo: string, obj: VerifiedObject, kind: "blob" | "manifest" = "blob", mediaType: string | null = null) {
+export async function commitBlob(env: Env, repo: string, obj: VerifiedObject, opts: { end?: UploadEnd | null } = {}) {
   const result = await blobStoreFor(env, obj.digest).commit(obj, repo);
-  return finishCommit(env, repo, obj, result, kind, mediaType);
+  return finishCommit(env, repo, obj, result, opts.end ?? null);
 }
 
 /**
  * The steps after BlobStore's commit: the membership link (retried once through a new commit
  * when GC fenced the digest meanwhile), then the offered object is deleted if it was redundant —
- * only then, because a retry may need it to resurrect the digest.
+ * only then, because a retry may need it to resurrect the digest. A refused link gives back what
+ * the commit took (abandonCommit).
  */
-export async function finishCommit(env: Env, repo: string, obj: VerifiedObject, first: CommitResult, kind: "blob" | "manifest" = "blob", mediaType: string | null = null): Promise<CommitResult> {
+export async function finishCommit(env: Env, repo: string, obj: VerifiedObject, first: CommitResult, end: UploadEnd | null = null): Promise<CommitResult> {
   let result = first;
-  if (kind === "blob") {
-    const since = Date.now();
-    const trust = trustStoreFor(env, repo);
-    const link = (r: CommitResult): Promise<LinkResult> => trust.link(repo, { digest: obj.digest, kind, size: r.size, r2Key: r.r2Key, mediaType }, r.heldSeq);
-    let linked = await link(result);
+  const trust = trustStoreFor(env, repo);
+  const link = (r: CommitResult): Promise<LinkResult> => trust.link(repo, { digest: obj.digest, kind: "blob", size: r.size, r2Key: r.r2Key, mediaType: null }, r.heldSeq, end);
+  let linked = await link(result);
+  if (!linked.ok && "fenced" in linked) {
+    result = await blobStoreFor(env, obj.digest).commit(obj, repo);
+    linked = await link(result);
     if (!linked.ok && "fenced" in linked) {
-      result = await blobStoreFor(env, obj.digest).commit(obj, repo);
-      linked = await link(result);
-      if (!linked.ok && "fenced" in linked) throw gcBusy(obj.digest);
+      // Fenced twice: GC condemned it again; the client pushes again. Whatever this push holds goes.
+      await abandonCommit(env, repo, obj.digest, obj.r2Key, result, false);
+      throw gcBusy(obj.digest);
     }
-    if (!linked.ok && "quota" in linked) {
-      // Nothing links it here: drop this push's holder (GC collects the bytes if nobody else holds them).
-      await blobStoreFor(env, obj.digest).release(obj.digest, repo, since + 1).catch(() => {});
-      if (!result.adoptedOffered && result.r2Key !== obj.r2Key) await env.BUCKET.delete(obj.r2Key).catch(() => {});
-      throw await quotaDenied(env, repo, linked.quota, obj.digest);
-    }
+  }
+  if (!linked.ok) {
+    // Nothing links it here: drop this push's holder and, when it created the row, the row and bytes.
+    await abandonCommit(env, repo, obj.digest, obj.r2Key, result, linked.held);
+    if ("quota" in linked) throw await quotaDenied(env, repo, linked.quota, obj.digest);
+    throw unknownUploadError();
   }
   if (!result.adoptedOffered && result.r2Key !== obj.r2Key) {
     await env.BUCKET.delete(obj.r2Key).catch(() => {});
   }
-  if (kind === "blob") await record(env, { action: "blob.upload", target: { repository: repo, digest: obj.digest }, outcome: { status: 201 }, details: { size: result.size, deduplicated: !result.adoptedOffered } });
+  await record(env, { action: "blob.upload", target: { repository: repo, digest: obj.digest }, outcome: { status: 201 }, details: { size: result.size, deduplicated: !result.adoptedOffered } });
   return result;
+}
+
+/**
+ * Give back what a refused push's BlobStore commit took (issue 10): its holder — never when the
+ * repository holds the digest as a member already (`held`), which needs that holder — and, when the
+ * commit adopted the offered object and nobody else came to hold it, the row and the object, so the
+ * refused push leaves nothing stored. A redundant offered object is deleted either way. Best
+ * effort: a failure here leaves a holder (collected once the repository lets go of nothing it
+ * has) or an object no row names (removed by GC's reconcile), never a reference to missing bytes.
+ */
+export async function abandonCommit(env: Env, repo: string, digest: string, offeredKey: string, result: CommitResult, held: boolean): Promise<void> {
+  const adopted = result.adoptedOffered && result.r2Key === offeredKey;
+  try {
+    if (held) {
+      if (!adopted) await env.BUCKET.delete(offeredKey);
+      return;
+    }
+    const undone = await blobStoreFor(env, digest).abandon(digest, repo, result.touchedAt, adopted ? offeredKey : null);
+    if (!adopted || undone.dropped) await env.BUCKET.delete(offeredKey);
+  } catch (err) {
+    console.error(`undoing the refused push of ${digest} to ${repo} failed`, err);
+  }
 }
 
 /** Only reachable when GC fences the same digest twice within one request: the client retries. */
@@ -80,35 +106,24 @@ export interface ManifestToCommit {
 }
 
 /**
- * Store a validated manifest: references checked first (a refused push writes nothing), then
- * bytes → BlobStore → TrustStore, whose transaction checks the references again. Only a reference
- * deleted between the two checks can leave the bytes and BlobStore row behind (unreferenced, for
- * GC), never a reference to missing content. The stores receive only what they index: digests,
- * sizes, media types, the tag and a referrer's bounded annotations, never the bytes.
- * Throws MANIFEST_BLOB_UNKNOWN naming what is missing.
+ * Store a validated manifest in two round trips (issue 10): bytes to a key unique to this PUT →
+ * BlobStore commit with the holder → one TrustStore transaction that checks the references, the
+ * GC fence, the immutable tag and the quota, and writes membership, tag and referrer. A refused
+ * PUT then gives back what it took (abandonCommit): the holder, and the row and bytes when it
+ * created them, so the final state after a refusal is nothing stored (test/unit/limits.test.ts); a
+ * crash in between leaves only an object no row names, which GC's reconcile removes. The stores
+ * receive only what they index: digests, sizes, media types, the tag and a referrer's bounded
+ * annotations, never the bytes. Throws MANIFEST_BLOB_UNKNOWN naming what is missing.
  */
 export async function commitManifest(env: Env, m: ManifestToCommit): Promise<void> {
   const trust = trustStoreFor(env, m.repo);
   const blobs = requiredBlobs(m.parsed).map((d) => d.digest);
   const children = requiredManifests(m.parsed).map((d) => d.digest);
-  if (blobs.length || children.length) {
-    const pre = await trust.missingReferences(m.repo, blobs, children);
-    if (pre.missingBlobs.length || pre.missingManifests.length) throw referencesUnknown(m.repo, pre.missingBlobs, pre.missingManifests);
-  }
   // A unique key per PUT: a re-push never writes the object GC may be deleting (docs/adr/0011).
   const r2Key = `manifests/sha256/${m.sha256}/${crypto.randomUUID()}`;
   await env.BUCKET.put(r2Key, m.body, { httpMetadata: { contentType: m.parsed.mediaType } });
   const offered = { digest: m.digest, size: m.body.length, r2Key, contentSha256: m.sha256 };
   let stored = await blobStoreFor(env, m.digest).commit(offered, m.repo);
-  try {
-    await storeManifest();
-  } finally {
-    // Redundant when BlobStore already had the bytes; kept until here because a GC fence retry
-    // may need it to resurrect the digest.
-    if (!stored.adoptedOffered) await env.BUCKET.delete(r2Key).catch(() => {});
-  }
-
-  async function storeManifest(): Promise<void> {
   const input = {
     repo: m.repo,
     manifest: { digest: m.digest, size: m.body.length, r2Key: stored.r2Key, mediaType: m.parsed.mediaType },
@@ -120,30 +135,42 @@ export async function commitManifest(env: Env, m: ManifestToCommit): Promise<voi
     requiredManifests: children,
     heldSeq: stored.heldSeq,
   };
-  // An immutable tag is decided in the transaction that would move it: the store refuses to move an
-  // existing tag, the policy is read only then, and the write is repeated when no rule protects it.
-  let result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
-  if (!result.ok && result.fenced) {
-    // GC fenced the digest after our commit: commit again (resurrect or re-hold), then retry.
-    stored = await blobStoreFor(env, m.digest).commit(offered, m.repo);
-    input.manifest.r2Key = stored.r2Key;
-    input.heldSeq = stored.heldSeq;
+  let result: PutManifestResult;
+  try {
+    // An immutable tag is decided in the transaction that would move it: the store refuses to move
+    // an existing tag, the policy is read only then, and the write is repeated when no rule protects it.
     result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
-    if (!result.ok && result.fenced) throw gcBusy(m.digest);
-  }
-  if (!result.ok && result.tagIsAt !== null) {
-    const rule = (await m.immutableRule?.()) ?? null;
-    if (rule !== null) {
-      throw oci("DENIED", `tag "${m.tag}" in ${m.repo} is immutable (policy rule ${rule}): it cannot be moved to another manifest; push a new tag instead`,
-        { repository: m.repo, tag: m.tag, rule, current: result.tagIsAt }, 403);
+    if (!result.ok && result.fenced) {
+      // GC fenced the digest after our commit: commit again (resurrect or re-hold), then retry.
+      stored = await blobStoreFor(env, m.digest).commit(offered, m.repo);
+      input.manifest.r2Key = stored.r2Key;
+      input.heldSeq = stored.heldSeq;
+      result = await trust.putManifest({ ...input, ifTagMoves: "refuse" });
     }
-    result = await trust.putManifest({ ...input, ifTagMoves: "allow" });
-    if (!result.ok && result.fenced) throw gcBusy(m.digest);
+    if (!result.ok && !result.fenced && result.tagIsAt !== null) {
+      const rule = (await m.immutableRule?.()) ?? null;
+      if (rule === null) result = await trust.putManifest({ ...input, ifTagMoves: "allow" });
+      else {
+        await abandonCommit(env, m.repo, m.digest, r2Key, stored, result.held);
+        throw oci("DENIED", `tag "${m.tag}" in ${m.repo} is immutable (policy rule ${rule}): it cannot be moved to another manifest; push a new tag instead`,
+          { repository: m.repo, tag: m.tag, rule, current: result.tagIsAt }, 403);
+      }
+    }
+  } catch (err) {
+    // Not answered (a store call failed): keep the object when BlobStore may name it; GC sorts it out.
+    if (!stored.adoptedOffered) await env.BUCKET.delete(r2Key).catch(() => {});
+    throw err;
   }
-  if (!result.ok && result.quota) throw await quotaDenied(env, m.repo, result.quota, m.digest);
-  if (!result.ok) throw referencesUnknown(m.repo, result.missingBlobs, result.missingManifests);
+  if (!result.ok) {
+    await abandonCommit(env, m.repo, m.digest, r2Key, stored, result.held);
+    if (result.fenced) throw gcBusy(m.digest);
+    if (result.quota) throw await quotaDenied(env, m.repo, result.quota, m.digest);
+    throw referencesUnknown(m.repo, result.missingBlobs, result.missingManifests);
+  }
+  // Redundant when BlobStore already had the bytes; kept until here because a GC fence retry may
+  // need it to resurrect the digest.
+  if (!stored.adoptedOffered) await env.BUCKET.delete(r2Key).catch(() => {});
   await record(env, { action: "manifest.put", target: { repository: m.repo, tag: m.tag, digest: m.digest }, outcome: { status: 201 }, details: { previous: result.previousTagDigest, mediaType: m.parsed.mediaType, size: m.body.length } });
-  }
 }
 
 function referencesUnknown(repo: string, missingBlobs: string[], missingManifests: string[]) {

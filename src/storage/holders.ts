@@ -26,9 +26,14 @@ export async function mountBlob(env: Env, name: string, digest: string, sources:
     const stored = await blobStoreFor(env, digest).hold(digest, name);
     if (!stored) return false;
     // A quota refusal also fails the mount: the upload that follows gets the 403.
-    const ok = (await trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq)).ok;
-    if (ok) await record(env, { action: "blob.mount", target: { repository: name, digest }, outcome: { status: 201 }, details: { from: source, size: stored.size } });
-    return ok;
+    const linked = await trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq);
+    if (!linked.ok) {
+      // Give back the holder the refused mount took, unless the repository holds the digest already.
+      if (!("held" in linked && linked.held)) await blobStoreFor(env, digest).abandon(digest, name, stored.touchedAt, null).catch(() => {});
+      return false;
+    }
+    await record(env, { action: "blob.mount", target: { repository: name, digest }, outcome: { status: 201 }, details: { from: source, size: stored.size } });
+    return true;
   }
   return false;
 }

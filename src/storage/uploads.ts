@@ -12,12 +12,14 @@ import { Hasher } from "../digest/hasher";
 import { assertClaim, createHashers, finishHashers, missingAlgorithm, saveHashers, streamingAlgorithms, type Computed, type DigestPolicy } from "../digest/verify";
 import { matchGlob } from "../auth/policy";
 import { ingest, readChunks, type LengthHeader } from "./ingest";
-import { commitBlob } from "./handoff";
+import { commitBlob, type VerifiedObject } from "./handoff";
+import { mintUploadId, unknownUploadError, type UploadId } from "./upload-ids";
+import { trustStoreFor } from "../stores";
+import type { UploadEnd } from "../stores/trust-store";
 
-/** Who is writing which upload. */
-export interface UploadRef {
+/** Who is writing which upload (the id verified by parseUploadId). */
+export interface UploadRef extends UploadId {
   repo: string;
-  id: string;
   principal: string;
 }
 
@@ -55,24 +57,38 @@ export function maxUploadBytes(env: Env): number {
   return MAX_UPLOAD_PARTS * config(env).uploadPartBytes;
 }
 
-/** Start a session; `algorithms` are hashes the client declared it will close with (computed in-stream). */
+/**
+ * Start an upload; `algorithms` are hashes the client declared it will close with (computed
+ * in-stream). Without those, the id is signed and stateless (docs/adr/0013): no object is created
+ * until a PATCH needs one, so POST + PUT with the whole blob costs only the two index calls.
+ */
 export async function openUpload(env: Env, repo: string, principal: string, algorithms: HashAlgorithm[]): Promise<string> {
   const cfg = config(env);
+  if (!algorithms.length) return mintUploadId(env, repo, principal, cfg.uploadTtlSeconds);
   const id = crypto.randomUUID();
   await uploadSessionFor(env, id).open({ id, repo, principal, ttlSeconds: cfg.uploadTtlSeconds, partSize: cfg.uploadPartBytes, algorithms });
   return id;
 }
 
-/** Bytes received so far. */
+/** Bytes received so far. A signed id with no session has 0, unless its repository says it ended. */
 export async function uploadOffset(env: Env, ref: UploadRef): Promise<number> {
-  const s = await uploadSessionFor(env, ref.id).get(ref.repo, ref.principal);
-  if (!s) throw unknownUpload();
-  return s.offset;
+  const s = await uploadSessionFor(env, ref.session).get(ref.repo, ref.principal);
+  if (s) return s.offset;
+  if (ref.signed && !(await trustStoreFor(env, ref.repo).uploadEnded(ref.repo, ref.id))) return 0;
+  throw unknownUpload();
 }
 
-/** Cancel: abort R2 parts, delete objects, forget the session. */
+/** Cancel: abort R2 parts, delete objects, forget the session; a signed id ends for good. */
 export async function cancelUpload(env: Env, ref: UploadRef): Promise<void> {
-  if (!(await uploadSessionFor(env, ref.id).cancel(ref.repo, ref.principal))) throw unknownUpload();
+  const cancelled = await uploadSessionFor(env, ref.session).cancel(ref.repo, ref.principal);
+  const end = endOf(ref);
+  const ended = end ? await trustStoreFor(env, ref.repo).endUpload(ref.repo, end) : false;
+  if (!cancelled && !ended) throw unknownUpload();
+}
+
+/** The end a signed upload's close or cancel records (null for a session opened at POST). */
+function endOf(ref: UploadRef): UploadEnd | null {
+  return ref.signed ? { id: ref.id, expiresAt: ref.signed.expiresAt } : null;
 }
 
 /** PATCH: append the body; returns the new offset. */
@@ -80,13 +96,53 @@ export async function appendToUpload(env: Env, ref: UploadRef, body: UploadBody)
   return underLease(env, ref, body, null);
 }
 
-/** PUT ?digest=: append the body (if any), verify the claim, commit the blob and end the session. */
+/**
+ * PUT ?digest=: append the body (if any), verify the claim, commit the blob and end the upload.
+ * A signed upload closed with a body from offset 0 (no Content-Range, or one starting at 0) is
+ * first taken as the whole blob, with no session call (docs/adr/0013): verified, then
+ * BlobStore.commit and TrustStore.link, which ends the id in its transaction — 2 round trips. Only
+ * when the bytes are not the claimed blob is the session asked: they are then the last chunk
+ * of a PATCHed upload, appended from the object they were written to (or, with no session, the
+ * claim is simply wrong).
+ */
 export async function closeUpload(env: Env, ref: UploadRef, body: UploadBody, claim: ParsedDigest): Promise<void> {
-  await underLease(env, ref, body, claim);
+  if (!ref.signed || !body.stream || body.contentLength === 0 || (body.start !== null && body.start !== 0)) {
+    await underLease(env, ref, body, claim);
+    return;
+  }
+  const whole = await ingestWhole(env, ref.repo, claim, body);
+  try {
+    if (whole.mismatch === null) {
+      await commitBlob(env, ref.repo, whole.object, { end: endOf(ref) });
+      return;
+    }
+    const obj = await env.BUCKET.get(whole.object.r2Key);
+    if (!obj) throw new Error(`upload data ${whole.object.r2Key} vanished`);
+    await underLease(env, ref, { stream: obj.body, contentLength: whole.object.size, start: body.start }, claim, whole.mismatch);
+  } catch (err) {
+    // Never the key BlobStore adopted: commitBlob keeps or gives back that one itself.
+    if (whole.mismatch !== null) await env.BUCKET.delete(whole.object.r2Key).catch(() => {});
+    throw err;
+  }
+  await env.BUCKET.delete(whole.object.r2Key).catch(() => {});
 }
 
 /** POST ?digest= with the whole blob as body: no session; on any failure nothing is kept. */
 export async function uploadWhole(env: Env, repo: string, claim: ParsedDigest, body: Omit<UploadBody, "start">): Promise<void> {
+  const whole = await ingestWhole(env, repo, claim, body);
+  if (whole.mismatch !== null) {
+    await env.BUCKET.delete(whole.object.r2Key).catch(() => {});
+    throw whole.mismatch;
+  }
+  await commitBlob(env, repo, whole.object);
+}
+
+/**
+ * The body as one object under a fresh key, hashed on the way; `mismatch` is the claim's error
+ * when the bytes are not the claimed blob (the object is kept for the caller to use or delete).
+ * On any other failure nothing is kept.
+ */
+async function ingestWhole(env: Env, repo: string, claim: ParsedDigest, body: Omit<UploadBody, "start">): Promise<{ object: VerifiedObject; mismatch: unknown }> {
   const cfg = config(env);
   const policy = digestPolicy(env, repo);
   const hashers = createHashers(streamingAlgorithms(claim));
@@ -94,13 +150,18 @@ export async function uploadWhole(env: Env, repo: string, claim: ParsedDigest, b
   try {
     const res = await ingest({
       bucket: env.BUCKET, layout: { kind: "empty" }, offset: 0, partSize: cfg.uploadPartBytes, hashers,
-      body: body.stream, contentLength: body.contentLength, maxBytes: cfg.maxBodyBytes, final: true, keyPrefix: `data/${crypto.randomUUID()}/`,
+      body: body.stream, contentLength: body.contentLength, lengthHeader: body.lengthHeader, maxBytes: cfg.maxBodyBytes, final: true, keyPrefix: `data/${crypto.randomUUID()}/`,
       register: async (add) => { if (add.keys) written.push(...add.keys); },
     });
     if (res.layout.kind !== "single") throw new Error("monolithic upload did not produce one object");
     const computed = await completeHashes(env.BUCKET, res.layout.key, claim, finishHashers(hashers), policy);
-    assertClaim(claim, computed, policy);
-    await commitBlob(env, repo, { digest: claim.digest, size: res.layout.size, r2Key: res.layout.key, contentSha256: computed.sha256! });
+    const object = { digest: claim.digest, size: res.layout.size, r2Key: res.layout.key, contentSha256: computed.sha256 ?? "" };
+    try {
+      assertClaim(claim, computed, policy);
+    } catch (mismatch) {
+      return { object, mismatch };
+    }
+    return { object, mismatch: null };
   } catch (err) {
     if (written.length) await env.BUCKET.delete(written).catch(() => {});
     throw err;
@@ -161,12 +222,34 @@ export function renewEvery(leaseMs: number): number {
  * Stream the body into the upload under the session's write lease; with a claim, verify it and
  * commit the blob (bytes → BlobStore → TrustStore), then end the session. Returns the offset.
  */
-async function underLease(env: Env, ref: UploadRef, body: UploadBody, claim: ParsedDigest | null): Promise<number> {
+async function underLease(env: Env, ref: UploadRef, body: UploadBody, claim: ParsedDigest | null, mismatch: unknown = null): Promise<number> {
   const cfg = config(env);
   const leaseMs = cfg.uploadLeaseSeconds * 1000;
-  const session = uploadSessionFor(env, ref.id);
+  const session = uploadSessionFor(env, ref.session);
   const final = claim !== null;
-  const begun = await session.begin(ref.repo, ref.principal, body.start, { leaseMs, final });
+  let begun: BeginResult;
+  if (ref.signed && mismatch === null) {
+    // A signed id has no session until a request like this one creates it, in the same call that
+    // takes the lease; only a session created just now must ask the repository whether the id had
+    // ended (a monolithic close or a cancel before any chunk).
+    const opened = await session.beginOrOpen(
+      { id: ref.session, repo: ref.repo, principal: ref.principal, expiresAt: ref.signed.expiresAt, partSize: cfg.uploadPartBytes },
+      body.start, { leaseMs, final },
+    );
+    if (opened.created && (await trustStoreFor(env, ref.repo).uploadEnded(ref.repo, ref.id))) {
+      await session.cancel(ref.repo, ref.principal);
+      throw unknownUpload();
+    }
+    begun = opened;
+  } else {
+    begun = await session.begin(ref.repo, ref.principal, body.start, { leaseMs, final });
+    if (!begun.ok && begun.reason === "unknown" && ref.signed) {
+      // Closing bytes taken as the whole blob that are not the claimed one, and no chunks before
+      // them: a failed close ends the upload, as in the reference registry.
+      if (!(await trustStoreFor(env, ref.repo).endUpload(ref.repo, endOf(ref)!))) throw unknownUpload();
+      throw mismatch;
+    }
+  }
   if (!begun.ok) throw refused(ref, begun, body.start, leaseMs);
 
   const { state, reservedKey } = begun;
@@ -179,7 +262,7 @@ async function underLease(env: Env, ref: UploadRef, body: UploadBody, claim: Par
     const hashers = createHashers(algs, state.hashStates);
     const res = await ingest({
       bucket: env.BUCKET, layout: state.layout, offset: state.offset, partSize: state.partSize, hashers,
-      body: body.stream, contentLength: body.contentLength, lengthHeader: body.lengthHeader, maxBytes: cfg.maxBodyBytes, final, keyPrefix: `data/${ref.id}/`, reservedKey,
+      body: body.stream, contentLength: body.contentLength, lengthHeader: body.lengthHeader, maxBytes: cfg.maxBodyBytes, final, keyPrefix: `data/${ref.session}/`, reservedKey,
       register: (add) => lease.register(add),
       loadParts: async () => {
         const parts = await session.parts(lease.token);
@@ -208,12 +291,14 @@ async function underLease(env: Env, ref: UploadRef, body: UploadBody, claim: Par
       // A failed close ends the upload, as in the reference registry.
       settled = true;
       await session.finish(lease.token, null);
+      const end = endOf(ref);
+      if (end) await trustStoreFor(env, ref.repo).endUpload(ref.repo, end).catch(() => {});
       throw err;
     }
     settled = true;
     let kept: string | null = key;
     try {
-      const result = await commitBlob(env, ref.repo, { digest: claim.digest, size: res.layout.size, r2Key: key, contentSha256: computed.sha256! });
+      const result = await commitBlob(env, ref.repo, { digest: claim.digest, size: res.layout.size, r2Key: key, contentSha256: computed.sha256! }, { end: endOf(ref) });
       kept = result.adoptedOffered ? result.r2Key : null;
     } finally {
       // After the handoff started, the object may be BlobStore's: never delete it here (if the
@@ -283,9 +368,7 @@ async function hashObject(bucket: R2Bucket, key: string, algorithm: HashAlgorith
 
 // ---- shared response pieces ------------------------------------------------------------------
 
-export function unknownUpload() {
-  return oci("BLOB_UPLOAD_UNKNOWN", "upload session not found: it expired, was completed or cancelled, or belongs to another repository");
-}
+export const unknownUpload = unknownUploadError;
 
 export function uploadLocation(repo: string, id: string) {
   return `/v2/${repo}/blobs/uploads/${id}`;

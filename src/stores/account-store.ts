@@ -83,6 +83,9 @@ export interface StoredKey {
 
 type Row = Record<string, SqlStorageValue>;
 
+/** Most rows one snapshot page or restore call of accounts carries. */
+export const SNAPSHOT_PAGE = 500;
+
 const now = () => Math.floor(Date.now() / 1000);
 
 /** "admin" | "robot$alice+ci" | "alice" → what to look up. */
@@ -472,6 +475,53 @@ export class AccountStore extends DurableObject<Env> {
 
   deleteRule(id: string): boolean {
     return this.sql.exec("DELETE FROM policies WHERE id = ?", id).rowsWritten > 0;
+  }
+
+  // ---- snapshot and restore (src/admin/snapshot-routes.ts) -------------------------------------
+
+  /**
+   * One page of users, stored rules or robots, by name/id after `after` (at most SNAPSHOT_PAGE).
+   * No secrets: users without their hash, robots without their secret's SHA-256.
+   */
+  snapshotPage(kind: "users" | "rules" | "robots", after: string, n: number): { items: Record<string, unknown>[]; next: string | null } {
+    const limit = Math.max(1, Math.min(n, SNAPSHOT_PAGE));
+    const rows = (kind === "users"
+      ? this.sql.exec("SELECT name AS k, created_at, updated_at FROM users WHERE name > ? ORDER BY name LIMIT ?", after, limit + 1)
+      : kind === "rules"
+        ? this.sql.exec("SELECT id AS k, rule, robot, created_at, updated_at FROM policies WHERE id > ? ORDER BY id LIMIT ?", after, limit + 1)
+        : this.sql.exec("SELECT name AS k, owner, description, created_at, expires_at FROM robots WHERE name > ? ORDER BY name LIMIT ?", after, limit + 1)
+    ).toArray() as Row[];
+    const page = rows.slice(0, limit);
+    const items = page.map((r): Record<string, unknown> => {
+      if (kind === "users") return { name: String(r.k), createdAt: Number(r.created_at), updatedAt: Number(r.updated_at) };
+      if (kind === "rules") return { rule: JSON.parse(String(r.rule)) as unknown, robot: r.robot === null ? null : `robot$${String(r.robot)}`, createdAt: Number(r.created_at), updatedAt: Number(r.updated_at) };
+      return { account: `robot$${String(r.k)}`, owner: String(r.owner), description: r.description === null ? null : String(r.description), createdAt: Number(r.created_at), expiresAt: r.expires_at === null ? null : Number(r.expires_at) };
+    });
+    return { items, next: rows.length > limit ? String(page[page.length - 1].k) : null };
+  }
+
+  /** True when there are no users, robots or stored rules (a restore only goes into an empty registry). */
+  isEmpty(): boolean {
+    return !["users", "robots", "policies"].some((t) => this.sql.exec(`SELECT 1 FROM ${t} LIMIT 1`).toArray().length > 0);
+  }
+
+  /**
+   * Restore users and rules from a snapshot (already validated by the Worker). Users get `hash`,
+   * a hash of a random secret nobody knows: the snapshot holds no passwords, so each restored user
+   * signs in only after the admin sets a password. Existing names and ids are left alone (a retried
+   * batch is harmless); the counts are of rows inserted (rowsWritten would count index rows too).
+   */
+  restoreAccounts(users: { name: string; createdAt: number; updatedAt: number }[], rules: { id: string; rule: string; createdAt: number; updatedAt: number }[], hash: string): { users: number; rules: number } {
+    if (users.length + rules.length > SNAPSHOT_PAGE) throw new RangeError(`restoreAccounts takes at most ${SNAPSHOT_PAGE} rows`);
+    let u = 0;
+    let r = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (const x of users)
+        u += this.sql.exec("INSERT INTO users (name, hash, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING RETURNING 1", x.name, hash, x.createdAt, x.updatedAt).toArray().length;
+      for (const x of rules)
+        r += this.sql.exec("INSERT INTO policies (id, rule, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING RETURNING 1", x.id, x.rule, x.createdAt, x.updatedAt).toArray().length;
+    });
+    return { users: u, rules: r };
   }
 
   // ---- token signing keys ---------------------------------------------------------------------

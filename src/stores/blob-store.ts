@@ -21,6 +21,8 @@ export interface StoredBlob {
 /** A hold: the stored blob plus the holder sequence the following link must carry. */
 export interface Held extends StoredBlob {
   heldSeq: number;
+  /** When the holder was touched (BlobStore's clock): a refused link releases up to it. */
+  touchedAt: number;
 }
 
 export interface CommitResult {
@@ -31,6 +33,16 @@ export interface CommitResult {
   size: number;
   /** False when the offered object duplicates bytes already stored; the caller deletes it. */
   adoptedOffered: boolean;
+  /** When this commit touched its holder (BlobStore's clock); 0 without one. A refused push releases up to it. */
+  touchedAt: number;
+}
+
+/** What abandon() undid for a refused push. */
+export interface Abandoned {
+  /** This push's holder was released (it was not touched again since). */
+  released: boolean;
+  /** The row this push created was dropped with it: the caller deletes the offered object. */
+  dropped: boolean;
 }
 
 /** Most digests one holdMany call takes (keeps each RPC and transaction small). */
@@ -41,6 +53,11 @@ export const MAX_HOLDERS_PAGE = 1000;
 export const GC_SCAN_ROWS = 500;
 /** Tombstoned repositories listed per candidate; a digest with more is skipped (and reported). */
 export const GC_MAX_TOMBS = 100;
+
+/** Most releases one gcDryCondemn call takes. */
+export const GC_DRY_RELEASES = 2000;
+/** Thrown inside a dry run's transaction to roll it back. */
+const ROLLBACK = Symbol("rollback");
 
 export interface GcCandidate { digest: string; size: number; r2Key: string; repos: string[] }
 
@@ -91,7 +108,7 @@ export class BlobStore extends DurableObject<Env> {
   commit(blob: StoredBlob, holder: string | null = null): CommitResult {
     return this.ctx.storage.transactionSync(() => {
       const existing = this.get(blob.digest);
-      let result: Omit<CommitResult, "heldSeq">;
+      let result: Omit<CommitResult, "heldSeq" | "touchedAt">;
       if (existing) {
         result = { r2Key: existing.r2Key, size: existing.size, adoptedOffered: existing.r2Key === blob.r2Key };
       } else {
@@ -107,15 +124,40 @@ export class BlobStore extends DurableObject<Env> {
           blob.digest, blob.size, r2Key, blob.contentSha256, Date.now());
         result = { r2Key, size: blob.size, adoptedOffered: !same };
       }
-      const heldSeq = holder !== null ? this.touch(blob.digest, holder) : 0;
-      return { ...result, heldSeq };
+      const touchedAt = Date.now();
+      const heldSeq = holder !== null ? this.touch(blob.digest, holder, touchedAt) : 0;
+      return { ...result, heldSeq, touchedAt: holder !== null ? touchedAt : 0 };
+    });
+  }
+
+  /**
+   * Undo a refused push's commit (its TrustStore step wrote nothing, and `repo` holds no member
+   * of `digest`), in one transaction: release `repo`'s holder unless it was touched after
+   * `touchedAt` (a concurrent push of the same digest keeps it); then, when `offeredKey` is the
+   * key this push's commit adopted and the digest is held by nobody and no other row shares the
+   * key, drop the row and its tombstones, so the refused push leaves nothing behind once the
+   * caller deletes the object. A crash before that delete leaves an object no row names, which
+   * GC's reconcile removes.
+   */
+  abandon(digest: string, repo: string, touchedAt: number, offeredKey: string | null): Abandoned {
+    return this.ctx.storage.transactionSync((): Abandoned => {
+      const released = this.release(digest, repo, touchedAt + 1);
+      if (offeredKey === null || this.held(digest)) return { released, dropped: false };
+      const row = this.sql.exec<{ r2_key: string }>(`SELECT r2_key FROM blobs WHERE digest = ? AND condemned_at IS NULL`, digest).toArray()[0];
+      if (!row || row.r2_key !== offeredKey) return { released, dropped: false };
+      if (this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM blobs WHERE r2_key = ?`, offeredKey).one().n !== 1) return { released, dropped: false };
+      this.sql.exec(`DELETE FROM holders WHERE digest = ?`, digest);
+      this.sql.exec(`DELETE FROM blobs WHERE digest = ?`, digest);
+      return { released, dropped: true };
     });
   }
 
   /** Record that `repo` holds `digest` (mount); null, writing nothing, when the digest is not stored or condemned. */
   hold(digest: string, repo: string): Held | null {
     const b = this.get(digest);
-    return b ? { ...b, heldSeq: this.touch(digest, repo) } : null;
+    if (!b) return null;
+    const touchedAt = Date.now();
+    return { ...b, heldSeq: this.touch(digest, repo, touchedAt), touchedAt };
   }
 
   /** hold() for up to MAX_HOLD_BATCH digests (migration, backfill); returns the stored ones. */
@@ -163,6 +205,38 @@ export class BlobStore extends DurableObject<Env> {
     return { repos, next: rows.length > n ? repos[repos.length - 1] : null };
   }
 
+  // ---- snapshot and restore (src/admin/snapshot-routes.ts) -------------------------------------
+
+  /** Live rows after `after`, by digest, at most GC_SCAN_ROWS (holders are not exported: restore re-holds). */
+  snapshotBlobs(after: string, n: number): { items: StoredBlob[]; next: string | null } {
+    const limit = Math.max(1, Math.min(n, GC_SCAN_ROWS));
+    const rows = this.sql.exec<{ digest: string; size: number; r2_key: string; content_sha256: string }>(
+      `SELECT digest, size, r2_key, content_sha256 FROM blobs WHERE digest > ? AND condemned_at IS NULL ORDER BY digest LIMIT ?`, after, limit + 1).toArray();
+    const items = rows.slice(0, limit).map((r) => ({ digest: r.digest, size: r.size, r2Key: r.r2_key, contentSha256: r.content_sha256 }));
+    return { items, next: rows.length > limit ? items[items.length - 1].digest : null };
+  }
+
+  isEmpty(): boolean {
+    return this.sql.exec(`SELECT 1 FROM blobs LIMIT 1`).toArray().length === 0;
+  }
+
+  /**
+   * Restore rows whose R2 objects the Worker found. created_at is now, not the snapshot's time:
+   * the rows have no holder until their repositories are restored, and GC's grace period must
+   * cover that gap. Existing digests are left alone (a retried batch is harmless).
+   */
+  restoreBlobs(rows: StoredBlob[]): number {
+    if (rows.length > GC_SCAN_ROWS) throw new RangeError(`restoreBlobs takes at most ${GC_SCAN_ROWS} rows`);
+    let n = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (const b of rows) {
+        n += this.sql.exec(`INSERT INTO blobs (digest, size, r2_key, content_sha256, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING 1`,
+          b.digest, b.size, b.r2Key, b.contentSha256, Date.now()).toArray().length;
+      }
+    });
+    return n;
+  }
+
   // ---- garbage collection (docs/adr/0011) ---------------------------------------------------
 
   /**
@@ -194,7 +268,47 @@ export class BlobStore extends DurableObject<Env> {
    */
   gcCondemn(digests: string[], seq: number, cutoff: number): { condemned: { digest: string; size: number }[]; doomedKeys: number; doomedBytes: number } {
     if (digests.length > GC_SCAN_ROWS) throw new RangeError(`gcCondemn takes at most ${GC_SCAN_ROWS} digests`);
-    return this.ctx.storage.transactionSync(() => {
+    return this.ctx.storage.transactionSync(() => this.condemnTx(digests, seq, cutoff));
+  }
+
+  /**
+   * A dry run's condemnation of one page, exactly as the real run would do it after its phase 1:
+   * the holders the run's drops would release (`released`, digests after `after`) are released,
+   * candidates selected and condemned — in one transaction that is then rolled back. `complete`:
+   * `released` lists every release after `after`; otherwise only those up to its last digest,
+   * and the page stops there.
+   */
+  gcDryCondemn(cutoff: number, after: string | null, released: { digest: string; repo: string }[], complete: boolean): { scanned: number; skipped: number; condemned: number; doomedBytes: number; next: string | null } {
+    if (released.length > GC_DRY_RELEASES) throw new RangeError(`gcDryCondemn takes at most ${GC_DRY_RELEASES} releases`);
+    const upTo = complete || !released.length ? null : released[released.length - 1].digest;
+    let out = { scanned: 0, skipped: 0, condemned: 0, doomedBytes: 0, next: null as string | null };
+    try {
+      this.ctx.storage.transactionSync(() => {
+        const now = Date.now();
+        for (const r of released) this.sql.exec(`UPDATE holders SET released_at = ? WHERE digest = ? AND repo = ? AND released_at IS NULL`, now, r.digest, r.repo);
+        const rows = this.sql.exec<{ digest: string; created_at: number }>(
+          `SELECT digest, created_at FROM blobs WHERE digest > ? AND condemned_at IS NULL AND digest <= ? ORDER BY digest LIMIT ?`,
+          after ?? "", upTo ?? "\uffff", GC_SCAN_ROWS).toArray();
+        const doomed: string[] = [];
+        for (const r of rows) {
+          if (r.created_at >= cutoff || this.held(r.digest)) continue;
+          const tombs = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM holders WHERE digest = ?`, r.digest).one().n;
+          if (tombs > GC_MAX_TOMBS) out.skipped++;
+          else doomed.push(r.digest);
+        }
+        const c = this.condemnTx(doomed, Number.MAX_SAFE_INTEGER, cutoff);
+        const next = rows.length === GC_SCAN_ROWS ? rows[rows.length - 1].digest : upTo;
+        out = { scanned: rows.length, skipped: out.skipped, condemned: c.condemned.length, doomedBytes: c.doomedBytes, next };
+        throw ROLLBACK;
+      });
+    } catch (err) {
+      if (err !== ROLLBACK) throw err;
+    }
+    return out;
+  }
+
+  private condemnTx(digests: string[], seq: number, cutoff: number): { condemned: { digest: string; size: number }[]; doomedKeys: number; doomedBytes: number } {
+    {
       const condemned: { digest: string; size: number }[] = [];
       let doomedKeys = 0;
       let doomedBytes = 0;
@@ -215,7 +329,7 @@ export class BlobStore extends DurableObject<Env> {
         }
       }
       return { condemned, doomedKeys, doomedBytes };
-    });
+    }
   }
 
   /** Phase 2: doomed keys to delete from R2 (at most GC_SCAN_ROWS). */
@@ -293,9 +407,9 @@ export class BlobStore extends DurableObject<Env> {
     return seq;
   }
 
-  private touch(digest: string, repo: string): number {
+  private touch(digest: string, repo: string, now = Date.now()): number {
     this.sql.exec(`INSERT INTO holders (digest, repo, touched_at) VALUES (?, ?, ?)
-      ON CONFLICT (digest, repo) DO UPDATE SET touched_at = excluded.touched_at, released_at = NULL`, digest, repo, Date.now());
+      ON CONFLICT (digest, repo) DO UPDATE SET touched_at = excluded.touched_at, released_at = NULL`, digest, repo, now);
     return this.bump(digest);
   }
 }

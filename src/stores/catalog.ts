@@ -12,6 +12,13 @@ export interface Page<T> {
   next: string | null;
 }
 
+export interface RestoreState {
+  id: string;
+  state: "running" | "done";
+  startedAt: number;
+  finishedAt: number | null;
+}
+
 /** Names per seeding call to the legacy store. */
 const SEED_BATCH = 1000;
 
@@ -50,6 +57,41 @@ export class Catalog extends DurableObject<Env> {
       return { items, next: items[items.length - 1] ?? null };
     }
     return { items: rows, next: null };
+  }
+
+  // ---- restore bookkeeping (src/admin/snapshot-routes.ts), kept by the first catalog shard ----
+
+  /**
+   * Start a restore with `id`: refused once any restore began (unless `resume` and it is still
+   * running, which returns that restore) or while the catalog lists a repository.
+   */
+  async restoreBegin(id: string, resume: boolean): Promise<{ ok: true; restore: RestoreState } | { ok: false; reason: "not-empty" | "restored" | "running"; restore: RestoreState | null }> {
+    await this.ready();
+    const cur = this.restoreState();
+    if (cur) {
+      if (resume && cur.state === "running") return { ok: true, restore: cur };
+      return { ok: false, reason: cur.state === "running" ? "running" : "restored", restore: cur };
+    }
+    if (this.sql.exec(`SELECT 1 FROM repos LIMIT 1`).toArray().length) return { ok: false, reason: "not-empty", restore: null };
+    const state: RestoreState = { id, state: "running", startedAt: Date.now(), finishedAt: null };
+    this.setMeta("restore", JSON.stringify(state));
+    return { ok: true, restore: state };
+  }
+
+  restoreState(): RestoreState | null {
+    const v = this.meta("restore");
+    return v === null ? null : (JSON.parse(v) as RestoreState);
+  }
+
+  restoreFinish(id: string): RestoreState | null {
+    const cur = this.restoreState();
+    if (!cur || cur.id !== id) return null;
+    if (cur.state === "running") {
+      cur.state = "done";
+      cur.finishedAt = Date.now();
+      this.setMeta("restore", JSON.stringify(cur));
+    }
+    return cur;
   }
 
   /** Copy the legacy store's repository list once, in batches; the cursor survives a restart. */

@@ -29,6 +29,14 @@ export function quotaStore(env: Env) {
   return env.GC.get(env.GC.idFromName("quotas"));
 }
 
+/**
+ * The usage counter of one quota rule (docs/adr/0011 "Quotas"): a GcCoordinator instance per
+ * pattern, called by the TrustStores of the repositories the pattern matches; it calls no object.
+ */
+export function quotaCounter(env: Env, pattern: string) {
+  return env.GC.get(env.GC.idFromName("quota:" + pattern));
+}
+
 export function blobStoreFor(env: Env, digest: string) {
   return blobStoreShard(env, blobShardOf(digest));
 }

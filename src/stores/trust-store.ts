@@ -7,12 +7,16 @@
 // only the migration (exports, progress, the alarm that drives it), never reads or writes.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import { catalogFor, groupByBlobShard, quotaStore, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
+import { catalogFor, groupByBlobShard, legacyIndexEnabled, legacyTrustStore, trustStoreFor } from "./index";
+import { QuotaMeter, type QuotaHold, type QuotaRefusal } from "../gc/quotas";
 import { MAX_HOLD_BATCH } from "./blob-store";
 import { globToRegExp } from "../auth/policy";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
 
 export type MemberKind = "blob" | "manifest";
+
+/** Most tags one tagTimes call answers for (a UI page shows 20). */
+export const TAG_TIMES_MAX = 100;
 
 export interface Member {
   digest: string;
@@ -58,15 +62,33 @@ export interface PutManifestInput {
 
 export type PutManifestResult =
   | { ok: true; previousTagDigest: string | null }
-  | { ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal };
+  | {
+    ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal;
+    /** The digest is a member of the repository already (in any kind): its BlobStore holder must stay. */
+    held: boolean;
+  };
 
-/** A write that would take the repository over its quota (nothing was written). */
-export interface QuotaRefusal { used: number; limit: number; adding: number; pattern: string }
+export type { QuotaRefusal } from "../gc/quotas";
 
-export type LinkResult = { ok: true } | { ok: false; fenced: true } | { ok: false; quota: QuotaRefusal };
+/**
+ * `held` on a refusal: the digest is a member of the repository already (in any kind), so the
+ * refused push must not release its BlobStore holder. `ended`: the link closed a signed upload
+ * that had already ended (docs/adr/0013).
+ */
+export type LinkResult = { ok: true } | { ok: false; fenced: true } | { ok: false; quota: QuotaRefusal; held: boolean } | { ok: false; ended: true; held: boolean };
 
-/** How long a repository's object keeps the quota rule it read (quota changes apply within this). */
-export const QUOTA_TTL_MS = 30_000;
+/** A signed upload id (docs/adr/0013) that a link or a cancel ends; remembered until `expiresAt`. */
+export interface UploadEnd { id: string; expiresAt: number }
+
+/**
+ * Ended signed upload ids kept per repository (docs/adr/0013). Rows past their id's expiry are
+ * pruned as new ones come; beyond this many the oldest go first (such an id then reads as a fresh
+ * upload again, which only lets its own principal start over).
+ */
+export const MAX_ENDED_UPLOADS = 100_000;
+/** Expired ended-upload rows pruned per write (keeps each write's work bounded). */
+const ENDED_PRUNE_BATCH = 20;
+
 
 export interface RetentionSpec {
   /** Keep the newest N tags by push time; null: no tag limit. */
@@ -88,6 +110,22 @@ export interface RetentionResult {
 
 /** Tag globs read like the policy engine's (tags have no "/", so "*" spans the whole tag). */
 const globRe = globToRegExp;
+
+/** Most removals of each kind one gcPlan call lists (a dry run's plan per repository). */
+export const GC_PLAN_MAX = 10_000;
+
+/** What a real GC run would remove in one repository (gcPlan). */
+export interface GcPlan {
+  tags: RetentionResult["tags"];
+  manifests: RetentionResult["manifests"];
+  dropped: GcDropResult["dropped"];
+  /** The repository would be left with no members and no tags (it would leave the catalog). */
+  empty: boolean;
+  truncated: boolean;
+}
+
+/** Thrown inside gcPlan's transaction to roll it back. */
+const ROLLBACK = Symbol("rollback");
 
 /** Most refs one gcRecordRefs call takes. */
 export const GC_REFS_BATCH = 2000;
@@ -122,6 +160,20 @@ const EXPORT_TABLES: { table: Table; keys: string[] }[] = [
   { table: "referrers", keys: ["subject", "digest"] },
 ];
 type Row = Record<string, string | number | null>;
+/**
+ * What a snapshot holds of a repository, in restore order: refs before members, so a restored blob
+ * membership is never briefly unreferenced (GC phase 1 would drop it). Columns exclude `repo`.
+ */
+export type SnapshotTable = "repos" | "refs" | "members" | "tags" | "referrers";
+export const SNAPSHOT_TABLES: { table: SnapshotTable; keys: string[]; cols: string[] }[] = [
+  { table: "repos", keys: [], cols: ["created_at", "needs_backfill"] },
+  { table: "refs", keys: ["manifest", "digest"], cols: ["manifest", "digest"] },
+  { table: "members", keys: ["digest", "kind"], cols: ["digest", "kind", "size", "r2_key", "media_type", "created_at", "refs_indexed"] },
+  { table: "tags", keys: ["tag"], cols: ["tag", "digest", "updated_at"] },
+  { table: "referrers", keys: ["subject", "digest"], cols: ["subject", "digest", "media_type", "size", "artifact_type", "annotations", "created_at"] },
+];
+/** Most rows one restoreRows call takes. */
+export const RESTORE_ROWS = 1000;
 export interface ExportCursor { table: number; after: (string | number)[] | null }
 export interface ExportBatch { parts: { table: Table; rows: Row[] }[]; next: ExportCursor | null }
 
@@ -151,8 +203,8 @@ export class TrustStore extends DurableObject<Env> {
   /** True once this object has taken over its repository's rows from the legacy object (or had none). */
   private imported = false;
   private cataloged = false;
-  /** The quota rule for this repository, read from the GC coordinator at most every QUOTA_TTL_MS. */
-  private quota: { rule: { pattern: string; limitBytes: number } | null; at: number } | null = null;
+  /** Namespace quotas: this repository's reservations and reports to its rules' counters (src/gc/quotas.ts). */
+  private readonly meter: QuotaMeter;
   /**
    * Whether this object has its schema. A repository's object creates it on its first write (or
    * import), so reads of repositories that do not exist leave no stored object behind.
@@ -162,6 +214,7 @@ export class TrustStore extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.meter = new QuotaMeter(env, (repo) => (this.stored ? this.bytes(repo) : 0));
     if (this.sql.exec(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'members'`).toArray().length) this.init();
   }
 
@@ -197,6 +250,8 @@ export class TrustStore extends DurableObject<Env> {
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS refs_by_digest ON refs(repo, digest);
       CREATE TABLE IF NOT EXISTS fences (digest TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS upload_ends (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, expires_at INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS upload_ends_by_expiry ON upload_ends(expires_at);
     `);
     // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
     // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
@@ -359,37 +414,68 @@ export class TrustStore extends DurableObject<Env> {
    * False, writing nothing, when GC fenced the digest after the BlobStore step (`heldSeq`): the
    * caller commits again (resurrecting or re-holding) and retries, or makes the client re-upload.
    */
-  async link(repo: string, member: Member, heldSeq = 0): Promise<LinkResult> {
+  async link(repo: string, member: Member, heldSeq = 0, end: UploadEnd | null = null): Promise<LinkResult> {
     await this.ready(repo, true);
-    const rule = await this.quotaRule(repo);
-    const r = this.ctx.storage.transactionSync((): LinkResult => {
+    const hold = await this.meter.reserve(repo, this.holdsAs(repo, member.digest, member.kind) ? 0 : member.size);
+    if (hold.refusal) return { ok: false, quota: hold.refusal, held: this.holds(repo, member.digest) };
+    let added = false;
+    const r = await this.settled(hold, () => added, () => this.ctx.storage.transactionSync((): LinkResult => {
       if (this.fenced(member.digest, heldSeq)) return { ok: false, fenced: true };
-      const over = this.overQuota(repo, rule, member.digest, member.kind, member.size);
-      if (over) return { ok: false, quota: over };
+      // The close of a signed upload ends its id in the link's own transaction (no extra call).
+      if (end && this.uploadEndedNow(end.id)) return { ok: false, ended: true, held: this.holds(repo, member.digest) };
+      added = !this.holdsAs(repo, member.digest, member.kind);
       this.insertMember(repo, member);
+      if (end) this.endUploadNow(end);
       return { ok: true };
-    });
+    }));
     if (r.ok) await this.registerInCatalog(repo);
     return r;
   }
 
-  /** Quota rule for this repository (cached; a failure to read it allows the write, and is logged). */
-  private async quotaRule(repo: string): Promise<{ pattern: string; limitBytes: number } | null> {
-    if (this.quota && Date.now() - this.quota.at < QUOTA_TTL_MS) return this.quota.rule;
-    try {
-      this.quota = { rule: await quotaStore(this.env).quotaFor(repo), at: Date.now() };
-    } catch (err) {
-      console.error(`quota lookup for ${repo} failed`, err);
-      return this.quota?.rule ?? null;
-    }
-    return this.quota.rule;
+  // ---- signed upload ids (docs/adr/0013) ----------------------------------------------------
+
+  /**
+   * End a signed upload id (cancel, a failed close, or a session's close): false when it had
+   * ended already. Bounded: expired rows are pruned and at most MAX_ENDED_UPLOADS are kept.
+   */
+  async endUpload(repo: string, end: UploadEnd): Promise<boolean> {
+    await this.ready(repo, true);
+    return this.ctx.storage.transactionSync(() => {
+      if (this.uploadEndedNow(end.id)) return false;
+      this.endUploadNow(end);
+      return true;
+    });
   }
 
-  /** Whether adding (digest, kind) of `size` bytes takes the repository over its quota. */
-  private overQuota(repo: string, rule: { pattern: string; limitBytes: number } | null, digest: string, kind: MemberKind, size: number): QuotaRefusal | null {
-    if (!rule || this.holdsAs(repo, digest, kind)) return null;
-    const used = this.sql.exec<{ b: number }>(`SELECT coalesce(sum(size), 0) AS b FROM members WHERE repo = ?`, repo).one().b;
-    return used + size > rule.limitBytes ? { used, limit: rule.limitBytes, adding: size, pattern: rule.pattern } : null;
+  /** Whether a signed upload id of this repository has ended (read only: creates nothing). */
+  async uploadEnded(repo: string, id: string): Promise<boolean> {
+    if (!(await this.ready(repo))) return false;
+    return this.uploadEndedNow(id);
+  }
+
+  private uploadEndedNow(id: string): boolean {
+    return this.sql.exec(`SELECT 1 FROM upload_ends WHERE id = ?`, id).toArray().length > 0;
+  }
+
+  private endUploadNow(end: UploadEnd): void {
+    this.sql.exec(`DELETE FROM upload_ends WHERE seq IN (SELECT seq FROM upload_ends WHERE expires_at <= ? LIMIT ?)`, Date.now(), ENDED_PRUNE_BATCH);
+    this.sql.exec(`INSERT INTO upload_ends (id, expires_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`, end.id, end.expiresAt);
+    this.sql.exec(`DELETE FROM upload_ends WHERE seq <= (SELECT max(seq) FROM upload_ends) - ?`, MAX_ENDED_UPLOADS);
+  }
+
+  /** A write's transaction, then its quota reservation settled (also when the transaction throws). */
+  private async settled<T>(hold: QuotaHold, added: () => boolean, write: () => T): Promise<T> {
+    try {
+      return write();
+    } finally {
+      await hold.settle(added());
+    }
+  }
+
+  /** Report this repository's bytes to its quota counters (a new rule's seeding; GC after a sweep). */
+  async quotaReport(repo: string): Promise<void> {
+    if (!(await this.ready(repo))) return;
+    await this.meter.report(repo, await this.meter.rules(repo, true));
   }
 
   /**
@@ -399,19 +485,12 @@ export class TrustStore extends DurableObject<Env> {
   async unlinkBlob(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
     if (!(await this.ready(repo))) return { removed: false, held: false };
     const removed = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
-    return { removed, held: this.holds(repo, digest) };
+    const held = this.holds(repo, digest);
+    if (removed) await this.meter.report(repo);
+    return { removed, held };
   }
 
   // ---- manifests and tags -------------------------------------------------------------------
-
-  /**
-   * Which required references are not members of `repo`: the manifest route asks before it writes
-   * any byte (a refused push stores nothing); putManifest asks again inside its transaction.
-   */
-  async missingReferences(repo: string, requiredBlobs: string[], requiredManifests: string[]): Promise<{ missingBlobs: string[]; missingManifests: string[] }> {
-    if (!(await this.ready(repo))) return { missingBlobs: [...new Set(requiredBlobs)], missingManifests: [...new Set(requiredManifests)] };
-    return { missingBlobs: this.missing(repo, requiredBlobs, "blob"), missingManifests: this.missing(repo, requiredManifests, "manifest") };
-  }
 
   /**
    * Store a manifest's membership, its tag and its referrer row atomically. The caller bounds the
@@ -420,22 +499,25 @@ export class TrustStore extends DurableObject<Env> {
   async putManifest(input: PutManifestInput): Promise<PutManifestResult> {
     // A refused first push leaves no stored object behind either.
     if (!(await this.ready(input.repo)) && (input.requiredBlobs.length || input.requiredManifests.length)) {
-      return { ok: false, missingBlobs: [...new Set(input.requiredBlobs)], missingManifests: [...new Set(input.requiredManifests)], tagIsAt: null };
+      return { ok: false, missingBlobs: [...new Set(input.requiredBlobs)], missingManifests: [...new Set(input.requiredManifests)], tagIsAt: null, held: false };
     }
     await this.ready(input.repo, true);
-    const rule = await this.quotaRule(input.repo);
-    const result = this.ctx.storage.transactionSync((): PutManifestResult => {
+    const m0 = input.manifest;
+    const hold = await this.meter.reserve(input.repo, this.holdsAs(input.repo, m0.digest, "manifest") ? 0 : m0.size);
+    const held = () => this.holds(input.repo, input.manifest.digest);
+    if (hold.refusal) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: hold.refusal, held: held() };
+    let added = false;
+    const result = await this.settled(hold, () => added, () => this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
-      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null };
+      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null, held: held() };
       const m = input.manifest;
-      if (this.fenced(m.digest, input.heldSeq ?? 0)) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, fenced: true };
+      if (this.fenced(m.digest, input.heldSeq ?? 0)) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, fenced: true, held: held() };
       const previousTagDigest = input.tag === null ? null : this.tagTarget(input.repo, input.tag);
       if (input.ifTagMoves === "refuse" && previousTagDigest !== null && previousTagDigest !== m.digest) {
-        return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest };
+        return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest, held: held() };
       }
-      const over = this.overQuota(input.repo, rule, m.digest, "manifest", m.size);
-      if (over) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: over };
+      added = !this.holdsAs(input.repo, m.digest, "manifest");
       this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
       for (const d of new Set(input.refs ?? [...input.requiredBlobs, ...input.requiredManifests])) {
         this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, input.repo, m.digest, d);
@@ -453,7 +535,7 @@ export class TrustStore extends DurableObject<Env> {
           input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
       }
       return { ok: true, previousTagDigest };
-    });
+    }));
     if (result.ok) await this.registerInCatalog(input.repo);
     return result;
   }
@@ -479,7 +561,7 @@ export class TrustStore extends DurableObject<Env> {
    */
   async deleteManifest(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
     if (!(await this.ready(repo))) return { removed: false, held: false };
-    return this.ctx.storage.transactionSync(() => {
+    const r = this.ctx.storage.transactionSync(() => {
       const gone = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).rowsWritten > 0;
       if (!gone) return { removed: false, held: this.holds(repo, digest) };
       this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
@@ -487,6 +569,8 @@ export class TrustStore extends DurableObject<Env> {
       this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
       return { removed: true, held: this.holds(repo, digest) };
     });
+    if (r.removed) await this.meter.report(repo);
+    return r;
   }
 
   /** Tags of `repo` pointing at manifest `digest`. */
@@ -511,6 +595,18 @@ export class TrustStore extends DurableObject<Env> {
       `SELECT tag FROM tags WHERE repo = ? AND (lower(tag) > lower(?) OR (lower(tag) = lower(?) AND tag > ?))
        ORDER BY lower(tag), tag LIMIT ?`, repo, after, after, after, limit).toArray().map((r) => r.tag);
     return paginate(rows, n);
+  }
+
+  /**
+   * When each of `tags` was last pointed at a manifest (ms since the epoch), for the web UI's tag
+   * table. At most TAG_TIMES_MAX tags per call, passed as one JSON parameter.
+   */
+  async tagTimes(repo: string, tags: string[]): Promise<Record<string, number>> {
+    if (!(await this.ready(repo)) || tags.length === 0) return {};
+    const rows = this.sql.exec<{ tag: string; t: number }>(
+      `SELECT tag, updated_at AS t FROM tags WHERE repo = ? AND tag IN (SELECT value FROM json_each(?))`,
+      repo, JSON.stringify(tags.slice(0, TAG_TIMES_MAX))).toArray();
+    return Object.fromEntries(rows.map((r) => [r.tag, Number(r.t)]));
   }
 
   // ---- referrers ----------------------------------------------------------------------------
@@ -570,37 +666,91 @@ export class TrustStore extends DurableObject<Env> {
   async gcDrop(repo: string, cutoff: number, limit: number, dryRun: boolean): Promise<GcDropResult> {
     if (!(await this.ready(repo))) return { dropped: [], more: false, unindexed: [], needsBackfill: false, empty: false };
     const n = Math.max(1, Math.min(limit, 500));
-    const unindexed = this.sql.exec<{ digest: string; r2_key: string; media_type: string }>(
-      `SELECT digest, r2_key, media_type FROM members WHERE repo = ? AND kind = 'manifest' AND refs_indexed = 0 LIMIT 20`, repo)
-      .toArray().map((r) => ({ digest: r.digest, r2Key: r.r2_key, mediaType: r.media_type }));
+    const unindexed = this.unindexedManifests(repo);
     const needsBackfill = this.flagged(repo);
     if (unindexed.length || needsBackfill) return { dropped: [], more: false, unindexed, needsBackfill, empty: false };
     const result = this.ctx.storage.transactionSync(() => {
-      const rows = this.sql.exec<{ digest: string; size: number }>(
-        `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'blob' AND m.created_at < ?
-           AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest) ORDER BY m.digest LIMIT ?`,
-        repo, cutoff, n + (dryRun ? 0 : 1)).toArray();
-      const take = rows.slice(0, n);
-      const dropped = take.map((r) => {
-        if (!dryRun) this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, r.digest);
-        // Still a member as a manifest: the BlobStore holder stays.
-        return { digest: r.digest, size: r.size, held: this.holdsAs(repo, r.digest, "manifest") };
-      });
-      const empty = !dryRun && !this.sql.exec(`SELECT 1 FROM members WHERE repo = ? LIMIT 1`, repo).toArray().length
-        && !this.sql.exec(`SELECT 1 FROM tags WHERE repo = ? LIMIT 1`, repo).toArray().length;
+      const { dropped, more } = this.dropTx(repo, cutoff, n, dryRun);
+      const empty = !dryRun && this.isEmpty(repo);
       if (empty) {
         this.sql.exec(`DELETE FROM repos WHERE repo = ?`, repo);
         this.setMeta("cataloged", "0");
         this.cataloged = false;
       }
-      return { dropped, more: rows.length > n && !dryRun, unindexed: [], needsBackfill: false, empty };
+      return { dropped, more, unindexed: [], needsBackfill: false, empty };
     });
+    if (result.dropped.length && !dryRun) await this.meter.report(repo);
     if (result.empty) {
       await catalogFor(this.env, repo).remove(repo);
       // A push that landed meanwhile registers again.
       if (this.repoExists(repo)) await this.registerInCatalog(repo);
     }
     return result;
+  }
+
+  /** Phase 1's drop, inside the caller's transaction: up to `n` unlive blob memberships. */
+  private dropTx(repo: string, cutoff: number, n: number, dryRun: boolean): { dropped: GcDropResult["dropped"]; more: boolean } {
+    const rows = this.sql.exec<{ digest: string; size: number }>(
+      `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'blob' AND m.created_at < ?
+         AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest) ORDER BY m.digest LIMIT ?`,
+      repo, cutoff, n + (dryRun ? 0 : 1)).toArray();
+    const dropped = rows.slice(0, n).map((r) => {
+      if (!dryRun) this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, r.digest);
+      // Still a member as a manifest: the BlobStore holder stays.
+      return { digest: r.digest, size: r.size, held: this.holdsAs(repo, r.digest, "manifest") };
+    });
+    return { dropped, more: rows.length > n && !dryRun };
+  }
+
+  private isEmpty(repo: string): boolean {
+    return !this.sql.exec(`SELECT 1 FROM members WHERE repo = ? LIMIT 1`, repo).toArray().length
+      && !this.sql.exec(`SELECT 1 FROM tags WHERE repo = ? LIMIT 1`, repo).toArray().length;
+  }
+
+  /**
+   * A dry run's exact plan for this repository: retention, then phase 1's drops, run for real in
+   * one transaction that is then rolled back — so it sees what the real run's own deletions free
+   * (children of deleted indexes, blobs only deleted manifests referenced). At most `max`
+   * removals of each kind (`truncated` beyond). Null when references must be indexed first or a
+   * backfill is due (the real run does that; a dry run only indexes references).
+   */
+  async gcPlan(repo: string, spec: RetentionSpec | null, cutoff: number, max = GC_PLAN_MAX): Promise<GcPlan | { unindexed: GcDropResult["unindexed"]; needsBackfill: boolean }> {
+    const none: GcPlan = { tags: [], manifests: [], dropped: [], empty: false, truncated: false };
+    if (!(await this.ready(repo))) return none;
+    const unindexed = this.unindexedManifests(repo);
+    const needsBackfill = this.flagged(repo);
+    if (unindexed.length || needsBackfill) return { unindexed, needsBackfill };
+    let plan = none;
+    try {
+      this.ctx.storage.transactionSync(() => {
+        const out: GcPlan = { tags: [], manifests: [], dropped: [], empty: false, truncated: false };
+        for (let more = !!spec; more;) {
+          const r = this.retentionTx(repo, spec!, false, 500);
+          out.tags.push(...r.tags);
+          out.manifests.push(...r.manifests);
+          more = r.more;
+          if (out.tags.length + out.manifests.length >= max) { out.truncated = more; break; }
+        }
+        for (let more = true; more;) {
+          const r = this.dropTx(repo, cutoff, 500, false);
+          out.dropped.push(...r.dropped);
+          more = r.more;
+          if (out.dropped.length >= max) { out.truncated ||= more; break; }
+        }
+        out.empty = this.isEmpty(repo);
+        plan = out;
+        throw ROLLBACK;
+      });
+    } catch (err) {
+      if (err !== ROLLBACK) throw err;
+    }
+    return plan;
+  }
+
+  private unindexedManifests(repo: string): GcDropResult["unindexed"] {
+    return this.sql.exec<{ digest: string; r2_key: string; media_type: string }>(
+      `SELECT digest, r2_key, media_type FROM members WHERE repo = ? AND kind = 'manifest' AND refs_indexed = 0 LIMIT 20`, repo)
+      .toArray().map((r) => ({ digest: r.digest, r2Key: r.r2_key, mediaType: r.media_type }));
   }
 
   /** Index a stored manifest's references (≤ GC_REFS_BATCH per call; `done` on the last). */
@@ -642,35 +792,47 @@ export class TrustStore extends DurableObject<Env> {
   async gcRetention(repo: string, spec: RetentionSpec, dryRun: boolean, limit = 500): Promise<RetentionResult> {
     if (!(await this.ready(repo))) return { tags: [], manifests: [], more: false };
     const n = Math.max(1, Math.min(limit, 500));
-    return this.ctx.storage.transactionSync((): RetentionResult => {
-      const keepGlobs = [...spec.keepTags, ...spec.immutableTags].map(globRe);
-      const out: RetentionResult = { tags: [], manifests: [], more: false };
-      if (spec.keepLastTags !== null) {
-        const tags = this.sql.exec<{ tag: string; digest: string }>(`SELECT tag, digest FROM tags WHERE repo = ? ORDER BY updated_at DESC, tag`, repo).toArray();
-        for (const t of tags.slice(spec.keepLastTags)) {
-          if (keepGlobs.some((g) => g.test(t.tag))) continue;
-          if (out.tags.length >= n) return { ...out, more: true };
-          out.tags.push({ tag: t.tag, digest: t.digest });
-          if (!dryRun) this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, t.tag);
-        }
+    const result = this.ctx.storage.transactionSync(() => this.retentionTx(repo, spec, dryRun, n));
+    if (result.manifests.length && !dryRun) await this.meter.report(repo);
+    return result;
+  }
+
+  /** Retention inside the caller's transaction (gcRetention, gcPlan). */
+  private retentionTx(repo: string, spec: RetentionSpec, dryRun: boolean, n: number): RetentionResult {
+    const keepGlobs = [...spec.keepTags, ...spec.immutableTags].map(globRe);
+    const out: RetentionResult = { tags: [], manifests: [], more: false };
+    if (spec.keepLastTags !== null) {
+      const tags = this.sql.exec<{ tag: string; digest: string }>(`SELECT tag, digest FROM tags WHERE repo = ? ORDER BY updated_at DESC, tag`, repo).toArray();
+      for (const t of tags.slice(spec.keepLastTags)) {
+        if (keepGlobs.some((g) => g.test(t.tag))) continue;
+        if (out.tags.length >= n) return { ...out, more: true };
+        out.tags.push({ tag: t.tag, digest: t.digest });
+        if (!dryRun) this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, t.tag);
       }
-      const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer") => {
-        if (!dryRun) {
-          this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest);
-          this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
-          this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
-          this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
-        }
-        out.manifests.push({ digest, size, why, held: !dryRun && this.holds(repo, digest) });
-      };
+    }
+    const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer") => {
+      if (!dryRun) {
+        this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest);
+        this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
+        this.sql.exec(`DELETE FROM referrers WHERE repo = ? AND digest = ?`, repo, digest);
+        this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
+      }
+      out.manifests.push({ digest, size, why, held: !dryRun && this.holds(repo, digest) });
+    };
+    // Until nothing more qualifies: deleting an index frees its children, deleting a subject
+    // orphans its referrers — one run removes what the rules say (in a dry run, one pass).
+    for (let removed = 1; removed > 0;) {
+      removed = 0;
+      const seen = new Set(out.manifests.map((m) => m.digest));
       if (spec.deleteOrphanReferrers) {
         const orphans = this.sql.exec<{ digest: string; size: number }>(
           `SELECT DISTINCT r.digest, m.size FROM referrers r JOIN members m ON m.repo = r.repo AND m.digest = r.digest AND m.kind = 'manifest'
            WHERE r.repo = ? AND NOT EXISTS (SELECT 1 FROM members s WHERE s.repo = r.repo AND s.digest = r.subject AND s.kind = 'manifest') LIMIT ?`,
-          repo, n + 1).toArray();
+          repo, n + 1 + seen.size).toArray().filter((o) => !seen.has(o.digest));
         for (const o of orphans) {
           if (out.manifests.length >= n) return { ...out, more: true };
           drop(o.digest, o.size, "orphan-referrer");
+          removed++;
         }
       }
       if (spec.untaggedBefore !== null) {
@@ -679,15 +841,17 @@ export class TrustStore extends DurableObject<Env> {
              AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest)
              AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest)
              AND NOT EXISTS (SELECT 1 FROM referrers f WHERE f.repo = m.repo AND f.digest = m.digest)
-           ORDER BY m.digest LIMIT ?`, repo, spec.untaggedBefore, n + 1).toArray();
+           ORDER BY m.digest LIMIT ?`, repo, spec.untaggedBefore, n + 1 + seen.size).toArray().filter((o) => !seen.has(o.digest) && !out.manifests.some((m) => m.digest === o.digest));
         for (const o of old) {
           if (out.manifests.length >= n) return { ...out, more: true };
-          // A tag removed above in a dry run still exists in the table: those manifests are counted next run.
+          // A tag removed above in a dry run still exists in the table: gcPlan gives the exact plan.
           drop(o.digest, o.size, "untagged");
+          removed++;
         }
       }
-      return out;
-    });
+      if (dryRun) break;
+    }
+    return out;
   }
 
   /** Usage of this repository: logical bytes (sum of member sizes), counts, last push. */
@@ -727,13 +891,75 @@ export class TrustStore extends DurableObject<Env> {
   exportRows(repo: string, cursor: ExportCursor): ExportBatch | null {
     if (this.role !== "legacy") return null;
     if (cursor.table === 0 && cursor.after === null && !this.legacyHolds(repo)) return null;
-    const parts: ExportBatch["parts"] = [];
+    return this.rowsAfter(repo, EXPORT_TABLES, cursor);
+  }
+
+  /**
+   * Snapshot (src/admin/snapshot-routes.ts): the next batch of this repository's index rows after
+   * `cursor`, table by table in SNAPSHOT_TABLES order, without the repo column; null when the
+   * repository does not exist.
+   */
+  async snapshotRows(repo: string, cursor: ExportCursor): Promise<{ parts: { table: SnapshotTable; rows: Row[] }[]; next: ExportCursor | null } | null> {
+    if (!(await this.ready(repo)) || !this.repoExists(repo)) return null;
+    if (cursor.table < 0 || cursor.table >= SNAPSHOT_TABLES.length) throw new RangeError("no such snapshot table");
+    return this.rowsAfter(repo, SNAPSHOT_TABLES, cursor);
+  }
+
+  /**
+   * Restore rows of this repository from a snapshot (validated by the Worker: known tables and
+   * columns only). Holders first (handoff order): a member whose digest BlobStore does not hold is
+   * skipped and returned in `missing`, as are tags and referrers of manifests that are not members,
+   * so nothing restored refers to missing bytes. Existing rows are left alone (retries are harmless).
+   */
+  async restoreRows(repo: string, parts: { table: SnapshotTable; rows: Row[] }[]): Promise<{ rows: number; missing: string[] }> {
+    const total = parts.reduce((n, p) => n + p.rows.length, 0);
+    if (total > RESTORE_ROWS) throw new RangeError(`restoreRows takes at most ${RESTORE_ROWS} rows`);
+    await this.ready(repo, true);
+    const digests = [...new Set(parts.filter((p) => p.table === "members").flatMap((p) => p.rows.map((r) => String(r.digest))))];
+    const held = new Map<string, { r2Key: string; size: number }>();
+    for (const g of groupByBlobShard(this.env, digests)) {
+      for (let i = 0; i < g.digests.length; i += MAX_HOLD_BATCH) {
+        for (const h of await g.store.holdMany(repo, g.digests.slice(i, i + MAX_HOLD_BATCH))) held.set(h.digest, { r2Key: h.r2Key, size: h.size });
+      }
+    }
+    const missing: string[] = [];
+    let written = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (const part of parts) {
+        const spec = SNAPSHOT_TABLES.find((t) => t.table === part.table)!;
+        for (const row of part.rows) {
+          const v: Row = { ...row, repo };
+          if (part.table === "members") {
+            const h = held.get(String(row.digest));
+            if (!h) {
+              missing.push(String(row.digest));
+              continue;
+            }
+            // BlobStore's object is the one that exists in this bucket.
+            v.r2_key = h.r2Key;
+          }
+          if ((part.table === "tags" || part.table === "referrers") && !this.holdsAs(repo, String(row.digest), "manifest")) {
+            missing.push(String(row.digest));
+            continue;
+          }
+          const cols = ["repo", ...spec.cols];
+          written += this.sql.exec(`INSERT OR IGNORE INTO ${part.table} (${cols.join(", ")}) VALUES (${cols.map(() => "?").join(", ")}) RETURNING 1`, ...cols.map((c) => v[c] ?? null)).toArray().length;
+        }
+      }
+    });
+    await this.registerInCatalog(repo);
+    return { rows: written, missing: [...new Set(missing)] };
+  }
+
+  /** Rows of `repo` after `cursor` from `tables`, at most EXPORT_ROWS rows or about EXPORT_BYTES. */
+  private rowsAfter<T extends string>(repo: string, tables: { table: T; keys: string[]; cols?: string[] }[], cursor: ExportCursor): { parts: { table: T; rows: Row[] }[]; next: ExportCursor | null } {
+    const parts: { table: T; rows: Row[] }[] = [];
     let budgetRows = EXPORT_ROWS;
     let bytes = 0;
     let at: ExportCursor | null = cursor;
     while (at && budgetRows > 0 && bytes < EXPORT_BYTES) {
-      const spec: { table: Table; keys: string[] } = EXPORT_TABLES[at.table];
-      let q = `SELECT * FROM ${spec.table} WHERE repo = ?`;
+      const spec: { table: T; keys: string[]; cols?: string[] } = tables[at.table];
+      let q = `SELECT ${spec.cols ? spec.cols.join(", ") : "*"} FROM ${spec.table} WHERE repo = ?`;
       const args: (string | number)[] = [repo];
       if (at.after && spec.keys.length) {
         q += ` AND (${spec.keys.join(", ")}) > (${spec.keys.map(() => "?").join(", ")})`;
@@ -753,7 +979,7 @@ export class TrustStore extends DurableObject<Env> {
       const full = budgetRows === 0 || bytes >= EXPORT_BYTES;
       at = full && spec.keys.length && last
         ? { table: at.table, after: spec.keys.map((k) => last[k] as string | number) }
-        : at.table + 1 < EXPORT_TABLES.length ? { table: at.table + 1, after: null } : null;
+        : at.table + 1 < tables.length ? { table: at.table + 1, after: null } : null;
     }
     return { parts, next: at };
   }
@@ -834,6 +1060,11 @@ export class TrustStore extends DurableObject<Env> {
   /** A GC fence at or after the link's BlobStore step (heldSeq) refuses the link. */
   private fenced(digest: string, heldSeq: number): boolean {
     return this.sql.exec(`SELECT 1 FROM fences WHERE digest = ? AND seq >= ?`, digest, heldSeq).toArray().length > 0;
+  }
+
+  /** Logical bytes of the repository as quotas count them: the sum of its member sizes. */
+  private bytes(repo: string): number {
+    return this.sql.exec<{ b: number }>(`SELECT coalesce(sum(size), 0) AS b FROM members WHERE repo = ?`, repo).one().b;
   }
 
   private holdsAs(repo: string, digest: string, kind: MemberKind): boolean {

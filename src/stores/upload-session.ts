@@ -167,6 +167,29 @@ export class UploadSession extends DurableObject<Env> {
     return state;
   }
 
+  /**
+   * begin() for a signed, stateless upload id (docs/adr/0013): creates the session first when it
+   * does not exist yet (`created`), so every PATCH takes one call here. The caller verified the id
+   * for `repo`/`principal`, and on `created` asks the repository whether the id had ended (then it
+   * cancels this session). The session expires with the id.
+   */
+  async beginOrOpen(
+    init: { id: string; repo: string; principal: string; expiresAt: number; partSize: number },
+    expectOffset: number | null, opts: { leaseMs: number; final: boolean },
+  ): Promise<BeginResult & { created?: boolean }> {
+    if (this.ended || init.expiresAt <= Date.now()) return { ok: false, reason: "unknown" };
+    const created = !this.row();
+    if (created) {
+      const now = Date.now();
+      this.insertSession({
+        id: init.id, repo: init.repo, principal: init.principal, createdAt: now, expiresAt: init.expiresAt,
+        offset: 0, partSize: init.partSize, algorithms: [], layout: { kind: "empty" }, hashStates: {}, chunks: 0,
+      });
+      await this.ctx.storage.setAlarm(init.expiresAt);
+    }
+    return { ...(await this.begin(init.repo, init.principal, expectOffset, opts)), created };
+  }
+
   /** The session as seen by `repo`/`principal`; a session of another repository or owner is unknown. */
   async get(repo: string, principal: string): Promise<UploadState | null> {
     const r = this.row();

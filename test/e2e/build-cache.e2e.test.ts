@@ -182,10 +182,10 @@ describe("cloister-cache push/fetch against cloister", () => {
 
   test("errors carry the registry's OCI error", async () => {
     const r = await cli(["fetch", "--insecure", `${reg.host}/${REPO}:no-such-tag`, join(work, "never")], true);
-    expect(r.code).toBe(1);
+    expect(r.code, "exit code 4: not found (docs/cli.md)").toBe(4);
     expect(r.stderr).toMatch(/MANIFEST_UNKNOWN/);
     const tls = await cli(["fetch", `${reg.host}/${REPO}:v1`, join(work, "never")], true);
-    expect(tls.code).toBe(1);
+    expect(tls.code, "exit code 5: network or TLS failure").toBe(5);
     expect(tls.stderr).toMatch(/certificate/i);
   });
 });

@@ -1,9 +1,12 @@
 // Garbage collection frees real bytes (docs/adr/0011): skopeo pushes images, some are deleted,
 // GC runs with GC_GRACE_SECONDS=0 through the admin API, and the local R2 bytes drop to what the
 // remaining images need; the remaining images pull digest-identical with skopeo. Reconcile finds
-// an object no row names and reports a row whose object was deleted by hand.
+// the object a commit left without a row when the registry was SIGKILLed mid-commit, and reports
+// a row whose object was deleted by hand.
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createReadStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { createBLAKE3 } from "hash-wasm";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { offlineEnv, repoRoot, startRegistry, type RunningRegistry } from "./helpers/registry";
@@ -146,27 +149,84 @@ async function r2Keys(): Promise<Map<string, number>> {
 const wranglerR2 = (args: string[]) => run(process.execPath, [join(repoRoot, "node_modules/wrangler/bin/wrangler.js"), "r2", "object", ...args, "--local", "--persist-to", state],
   { cwd: repoRoot, env: { ...process.env, ...offlineEnv } });
 
+/**
+ * Polls local R2's object index (miniflare's SQLite, read while the registry runs) through one
+ * long-lived sqlite3 process, so a poll costs a query rather than a process start.
+ */
+function r2Watcher() {
+  const dir = join(state, "v3", "r2", "miniflare-R2BucketObject");
+  const file = readdirSync(dir).find((n) => n.endsWith(".sqlite") && n !== "metadata.sqlite");
+  if (!file) throw new Error(`no R2 object index in ${dir}`);
+  const proc = spawn("sqlite3", ["-readonly", "-separator", "\t", join(dir, file)], { stdio: ["pipe", "pipe", "pipe"] });
+  let out = "";
+  let waiting: ((rows: string) => void) | null = null;
+  proc.stdout.on("data", (d) => {
+    out += d;
+    const end = out.indexOf("--end--\n");
+    if (end >= 0 && waiting) {
+      const rows = out.slice(0, end);
+      out = out.slice(end + 8);
+      const w = waiting;
+      waiting = null;
+      w(rows);
+    }
+  });
+  return {
+    /** Keys of objects of exactly `size` bytes under data/. */
+    keysOfSize: (size: number) => new Promise<string[]>((ok) => {
+      waiting = (rows) => ok(rows.split("\n").filter(Boolean));
+      proc.stdin.write(`SELECT key FROM _mf_objects WHERE size = ${size} AND key LIKE 'data/%';\nSELECT '--end--';\n`);
+    }),
+    close: () => { proc.stdin.end(); proc.kill(); },
+  };
+}
+
+/** BLAKE3 of a file (build-cache/v1 claims are `sha256:<BLAKE3 hex>`). */
+async function blake3File(path: string): Promise<string> {
+  const h = await createBLAKE3();
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  return h.digest("hex");
+}
+
 describe.skipIf(clients.skip)("reconcile after a crash", () => {
-  test("an object left without a row is deleted; a row whose object was deleted by hand is reported, not dropped", async () => {
+  test("an object a commit left without a row when the registry was killed is deleted; a row whose object was deleted by hand is reported, not dropped", async () => {
     const keep = layout.images.amd64;
-    await crashRegistry(reg); // killed: what a commit in flight wrote stays in R2 without a row
+    // A monolithic POST of a build-cache/v1 blob: once its bytes are in R2 the registry reads them
+    // back to check the BLAKE3 claim, and only then records the BlobStore row. Kill it in between.
+    const SIZE = 128 * 1024 * 1024;
+    const f = await writeDeterministicFile(join(work, "crash-blob"), SIZE, "gc-crash");
+    const claim = `sha256:${await blake3File(f.path)}`;
+    const watch = r2Watcher();
+    expect(await watch.keysOfSize(SIZE)).toEqual([]);
+    const t0 = Date.now();
+    const post = request(reg, "POST", `/v2/gc/crash/blobs/uploads/?digest=${claim}`, { headers: { "Content-Type": "application/octet-stream" }, body: { file: f.path } })
+      .then((r) => ({ status: r.status, body: r.body.toString().slice(0, 300) }), (e: Error) => ({ status: 0, body: e.message }));
+    let orphan: string | undefined;
+    while (!orphan && Date.now() - t0 < 120_000) [orphan] = await watch.keysOfSize(SIZE);
+    const landed = Date.now();
+    await crashRegistry(reg); // SIGKILL mid-commit: the bytes are in R2, the row was never written
+    watch.close();
+    const outcome = await post;
+    console.log(`gc e2e crash: object in R2 ${landed - t0} ms after the POST began; registry killed ${Date.now() - landed} ms later; POST: ${outcome.status} ${outcome.body}`);
+    expect(orphan, "the POST's object never appeared in R2").toBeTruthy();
+    expect(outcome.status, `the POST must not have completed its commit (the kill came too late): ${outcome.body}`).toBe(0);
     const keys = await r2Keys();
+    expect(keys.get(orphan!)).toBe(SIZE);
+
+    // A row whose object is deleted by hand while the registry is down.
     const layer = keep.manifest.layers[0];
     const layerKey = [...keys].find(([k, n]) => n === layer.size && k.startsWith("data/"))?.[0];
     expect(layerKey, JSON.stringify([...keys])).toBeTruthy();
-    const orphan = `data/${crypto.randomUUID()}/0`;
-    const orphanFile = join(work, "orphan");
-    writeFileSync(orphanFile, Buffer.alloc(3 * 1024 * 1024, 7));
-    await wranglerR2(["put", `cloister/${orphan}`, "--file", orphanFile]);
     await wranglerR2(["delete", `cloister/${layerKey}`]);
-    expect((await r2Keys()).has(orphan)).toBe(true);
 
     reg = await startRegistry({ persistDir: state, vars: { GC_GRACE_SECONDS: "0" } });
+    // the killed commit linked nothing
+    expect((await request(reg, "HEAD", `/v2/gc/crash/blobs/${claim}`)).status).toBe(404);
     const run = await gcRun({ dryRun: false, reconcile: true });
     console.log(`gc e2e reconcile:`, JSON.stringify(run.stats));
     expect(run.state).toBe("done");
     expect(run.stats.orphansDeleted).toBe(1);
-    expect(run.stats.orphanBytes).toBe(3 * 1024 * 1024);
+    expect(run.stats.orphanBytes).toBe(SIZE);
     expect(run.stats.missingCount).toBe(1);
     expect(run.stats.missing).toEqual([{ digest: layer.digest, r2Key: layerKey }]);
     // the row stays for the operator: the registry says the bytes are missing instead of pretending the blob never existed
@@ -175,7 +235,7 @@ describe.skipIf(clients.skip)("reconcile after a crash", () => {
     expect(get.body.toString()).toContain("bytes are missing");
     await reg.stop();
     const left = await r2Keys();
-    expect(left.has(orphan)).toBe(false);
+    expect(left.has(orphan!)).toBe(false);
     expect(left.has(layerKey!)).toBe(false);
   });
 });

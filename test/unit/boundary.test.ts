@@ -171,7 +171,8 @@ interface Snap {
   body: string;
 }
 
-const UUID_RE = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
+// Upload ids: UUIDs, or signed, stateless ids <uuid>.<expiry>.<mac> (docs/adr/0013).
+const UUID_RE = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?:\.[0-9a-f]{8}\.[0-9a-f]{32})?/g;
 
 async function snap(res: Response, subst: Record<string, string> = {}, opts: { uuids?: boolean } = {}): Promise<Snap> {
   const buf = new Uint8Array(await res.arrayBuffer());
@@ -805,7 +806,8 @@ describe("identical bytes pushed by two tenants", () => {
 });
 
 describe("upload sessions are bound to their repository and principal", () => {
-  const V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+  // Signed, stateless ids (docs/adr/0013): a UUIDv4, the expiry and the MAC binding repository and principal.
+  const V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.[0-9a-f]{8}\.[0-9a-f]{32}$/;
 
   function sessionOps(client: Client, repo: string, id: string, body: Uint8Array, d: string): Probe[] {
     const loc = `/v2/${repo}/blobs/uploads/${id}`;
@@ -881,7 +883,7 @@ describe("upload sessions are bound to their repository and principal", () => {
     expect((await alice(`/v2/${shared}/blobs/uploads/${id}?digest=${d}`, { method: "PUT", body: chunk, headers: { "Content-Type": "application/octet-stream" } })).status).toBe(201);
   });
 
-  it("session ids are distinct UUIDv4s, and malformed ids answer like unknown ones", async () => {
+  it("session ids are distinct signed UUIDv4-based ids, and malformed ids answer like unknown ones", async () => {
     const p = uid();
     const ids = new Set<string>();
     for (let i = 0; i < 8; i++) {

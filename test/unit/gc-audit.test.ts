@@ -1,7 +1,7 @@
-// GC runs and quota refusals are audit events (issue 11 "Audit", docs/audit.md): a finished run
+// GC runs, retention deletions and quota refusals are audit events (issue 11 "Audit", docs/audit.md): a finished run
 // records what it scanned, condemned and deleted; a push refused by a quota records the refusal.
 import { describe, expect, it } from "vitest";
-import { bytes, expectError, pushBlob, req } from "./helpers";
+import { bytes, expectError, makeImage, pushBlob, putManifest, req } from "./helpers";
 import { runGc } from "./gc-helpers";
 import type { AuditEvent } from "../../src/audit/events";
 
@@ -42,5 +42,32 @@ describe("audit events of the storage lifecycle", () => {
     expect(evs[0].target).toMatchObject({ repository: "qaudit/a", digest: d });
     expect(evs[0].outcome).toEqual({ status: 403, code: "DENIED" });
     expect(evs[0].details).toMatchObject({ used: 900, limit: 1000, adding: 500, quota: "qaudit/**" });
+  });
+});
+
+describe("retention deletions are audit events", () => {
+  it("each tag a retention rule removes and each manifest it deletes is an event, by gc:retention, with the run", async () => {
+    const R = "raudit/app";
+    const imgs = [];
+    for (let i = 0; i < 3; i++) {
+      imgs.push(await makeImage(R, { seed: 700 + i }));
+      expect((await putManifest(R, `v${i}`, imgs[i].manifest)).status).toBe(201);
+      await new Promise((r) => setTimeout(r, 15)); // distinct push times
+    }
+    const rule = { pattern: "raudit/**", keepLastTags: 1, keepTags: [], untaggedOlderThanDays: 0, deleteOrphanReferrers: false };
+    expect((await req("/admin/retention", { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(rule) })).status).toBe(200);
+    const run = await runGc({ graceSeconds: 0 });
+    expect(run.stats.retentionTagsRemoved).toBe(2);
+    const tagEvents = (await eventsOf(`action=retention.tag&repository=${R}`, (e) => e.length >= 2)).filter((e) => e.details?.run === run.id);
+    expect(tagEvents.map((e) => e.target.tag).sort()).toEqual(["v0", "v1"]);
+    for (const e of tagEvents) {
+      expect(e.actor.principal).toBe("gc:retention");
+      expect(e.target.digest).toBe(imgs[Number(e.target.tag!.slice(1))].digest);
+    }
+    // the untagged manifests go in the same run, each an event
+    const manifestEvents = (await eventsOf(`action=retention.manifest&repository=${R}`, (e) => e.length >= run.stats.retentionManifestsDeleted)).filter((e) => e.details?.run === run.id);
+    expect(run.stats.retentionManifestsDeleted).toBeGreaterThanOrEqual(2);
+    expect(manifestEvents).toHaveLength(run.stats.retentionManifestsDeleted);
+    expect(manifestEvents.map((e) => e.target.digest)).toEqual(expect.arrayContaining([imgs[0].digest, imgs[1].digest]));
   });
 });

@@ -1,6 +1,7 @@
 // Retention rules (issue 11), applied by GC phase 1: keep the newest N tags by push time, always
 // keep tags matching patterns, never remove immutable tags, delete untagged manifests older than
-// D days (not index children), delete referrers whose subject is gone; a dry run shows the plan.
+// D days (not children of a remaining index), delete referrers whose subject is gone — in one run,
+// cascades included (an index's children, a deleted subject's referrers); a dry run shows the plan.
 import { describe, expect, it } from "vitest";
 import { expectError, makeImage, putManifest, req, sha256 } from "./helpers";
 import { runGc } from "./gc-helpers";
@@ -60,18 +61,21 @@ describe("retention", () => {
     expect(await head("v1")).toBe(200); // nothing removed
     expect(await head(loose.digest)).toBe(200);
 
+    // the dry run's plan is the whole cascade: the index's child and the orphaned referrer too
+    expect(plan).toEqual(expect.arrayContaining([indexDigest, img[2].digest, img[3].digest, orphanRef]));
+
     const run = await runGc({ graceSeconds: 3600 });
     expect(run.stats.retentionTagsRemoved).toBe(2); // v1, multi
     // kept: newest two, stable*, immutable release-1, the live referrer
     for (const ref of ["v2", "v3", "stable", "release-1", liveRef]) expect(await head(ref)).toBe(200);
-    // removed: tags beyond the newest two, the index (now untagged), v1's manifest, the loose one
+    // removed in ONE run: tags beyond the newest two, the index (now untagged), its child (untagged,
+    // referenced only by the index), v1's manifest, the referrer whose subject that was, the loose one
     for (const ref of ["v1", "multi"]) expect(await head(ref)).toBe(404);
-    for (const d of [indexDigest, img[3].digest, loose.digest]) expect(await head(d)).toBe(404);
-    // the index child was referenced when the run looked: it goes in the next run; the orphaned referrer too
+    for (const d of [indexDigest, img[2].digest, img[3].digest, orphanRef, loose.digest]) expect(await head(d)).toBe(404);
+    expect(run.stats.retentionManifestsDeleted).toBe(5);
+    // nothing was left for a second run
     const next = await runGc({ graceSeconds: 3600 });
-    expect(await head(img[2].digest)).toBe(404);
-    expect(await head(orphanRef)).toBe(404);
-    expect(next.stats.retentionManifestsDeleted).toBeGreaterThanOrEqual(2);
+    expect(next.stats.retentionTagsRemoved + next.stats.retentionManifestsDeleted).toBe(0);
     const tags = ((await (await req(`/v2/${R}/tags/list`)).json()) as { tags: string[] }).tags;
     expect(tags.sort()).toEqual(["release-1", "stable", "v2", "v3"]);
 

@@ -49,34 +49,83 @@ describe("usage", () => {
 
 describe("quotas", () => {
   const put = (body: unknown) => req(`/admin/quotas`, { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  type Rule = { pattern: string; limitBytes: number; usedBytes: number; repositories: number };
+  const rule = async (pattern: string) => ((await (await req(`/admin/quotas`)).json()) as { quotas: Rule[] }).quotas.find((q) => q.pattern === pattern);
+  const digestOf = async (data: Uint8Array) => "sha256:" + [...new Uint8Array(await crypto.subtle.digest("SHA-256", data))].map((b) => b.toString(16).padStart(2, "0")).join("");
 
-  it("a push over its namespace quota gets 403 DENIED 'quota exceeded: used / limit' at blob commit and manifest PUT", async () => {
-    // the rule is read by each repository's object at most every 30 s: use repositories it has not seen
-    expect((await put({ pattern: "quota/**", limitBytes: 5000 })).status).toBe(200);
-    const list = (await (await req(`/admin/quotas`)).json()) as { quotas: { pattern: string; limitBytes: number }[] };
-    expect(list.quotas).toContainEqual(expect.objectContaining({ pattern: "quota/**", limitBytes: 5000 }));
+  it("limits the TOTAL of a namespace: two repositories that together exceed it get 403 DENIED 'quota exceeded: used / limit' at blob commit and manifest PUT", async () => {
+    const set = await put({ pattern: "ns/**", limitBytes: 6000 });
+    expect(set.status).toBe(200);
+    expect(((await set.json()) as { seeded: unknown }).seeded).toEqual({ counted: 0, complete: true });
 
-    await pushBlob("quota/a", bytes(3000, 11)); // 3000 of 5000
-    const d = "sha256:" + [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(2500, 12)))].map((b) => b.toString(16).padStart(2, "0")).join("");
-    const refused = req(`/v2/quota/a/blobs/uploads/?digest=${d}`, { method: "POST", body: bytes(2500, 12) });
-    const msg = await expectError(refused, 403, "DENIED");
-    expect(msg).toContain("quota exceeded: 3000 / 5000");
-    expect((await req(`/v2/quota/a/blobs/${d}`, { method: "HEAD" })).status).toBe(404);
-    // re-pushing what the repository already holds costs nothing
-    await pushBlob("quota/a", bytes(3000, 11));
+    const a = await pushBlob("ns/a", bytes(3000, 11)); // 3000 of 6000, in ns/a
+    // ns/b alone holds nothing: only the namespace total refuses this
+    const big = bytes(3500, 12);
+    const msg = await expectError(req(`/v2/ns/b/blobs/uploads/?digest=${await digestOf(big)}`, { method: "POST", body: big }), 403, "DENIED");
+    expect(msg).toContain("quota exceeded: 3000 / 6000");
+    expect((await req(`/v2/ns/b/blobs/${await digestOf(big)}`, { method: "HEAD" })).status).toBe(404);
+    // re-pushing what a repository already holds costs nothing
+    await pushBlob("ns/a", bytes(3000, 11));
 
-    // manifest PUT: config + layer fit, the manifest itself does not
-    const img = await makeImage("quota/b", { seed: 13 }); // ~60 + 1000 bytes
-    await pushBlob("quota/b", bytes(3900, 14));
-    const used = 3900 + 1000 + Number((await req(`/v2/quota/b/blobs/${img.config}`, { method: "HEAD" })).headers.get("Content-Length"));
-    const m = await expectError(putManifest("quota/b", "v1", img.manifest), 403, "DENIED");
-    expect(m).toContain(`quota exceeded: ${used} / 5000`);
-    expect((await req(`/v2/quota/b/manifests/v1`, { method: "HEAD" })).status).toBe(404);
+    // manifest PUT: config + layer + a blob fit in ns/b, the manifest itself does not
+    const img = await makeImage("ns/b", { seed: 13 }); // config (~50 bytes) + a 1000-byte layer
+    await pushBlob("ns/b", bytes(1900, 14));
+    const cfg = Number((await req(`/v2/ns/b/blobs/${img.config}`, { method: "HEAD" })).headers.get("Content-Length"));
+    const used = 3000 + 1900 + 1000 + cfg;
+    expect(used + img.manifest.length).toBeGreaterThan(6000);
+    const m = await expectError(putManifest("ns/b", "v1", img.manifest), 403, "DENIED");
+    expect(m).toContain(`quota exceeded: ${used} / 6000`);
+    expect((await req(`/v2/ns/b/manifests/v1`, { method: "HEAD" })).status).toBe(404);
+    expect(await rule("ns/**")).toMatchObject({ usedBytes: used, repositories: 2 });
+
+    // deleting in one repository frees room for the other
+    expect((await req(`/v2/ns/a/blobs/${a}`, { method: "DELETE" })).status).toBe(202);
+    expect(await rule("ns/**")).toMatchObject({ usedBytes: used - 3000 });
+    expect((await putManifest("ns/b", "v1", img.manifest)).status).toBe(201);
+    expect(await rule("ns/**")).toMatchObject({ usedBytes: used - 3000 + img.manifest.length });
     // outside the glob: no limit
     await pushBlob("other/a", bytes(9000, 15));
 
-    expect((await req(`/admin/quotas?pattern=${encodeURIComponent("quota/**")}`, { method: "DELETE" })).status).toBe(204);
+    expect((await req(`/admin/quotas?pattern=${encodeURIComponent("ns/**")}`, { method: "DELETE" })).status).toBe(204);
     expect((await req(`/admin/quotas?pattern=nope`, { method: "DELETE" })).status).toBe(404);
+  });
+
+  it("a new rule counts what its namespace already holds; every matching rule must hold", async () => {
+    await pushBlob("seed/a", bytes(4000, 21));
+    await pushBlob("seed/b/x", bytes(3000, 22));
+    await pushBlob("seed-other", bytes(5000, 23)); // sorts between "seed" and "seed/": not in the namespace
+    const set = await put({ pattern: "seed/**", limitBytes: 8000 });
+    expect(((await set.json()) as { seeded: unknown }).seeded).toEqual({ counted: 2, complete: true });
+    expect(await rule("seed/**")).toMatchObject({ usedBytes: 7000, repositories: 2 });
+    const more = bytes(1500, 24);
+    expect(await expectError(req(`/v2/seed/c/blobs/uploads/?digest=${await digestOf(more)}`, { method: "POST", body: more }), 403, "DENIED"))
+      .toContain("quota exceeded: 7000 / 8000");
+    await pushBlob("seed/c", bytes(900, 25)); // 7900: fits
+    // a narrower rule inside the namespace: both must hold
+    expect((await put({ pattern: "seed/b/**", limitBytes: 3050 })).status).toBe(200);
+    const small = bytes(60, 26);
+    expect(await expectError(req(`/v2/seed/b/x/blobs/uploads/?digest=${await digestOf(small)}`, { method: "POST", body: small }), 403, "DENIED"))
+      .toContain("quota exceeded: 3000 / 3050");
+    // raising a limit keeps the counts
+    expect((await put({ pattern: "seed/**", limitBytes: 9000 })).status).toBe(200);
+    expect(await rule("seed/**")).toMatchObject({ usedBytes: 7900, repositories: 3 });
+    await pushBlob("seed/a", bytes(1000, 27));
+    expect(await rule("seed/**")).toMatchObject({ usedBytes: 8900 });
+    // a deleted rule stops refusing at once (repositories may still have it cached)
+    expect((await req(`/admin/quotas?pattern=${encodeURIComponent("seed/**")}`, { method: "DELETE" })).status).toBe(204);
+    await pushBlob("seed/a", bytes(5000, 28));
+  });
+
+  it("concurrent pushes never take a namespace over its limit, across repositories and within one", async () => {
+    expect((await put({ pattern: "race/**", limitBytes: 5000 })).status).toBe(200);
+    const post = async (repo: string, data: Uint8Array) => (await req(`/v2/${repo}/blobs/uploads/?digest=${await digestOf(data)}`, { method: "POST", body: data })).status;
+    // two repositories, 3000 bytes each: only one fits
+    const across = await Promise.all([post("race/a", bytes(3000, 31)), post("race/b", bytes(3000, 32))]);
+    expect(across.sort()).toEqual([201, 403]);
+    // one repository (its in-flight reservations count): 2000 left, three pushes of 900 → two fit
+    const within = await Promise.all([post("race/c", bytes(900, 33)), post("race/c", bytes(900, 34)), post("race/c", bytes(900, 35))]);
+    expect(within.sort()).toEqual([201, 201, 403]);
+    expect(await rule("race/**")).toMatchObject({ usedBytes: 4800, repositories: 3 });
   });
 
   it("rejects bad rules with 400", async () => {

@@ -9,7 +9,10 @@ import { base64ToBytes, bytesToBase64 } from "../../src/util/encoding";
 import type { UploadSession, UploadState } from "../../src/stores/upload-session";
 
 const MiB = 1024 * 1024;
-const idOf = (location: string) => location.split("/").pop()!;
+/** The upload id in a Location (signed ids are `<uuid>.<expiry>.<mac>`, docs/adr/0013). */
+const locId = (location: string) => location.split("/").pop()!;
+/** The session object's name and R2 prefix: the uuid (the whole id for a session opened at POST). */
+const idOf = (location: string) => locId(location).split(".")[0];
 const sessionStub = (id: string) => env.UPLOAD_SESSION.get(env.UPLOAD_SESSION.idFromName(id)) as DurableObjectStub<UploadSession>;
 const OPEN_PRINCIPAL = "open";
 const repoOf = (location: string) => location.slice("/v2/".length, location.indexOf("/blobs/uploads/"));
@@ -35,8 +38,9 @@ describe("POST /v2/<name>/blobs/uploads/", () => {
     const res = await req("/v2/up/a/blobs/uploads/", { method: "POST" });
     expect(res.status).toBe(202);
     const loc = res.headers.get("Location")!;
-    expect(loc).toMatch(/^\/v2\/up\/a\/blobs\/uploads\/[0-9a-f-]{36}$/);
-    expect(res.headers.get("Docker-Upload-UUID")).toBe(idOf(loc));
+    // A signed, stateless id (docs/adr/0013): <uuid>.<expiry>.<mac>.
+    expect(loc).toMatch(/^\/v2\/up\/a\/blobs\/uploads\/[0-9a-f-]{36}\.[0-9a-f]{8}\.[0-9a-f]{32}$/);
+    expect(res.headers.get("Docker-Upload-UUID")).toBe(locId(loc));
     expect(res.headers.get("Range")).toBe("0-0");
     expect(Number(res.headers.get("OCI-Chunk-Min-Length"))).toBeGreaterThan(0);
     expect(Number(res.headers.get("OCI-Chunk-Max-Length"))).toBeGreaterThan(0);
@@ -115,7 +119,7 @@ describe("chunked uploads", () => {
       expect(res.status).toBe(202);
       off += size;
       expect(res.headers.get("Range")).toBe(`0-${off - 1}`);
-      expect(res.headers.get("Docker-Upload-UUID")).toBe(idOf(loc));
+      expect(res.headers.get("Docker-Upload-UUID")).toBe(locId(loc));
     }
     const res = await req(withQuery(loc, `digest=${digest}`), { method: "PUT", body: data.subarray(off), headers: { "Content-Range": `${off}-${data.length - 1}` } });
     expect(res.status).toBe(201);
@@ -252,7 +256,10 @@ describe("session lifecycle", () => {
   });
 
   it("abandoned sessions expire by alarm: parts aborted, objects and state removed", async () => {
-    const loc = await startUpload("up/expire");
+    // A session opened at POST (a declared algorithm): a signed id's session expires with the id itself.
+    const post = await req("/v2/up/expire/blobs/uploads/?digest-algorithm=sha512", { method: "POST" });
+    const loc = post.headers.get("Location")!;
+    expect(locId(loc)).toMatch(/^[0-9a-f-]{36}$/);
     expect((await patch(loc, bytes(6 * MiB, 31), 0)).status).toBe(202);
     expect((await patch(loc, bytes(100, 32), 6 * MiB)).status).toBe(202);
     const id = idOf(loc);
@@ -264,9 +271,10 @@ describe("session lifecycle", () => {
     expect((await env.BUCKET.list({ prefix: `data/${id}/` })).objects).toHaveLength(0);
   });
 
-  it("a session's alarm is set from UPLOAD_TTL_SECONDS", async () => {
+  it("a session's alarm is set from UPLOAD_TTL_SECONDS (a signed id's expiry, set by its first PATCH)", async () => {
     const before = Date.now();
     const loc = await startUpload("up/ttl");
+    expect((await patch(loc, bytes(10), 0)).status).toBe(202);
     const alarm = await runInDurableObject(sessionStub(idOf(loc)), (_i, s) => s.storage.getAlarm());
     expect(alarm).not.toBeNull();
     expect(alarm! - before).toBeGreaterThan(86400 * 1000 - 60_000);
@@ -283,6 +291,14 @@ describe("body cap (emulating production's request limit)", () => {
     const body = (await r1.json()) as { errors: { code: string; message: string }[] };
     expect(body.errors[0].code).toBe("SIZE_INVALID");
     expect(body.errors[0].message).toMatch(/chunk/i);
+  });
+
+  it("advertises OCI-Chunk-Max-Length no larger than the cap (chunking clients trust it)", async () => {
+    const res = await reqWith(cap, "/v2/up/cap/blobs/uploads/", { method: "POST" });
+    expect(res.status).toBe(202);
+    expect(Number(res.headers.get("OCI-Chunk-Max-Length"))).toBe(1024 * 1024);
+    const uncapped = await req("/v2/up/cap/blobs/uploads/", { method: "POST" });
+    expect(Number(uncapped.headers.get("OCI-Chunk-Max-Length"))).toBe(90 * 1024 * 1024);
   });
 
   it("a streamed body that grows past the cap is refused and the session stays usable", async () => {
@@ -562,8 +578,9 @@ describe("bounded session state (issue 16)", () => {
     await big.arrayBuffer();
     expect(await sessionSql(loc, "SELECT key FROM objects")).toEqual([]);
     expect((await env.BUCKET.list({ prefix: `data/${idOf(loc)}/` })).objects).toHaveLength(0);
+    // A signed upload refused before its first write has no session row at all (docs/adr/0013).
     const [row] = await sessionSql<{ t: string | null }>(loc, "SELECT lease_token AS t FROM session");
-    expect(row.t).toBeNull();
+    expect(row?.t ?? null).toBeNull();
   });
 
   it("refuses appends past MAX_UPLOAD_CHUNKS with 400 and a clear message, but still closes", async () => {
@@ -621,8 +638,9 @@ describe("Content-Range without Content-Length (a chunked PATCH): the range's le
       expect((await env.BUCKET.list({ prefix: `data/${idOf(loc)}/` })).objects).toHaveLength(0);
       expect(await sessionSql(loc, "SELECT key FROM objects")).toEqual([]);
     }
+    // A signed upload refused before its first write has no session row at all (docs/adr/0013).
     const [row] = await sessionSql<{ t: string | null }>(loc, "SELECT lease_token AS t FROM session");
-    expect(row.t).toBeNull();
+    expect(row?.t ?? null).toBeNull();
   }
 
   it("a body shorter than the range is refused with 400 naming Content-Range; nothing is appended", async () => {

@@ -166,6 +166,7 @@ const PACKAGE: Record<string, string> = {
   buildah: "buildah",
   containerd: "containerd",
   ctr: "containerd",
+  "/usr/bin/chromium": "chromium",
 };
 
 export interface ClientCheck {
