@@ -20,13 +20,14 @@ import boundary from "./sections/boundary.mjs";
 import buildcache from "./sections/buildcache.mjs";
 import concurrency from "./sections/concurrency.mjs";
 import gc from "./sections/gc.mjs";
+import audit from "./sections/audit.mjs";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 // ---- Sections, in run order. A section is {id, title, needs[], run(ctx) → {rows, metrics, notes}}.
 // needs: "benchRoutes" (cloister's /_bench routes), "registries" (runs against every registry that
 // works; reasons printed for the others), "cloisterRegistry" (cloister's /v2 must work), "workerPid".
-const SECTIONS = [r2, push, small, hash, boundary, buildcache, concurrency, gc, memory];
+const SECTIONS = [r2, push, small, hash, boundary, buildcache, concurrency, gc, audit, memory];
 
 // ---- Targets: ratios checked at the end. {num, den, min} → num/den ≥ min; {value, max} → value < max.
 const CHECKS = [

@@ -19,9 +19,11 @@ import { Hasher, type HashAlgorithm } from "./digest/hasher";
 import { toHex } from "./util/encoding";
 import { blobStoreShard, trustStoreFor } from "./stores";
 import { gcBenchRoutes } from "./gc/bench-routes";
+import { auditBenchRoutes } from "./audit/bench-routes";
 
 export const benchRoutes = new Hono<{ Bindings: Env }>();
 benchRoutes.route("/gc", gcBenchRoutes); // GC throughput (src/gc/bench-routes.ts)
+benchRoutes.route("/audit", auditBenchRoutes); // audit append latency (src/audit/bench-routes.ts)
 
 /** Runs before the admin gate, so that with BENCH_ROUTES off /_bench is a plain 404 for everyone. */
 export const benchEnabled: MiddlewareHandler<{ Bindings: Env }> = async (c, next) => {

@@ -6,6 +6,7 @@ import type { AccountStore } from "./stores/account-store";
 import type { AuditLog } from "./stores/audit-log";
 import type { Catalog } from "./stores/catalog";
 import type { GcCoordinator } from "./gc/coordinator";
+import type { Webhooks } from "./webhooks/store";
 import { MAX_MANIFEST_REFERENCES, MAX_MANIFEST_REFERENCES_CEILING } from "./oci/limits";
 
 export interface Env {
@@ -17,6 +18,7 @@ export interface Env {
   AUDIT_LOG: DurableObjectNamespace<AuditLog>;
   CATALOG: DurableObjectNamespace<Catalog>;
   GC: DurableObjectNamespace<GcCoordinator>;
+  WEBHOOKS: DurableObjectNamespace<Webhooks>;
   /** Grace period of garbage collection in seconds (docs/adr/0011); default 86400, 0 allowed. */
   GC_GRACE_SECONDS?: string;
   MAX_BODY_BYTES?: string;
@@ -47,6 +49,11 @@ export interface Env {
   AUDIT_RETENTION_DAYS?: string;
   AUDIT_PULLS?: string;
   AUDIT_PULL_SAMPLE?: string;
+  // Webhooks (docs/audit.md "Webhooks"; read by src/webhooks/model.ts)
+  WEBHOOK_TIMEOUT_MS?: string;
+  WEBHOOK_BACKOFF_MS?: string;
+  WEBHOOK_MAX_ATTEMPTS?: string;
+  WEBHOOK_MAX_AGE_SECONDS?: string;
   [key: string]: unknown;
 }
 

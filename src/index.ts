@@ -10,6 +10,7 @@ export { AccountStore } from "./stores/account-store";
 export { AuditLog } from "./stores/audit-log";
 export { Catalog } from "./stores/catalog";
 export { GcCoordinator } from "./gc/coordinator";
+export { Webhooks } from "./webhooks/store";
 
 const app = buildApp();
 

@@ -145,27 +145,46 @@ auditRoutes.get("/verify", async (c) => {
     if (expect !== cp.checkpoint) return c.json({ ok: false, firstMismatch: { day: cp.day, seq: null, id: null, reason: "the retention checkpoint of this pruned day does not match" }, checkpoints: checkpoints.length }, 200);
     prevCp = cp.checkpoint;
   }
-  const days: { day: string; count: number; head: string }[] = [];
-  for (const day of await index.listDays()) {
+  const days: { day: string; count: number; head: string; previous: { day: string; count: number } | null }[] = [];
+  const kept = await index.listDays();
+  const prunedDays = new Map(checkpoints.map((cp) => [cp.day, cp]));
+  for (const day of kept) {
     const part = auditLogFor(c.env, day);
+    const mismatch = async (seq: number, reason: string) => {
+      const row = (await part.query({}, { afterSeq: seq - 1, limit: 1 }))[0];
+      let id: string | null = null;
+      try {
+        id = row ? ((JSON.parse(row.body) as { id?: string }).id ?? null) : null;
+      } catch {
+        /* the body itself was damaged */
+      }
+      return c.json({ ok: false, firstMismatch: { day, seq, id, reason }, verifiedDays: days, checkpoints: checkpoints.length });
+    };
+    // Across days: the day's first entry chains to the previous day's hash at the count it had
+    // then (the day's own verify checks that link hash); here, that the previous day still has
+    // that hash there — a rewritten or removed earlier day shows up at the next day's link.
+    const link = await part.link();
+    if (link?.previousDay) {
+      const p = link.previousDay;
+      const cp = prunedDays.get(p);
+      if (kept.includes(p) && kept.indexOf(p) < kept.indexOf(day)) {
+        const h = await auditLogFor(c.env, p).hashAt(link.count);
+        if (h !== link.head) return mismatch(1, `its link to ${p} (entry ${link.count}) does not match that day's chain`);
+      } else if (cp) {
+        if (cp.count < link.count || (cp.count === link.count && cp.head !== link.head)) return mismatch(1, `its link to ${p} does not match that pruned day's checkpoint`);
+      } else {
+        return mismatch(1, `it is linked to ${p}, which is neither kept nor in the retention checkpoints (a day was removed)`);
+      }
+    }
     let from = 1;
-    let prev = GENESIS;
+    let prev: string | undefined = undefined; // the day's first entry chains to its link
     let count = 0;
     for (;;) {
       const v = await part.verify(from, prev);
-      if (!v.ok) {
-        const row = (await part.query({}, { afterSeq: v.seq - 1, limit: 1 }))[0];
-        let id: string | null = null;
-        try {
-          id = row ? ((JSON.parse(row.body) as { id?: string }).id ?? null) : null;
-        } catch {
-          /* the body itself was damaged */
-        }
-        return c.json({ ok: false, firstMismatch: { day, seq: v.seq, id, reason: v.reason }, verifiedDays: days, checkpoints: checkpoints.length });
-      }
+      if (!v.ok) return mismatch(v.seq, v.reason);
       count += v.count;
       if (v.next === null) {
-        days.push({ day, count, head: v.head });
+        days.push({ day, count, head: v.head, previous: link?.previousDay ? { day: link.previousDay, count: link.count } : null });
         break;
       }
       from = v.next;

@@ -2,32 +2,37 @@
 // the domain layer calls record() with what happened, never a secret (no passwords, tokens or
 // robot secrets: only names, digests, scopes and codes).
 
-export type AuditAction =
-  | "auth.signin" // sign-in at the token service: success or failure
-  | "auth.token" // access token issued (details.scopes: what was granted)
-  | "auth.denied" // a request refused by authentication or policy
-  | "manifest.put" // details.previous: the digest the tag pointed at before
-  | "manifest.delete"
-  | "tag.delete"
-  | "blob.delete"
-  | "blob.upload" // a completed upload: size, mode
-  | "blob.mount"
-  | "pull.manifest" // per AUDIT_PULLS
-  | "user.create" | "user.delete" | "user.password"
-  | "robot.create" | "robot.delete"
-  | "policy.create" | "policy.update" | "policy.delete"
-  | "key.rotate" | "key.delete"
-  | "trustkey.create" | "trustkey.delete" // signature verification keys (docs/signatures.md)
-  | "gate.denied" // a pull refused by a signature-gate rule: rule, minimum, keys, found
-  | "attestation.record" // a verification pass that changed a subject's verified signers
-  | "lock.lock" | "lock.unlock"
-  | "gc.run" // a finished or failed GC/retention run: what it scanned, condemned and deleted
-  | "quota.denied" // a push refused by a namespace quota
-  | "proxy.config" // a proxy namespace set or removed (never its credentials)
-  | "proxy.digest_mismatch" // an upstream sent bytes that do not match their digest (discarded)
-  | "retention.tag" // a tag removed by a retention rule (details: run, rule)
-  | "retention.manifest" // a manifest deleted by a retention rule (details: run, why)
-  | "restore.begin" | "restore.finish"; // an index restore from a snapshot (docs/adr/0016)
+/** Every action an event can carry (docs/audit.md); webhooks subscribe to these names. */
+export const AUDIT_ACTIONS = [
+  "auth.signin", // sign-in at the token service: success or failure
+  "auth.token", // access token issued (details.scopes: what was granted)
+  "auth.denied", // a request refused by authentication or policy
+  "manifest.put", // details.previous: the digest the tag pointed at before
+  "manifest.delete",
+  "tag.delete",
+  "blob.delete",
+  "blob.upload", // a completed upload: size, mode
+  "blob.mount",
+  "pull.manifest", // per AUDIT_PULLS
+  "user.create", "user.delete", "user.password",
+  "robot.create", "robot.delete",
+  "policy.create", "policy.update", "policy.delete",
+  "key.rotate", "key.delete",
+  "trustkey.create", "trustkey.delete", // signature verification keys (docs/signatures.md)
+  "gate.denied", // a pull refused by a signature-gate rule: rule, minimum, keys, found
+  "attestation.record", // a verification pass that changed a subject's verified signers
+  "lock.lock", "lock.unlock",
+  "gc.run", // a finished or failed GC/retention run: what it scanned, condemned and deleted
+  "quota.denied", // a push refused by a namespace quota
+  "proxy.config", // a proxy namespace set or removed (never its credentials)
+  "proxy.digest_mismatch", // an upstream sent bytes that do not match their digest (discarded)
+  "retention.tag", // a tag removed by a retention rule (details: run, rule)
+  "retention.manifest", // a manifest deleted by a retention rule (details: run, why)
+  "restore.begin", "restore.finish", // an index restore from a snapshot (docs/adr/0016)
+  "webhook.create", "webhook.update", "webhook.delete", // webhook endpoint changes (never the secret)
+] as const;
+
+export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
 export interface AuditEvent {
   id: string;

@@ -25,6 +25,7 @@ import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFro
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
 import { isValidName } from "../oci/grammar";
 import { auditRoutes } from "../admin/audit-routes";
+import { webhookRoutes } from "../admin/webhook-routes";
 import { record } from "../audit/record";
 import { mountIndexAdminRoutes } from "../admin/index-routes";
 import { mountGcAdminRoutes } from "../admin/gc-routes";
@@ -168,6 +169,7 @@ adminRoutes.use("*", async (c, next) => {
 
 // The audit log (docs/audit.md), behind the same admin gate.
 adminRoutes.route("/audit", auditRoutes);
+adminRoutes.route("/webhooks", webhookRoutes); // docs/audit.md "Webhooks"
 
 adminRoutes.get("/whoami", (c) => c.json({ principal: authState(c)?.principal ?? null }));
 

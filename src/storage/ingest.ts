@@ -10,6 +10,7 @@
 import { oci } from "../oci/errors";
 import type { Hasher } from "../digest/hasher";
 import { MAX_UPLOAD_PARTS, type UploadLayout } from "../stores/upload-session";
+import { annotateRequest } from "../http/request-context";
 
 /** R2 single put is limited to just under 5 GiB. */
 const SINGLE_PUT_MAX = 4.5 * 1024 ** 3;
@@ -63,6 +64,7 @@ export type LengthHeader = "Content-Length" | "Content-Range";
 export async function ingest(inp: IngestInput): Promise<IngestResult> {
   const reserved = inp.reservedKey;
   const res = await write(inp);
+  annotateRequest({ bytesIn: res.offset - inp.offset }); // the request log's bytesIn, chunked bodies too
   // claimKey() clears reservedKey once it hands it out.
   return { ...res, unused: reserved && inp.reservedKey === reserved ? [reserved] : [] };
 }

@@ -6,10 +6,14 @@ import { DurableObject } from "cloudflare:workers";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, utf8ToBytes } from "@noble/hashes/utils.js";
 import type { Env } from "../env";
+import { auditIndexFor, auditLogFor, webhooksFor } from "./index";
+import { MAX_FANOUT_BATCH } from "../webhooks/model";
 
 export const GENESIS = "0".repeat(64);
 /** Largest page a single query returns: keeps every RPC result small (well under 32 MiB). */
 export const MAX_QUERY_ROWS = 500;
+/** A failed webhook fan-out is retried after this long (the outbox keeps the events meanwhile). */
+const FANOUT_RETRY_MS = 30_000;
 
 export interface AuditRow {
   /** Position in its day, from 1. */
@@ -74,6 +78,15 @@ export class AuditLog extends DurableObject<Env> {
       prev TEXT NOT NULL,
       hash TEXT NOT NULL
     )`);
+    // Events appended but not yet handed to the Webhooks object (docs/adr/0014): written in the
+    // append's transaction, so an event that is in the log is also, eventually, fanned out.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY)`);
+    // The link to the previous day (one row, written before this day's first entry): the first
+    // entry's prev is linkHash(previous day, its entry count then, its hash at that entry), so
+    // days form one chain. No row and entries present: a day from before links (prev = GENESIS).
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS link (
+      id INTEGER PRIMARY KEY CHECK (id = 1), prev_day TEXT, prev_count INTEGER NOT NULL, prev_head TEXT NOT NULL
+    )`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS days (day TEXT PRIMARY KEY) WITHOUT ROWID`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS pruned (
       day TEXT PRIMARY KEY, count INTEGER NOT NULL, head TEXT NOT NULL, checkpoint TEXT NOT NULL
@@ -83,13 +96,22 @@ export class AuditLog extends DurableObject<Env> {
   // ---- day partition ----------------------------------------------------------------------
 
   /**
-   * Append events in order. Synchronous SQL only, so appends never interleave and the chain
-   * stays linear; the caller registers the day in the index (separately, idempotent).
+   * Append events in order. The rows are written synchronously before the first await, so
+   * appends never interleave and the chain stays linear; the caller registers the day in the
+   * index (separately, idempotent). Each event is also put in the outbox, which this object's
+   * alarm forwards to the webhooks after the caller has its answer.
    */
-  append(events: { body: string; fields: IndexedFields }[]): { seq: number; hash: string }[] {
+  async append(events: { body: string; fields: IndexedFields }[]): Promise<{ seq: number; hash: string }[]> {
+    if (events.length > 0 && this.needsLink()) {
+      // Once per day: look up the previous day's head (other objects; may throw, and then the
+      // append fails and record() spools the event). Then, synchronously, the first of
+      // concurrent first appends writes the link.
+      const link = await this.previousDayHead(dayOf(events[0].fields.time));
+      if (this.needsLink()) this.sql.exec(`INSERT INTO link (id, prev_day, prev_count, prev_head) VALUES (1, ?, ?, ?)`, link.day, link.count, link.head);
+    }
     const last = this.sql.exec<{ seq: number; hash: string }>(`SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1`).toArray()[0];
     let seq = last?.seq ?? 0;
-    let prev = last?.hash ?? GENESIS;
+    let prev = last?.hash ?? this.anchor();
     // All rows in one synchronous transaction: all of them or none.
     const rows: { seq: number; body: string; fields: IndexedFields; prev: string; hash: string }[] = [];
     for (const e of events) {
@@ -103,9 +125,62 @@ export class AuditLog extends DurableObject<Env> {
           `INSERT INTO events (seq, time, actor, action, repository, outcome, body, prev, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           r.seq, r.fields.time, r.fields.actor, r.fields.action, r.fields.repository, r.fields.outcome, r.body, r.prev, r.hash,
         );
+        this.sql.exec(`INSERT INTO outbox (seq) VALUES (?)`, r.seq);
       }
     });
+    const alarm = await this.ctx.storage.getAlarm();
+    if (alarm === null || alarm > Date.now()) await this.ctx.storage.setAlarm(Date.now());
     return rows.map((r) => ({ seq: r.seq, hash: r.hash }));
+  }
+
+  /**
+   * Hand up to MAX_FANOUT_BATCH outbox events to the Webhooks object (which queues them per
+   * endpoint, idempotently per event id), then drop them from the outbox.
+   */
+  async forwardOutbox(): Promise<"done" | "more" | "failed"> {
+    const rows = this.sql
+      .exec<{ seq: number; body: string | null }>(`SELECT o.seq, e.body FROM outbox o LEFT JOIN events e ON e.seq = o.seq ORDER BY o.seq LIMIT ${MAX_FANOUT_BATCH}`)
+      .toArray();
+    if (rows.length === 0) return "done";
+    try {
+      await webhooksFor(this.env).fanOut(rows.flatMap((r) => (r.body === null ? [] : [r.body])));
+    } catch (e) {
+      console.error(JSON.stringify({ type: "webhook-fanout", error: String(e), retryInMs: FANOUT_RETRY_MS }));
+      return "failed";
+    }
+    this.sql.exec(`DELETE FROM outbox WHERE seq <= ?`, rows[rows.length - 1].seq);
+    return rows.length === MAX_FANOUT_BATCH ? "more" : "done";
+  }
+
+  private needsLink(): boolean {
+    return this.sql.exec(`SELECT 1 FROM link UNION ALL SELECT 1 FROM events LIMIT 1`).toArray().length === 0;
+  }
+
+  /** The newest day before `day` (kept or pruned) and its entry count and head now. */
+  private async previousDayHead(day: string): Promise<{ day: string | null; count: number; head: string }> {
+    const prev = await auditIndexFor(this.env).previousDay(day);
+    if (!prev) return { day: null, count: 0, head: GENESIS };
+    if (prev.pruned) return { day: prev.day, count: prev.pruned.count, head: prev.pruned.head };
+    const s = await auditLogFor(this.env, prev.day).summary();
+    return { day: prev.day, ...s };
+  }
+
+  /** The prev of this day's first entry: GENESIS, or the hash of its link to the previous day. */
+  private anchor(): string {
+    const l = this.sql.exec<{ prev_day: string | null; prev_count: number; prev_head: string }>(`SELECT prev_day, prev_count, prev_head FROM link`).toArray()[0];
+    return l?.prev_day ? linkHash(l.prev_day, l.prev_count, l.prev_head) : GENESIS;
+  }
+
+  /** This day's link: the previous day and its count and head when this day began; null for days from before links. */
+  link(): { previousDay: string | null; count: number; head: string } | null {
+    const l = this.sql.exec<{ prev_day: string | null; prev_count: number; prev_head: string }>(`SELECT prev_day, prev_count, prev_head FROM link`).toArray()[0];
+    return l ? { previousDay: l.prev_day, count: l.prev_count, head: l.prev_head } : null;
+  }
+
+  /** The stored hash of entry `seq` (GENESIS for 0), or null when there is no such entry. */
+  hashAt(seq: number): string | null {
+    if (seq === 0) return GENESIS;
+    return this.sql.exec<{ hash: string }>(`SELECT hash FROM events WHERE seq = ?`, seq).toArray()[0]?.hash ?? null;
   }
 
   /** Rows matching `f`, newest first below `beforeSeq` or oldest first above `afterSeq`. */
@@ -134,12 +209,12 @@ export class AuditLog extends DurableObject<Env> {
    * Recompute the chain from the first row (or from `from`, continuing `prev`), at most
    * `limit` rows per call so a big day is verified in bounded steps.
    */
-  verify(from = 1, expectedPrev = GENESIS, limit = 5000): VerifyResult & { next: number | null } {
+  verify(from = 1, expectedPrev?: string, limit = 5000): VerifyResult & { next: number | null } {
     const rows = this.sql
       .exec<{ seq: number; time: number; actor: string; action: string; repository: string | null; outcome: string; body: string; prev: string; hash: string }>(
         `SELECT * FROM events WHERE seq >= ? ORDER BY seq LIMIT ?`, from, limit + 1)
       .toArray();
-    let prev = expectedPrev;
+    let prev = expectedPrev ?? this.anchor();
     let expectSeq = from;
     let count = 0;
     for (const r of rows.slice(0, limit)) {
@@ -177,6 +252,14 @@ export class AuditLog extends DurableObject<Env> {
     if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + 3600_000);
   }
 
+  /** The newest day before `day`: a kept one, or a pruned one with its checkpointed count and head. */
+  previousDay(day: string): { day: string; pruned: { count: number; head: string } | null } | null {
+    const kept = this.sql.exec<{ day: string }>(`SELECT day FROM days WHERE day < ? ORDER BY day DESC LIMIT 1`, day).toArray()[0];
+    const pruned = this.sql.exec<{ day: string; count: number; head: string }>(`SELECT day, count, head FROM pruned WHERE day < ? ORDER BY day DESC LIMIT 1`, day).toArray()[0];
+    if (kept && (!pruned || kept.day > pruned.day)) return { day: kept.day, pruned: null };
+    return pruned ? { day: pruned.day, pruned: { count: pruned.count, head: pruned.head } } : null;
+  }
+
   /** Days with events in [fromDay, toDay], ascending; bounded by retention (<= ~3700 rows). */
   listDays(fromDay = "0000-00-00", toDay = "9999-99-99"): string[] {
     return this.sql.exec<{ day: string }>(`SELECT day FROM days WHERE day >= ? AND day <= ? ORDER BY day LIMIT 4000`, fromDay, toDay).toArray().map((r) => r.day);
@@ -209,10 +292,23 @@ export class AuditLog extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    // A day partition: forward its outbox to the webhooks. The index object has no events.
+    const fanout = await this.forwardOutbox();
+    const isIndex = this.sql.exec(`SELECT 1 FROM days UNION ALL SELECT 1 FROM pruned LIMIT 1`).toArray().length > 0;
+    if (!isIndex) {
+      if (fanout === "more") await this.ctx.storage.setAlarm(Date.now());
+      else if (fanout === "failed") await this.ctx.storage.setAlarm(Date.now() + FANOUT_RETRY_MS);
+      return;
+    }
     const days = Number(this.env.AUDIT_RETENTION_DAYS ?? 90);
     await this.prune(Date.now(), Number.isFinite(days) && days >= 1 ? Math.floor(days) : 90);
     await this.ctx.storage.setAlarm(Date.now() + 86400_000);
   }
+}
+
+/** What a day's first entry chains to: its previous day, that day's entry count and head then. */
+export function linkHash(prevDay: string, prevCount: number, prevHead: string): string {
+  return sha256hex(`link\n${prevDay}\n${prevCount}\n${prevHead}`);
 }
 
 export function dayOf(ms: number): string {

@@ -115,6 +115,11 @@ export function auditIndexFor(env: Env) {
   return env.AUDIT_LOG.get(env.AUDIT_LOG.idFromName("index"));
 }
 
+/** Webhook endpoints and their delivery queue: one object (docs/adr/0014). */
+export function webhooksFor(env: Env) {
+  return env.WEBHOOKS.get(env.WEBHOOKS.idFromName("webhooks"));
+}
+
 export function accountStoreFor(env: Env) {
   return env.ACCOUNT_STORE.get(env.ACCOUNT_STORE.idFromName("accounts"));
 }

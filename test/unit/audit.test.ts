@@ -168,11 +168,16 @@ describe("events from auth and the admin API", () => {
     expect((await call("/admin/policies/audit-rule", { method: "DELETE", headers: asAdmin }, TOKEN)).status).toBe(204);
     const rot = await call("/admin/keys/rotate", { method: "POST", headers: asAdmin }, TOKEN);
     expect(rot.status).toBe(201);
+    const rot2 = await call("/admin/keys/rotate", { method: "POST", headers: asAdmin }, TOKEN);
+    const { kid: newest } = (await rot2.json()) as { kid: string };
+    const { keys } = (await (await call("/admin/keys", { headers: asAdmin }, TOKEN)).json()) as { keys: { kid: string }[] };
+    const retired = keys.find((k) => k.kid !== newest)!.kid;
+    expect((await call(`/admin/keys/${retired}`, { method: "DELETE", headers: asAdmin }, TOKEN)).status).toBe(204);
     expect((await call("/admin/locks/audituser", { method: "DELETE", headers: asAdmin }, TOKEN)).status).toBe(204);
     expect((await call("/admin/users/audituser", { method: "DELETE", headers: asAdmin }, TOKEN)).status).toBe(200);
 
     const got = (await events("actor=user:admin", TOKEN)).map((e) => e.action);
-    for (const a of ["user.create", "user.password", "robot.create", "robot.delete", "policy.create", "policy.update", "policy.delete", "key.rotate", "lock.unlock", "user.delete"]) {
+    for (const a of ["user.create", "user.password", "robot.create", "robot.delete", "policy.create", "policy.update", "policy.delete", "key.rotate", "key.delete", "lock.unlock", "user.delete"]) {
       expect(got, a).toContain(a);
     }
     const upd = (await events("action=policy.update", TOKEN))[0];
@@ -341,6 +346,51 @@ describe("hash chain, retention and durability", () => {
     expect(drained.moved).toBe(1);
     expect((await env.BUCKET.list({ prefix: "audit-spool/" })).objects).toHaveLength(0);
     expect((await events("repository=audit/spool")).map((x) => x.id)).toEqual([ev.id]);
+    expect(((await (await call("/admin/audit/verify")).json()) as { ok: boolean }).ok).toBe(true);
+  });
+});
+
+describe("durability when the R2 spool fails too", () => {
+  it("answers 503 with Retry-After and the event id; the change is applied, nothing half-written, and a retry is recorded", async () => {
+    // The AuditLog fails for real (its table is gone) and R2 refuses the spool write: R2 stays
+    // real for everything else, only put() under audit-spool/ is made to fail (fault injection).
+    await runInDurableObject(today(), (_i: AuditLog, state) => state.storage.sql.exec(`ALTER TABLE events RENAME TO events_away`));
+    const real = env.BUCKET;
+    const failingSpool = new Proxy(real, {
+      get(t, p) {
+        if (p === "put") return (key: string, ...rest: unknown[]) => (key.startsWith("audit-spool/") ? Promise.reject(new Error("R2 unavailable (test)")) : (t.put as (...a: unknown[]) => unknown)(key, ...rest));
+        const v = (t as unknown as Record<string | symbol, unknown>)[p];
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+      },
+    });
+    const data = bytes(33, 950);
+    const d = await sha256(data);
+    const push = async (bucket: R2Bucket) => {
+      const ctx = createExecutionContext();
+      const res = await app.fetch(new Request(`${BASE}/v2/audit/nospool/blobs/uploads/?digest=${d}`, { method: "POST", body: data, headers: { "Content-Length": "33" } }), { ...(env as unknown as Env), BUCKET: bucket }, ctx);
+      await waitOnExecutionContext(ctx);
+      return res;
+    };
+    const res = await push(failingSpool as R2Bucket);
+    expect(res.status).toBe(503);
+    expect(res.headers.get("Retry-After")).toBe("5");
+    const err = ((await res.json()) as { errors: { code: string; message: string; detail: { auditEventId: string; requestId: string } }[] }).errors[0];
+    expect(err.code).toBe("UNKNOWN");
+    expect(err.message).toMatch(/applied but could not be recorded/);
+    expect(err.detail.auditEventId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(err.detail.requestId).toBe(res.headers.get("X-Request-Id"));
+    // The change itself was applied (documented: every mutation is idempotent to retry), and no
+    // spool object was half-written.
+    expect((await call(`/v2/audit/nospool/blobs/${d}`, { method: "HEAD" })).status).toBe(200);
+    expect((await env.BUCKET.list({ prefix: "audit-spool/" })).objects).toHaveLength(0);
+
+    // Once the log is back, the client's retry answers 201 and is recorded.
+    await runInDurableObject(today(), (_i: AuditLog, state) => state.storage.sql.exec(`ALTER TABLE events_away RENAME TO events`));
+    expect((await push(real)).status).toBe(201);
+    const ev = await events("repository=audit/nospool&action=blob.upload");
+    expect(ev).toHaveLength(1);
+    expect(ev[0].id).not.toBe(err.detail.auditEventId); // the lost attempt's event was never written
+    expect(ev[0].details).toEqual({ size: 33, deduplicated: true });
     expect(((await (await call("/admin/audit/verify")).json()) as { ok: boolean }).ok).toBe(true);
   });
 });
