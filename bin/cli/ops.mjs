@@ -411,6 +411,69 @@ export function register(program) {
       printTable(repos, [["REPOSITORY", (r) => r.repository], ["LOGICAL", (r) => bytes(r.logicalBytes)], ["BLOBS", (r) => r.blobs], ["MANIFESTS", (r) => r.manifests], ["TAGS", (r) => r.tags], ["LAST PUSH", (r) => when(r.lastPush)]]);
     }));
 
+  // ---- webhooks -----------------------------------------------------------------------------------
+
+  const webhook = program.command("webhook").description("webhook endpoints and their deliveries (docs/audit.md#webhooks)");
+  const list = (v, prev) => [...prev, ...v.split(",").map((x) => x.trim()).filter(Boolean)];
+  webhook
+    .command("list")
+    .action(act(async ({ c, json }) => {
+      const d = (await c.json("GET", "/admin/webhooks")).data;
+      if (json) return printJson(d);
+      printTable(d.webhooks, [["ID", (w) => w.id], ["URL", (w) => w.url], ["EVENTS", (w) => w.events], ["REPOSITORIES", (w) => w.repositories], ["ENABLED", (w) => (w.enabled ? "yes" : "no")], ["PENDING", (w) => w.pending]]);
+    }));
+  webhook
+    .command("create <url>")
+    .description("add an endpoint; the secret is read from --secret-stdin or prompted (never shown again)")
+    .option("--event <action>", "audit actions to send, e.g. manifest.put (repeatable or comma-separated; default: all)", list, [])
+    .option("--repository <glob>", "repositories whose events are sent (repeatable; default: **)", list, [])
+    .option("--description <text>")
+    .option("--secret-stdin", "read the signing secret from stdin")
+    .option("--disabled", "create it disabled")
+    .action(act(async ({ c, json, args: [url], opts }) => {
+      const secret = opts.secretStdin ? await readStdinLine() : await promptHidden("Signing secret (16–256 characters)");
+      const body = { url, secret, events: opts.event.length ? opts.event : ["*"], repositories: opts.repository.length ? opts.repository : ["**"], enabled: !opts.disabled };
+      if (opts.description) body.description = opts.description;
+      const d = (await c.json("POST", "/admin/webhooks", { body })).data;
+      if (json) return printJson(d);
+      note(`Created webhook ${d.id} → ${d.url}.`);
+    }));
+  webhook
+    .command("show <id>")
+    .action(act(async ({ c, args: [id] }) => printJson((await c.json("GET", `/admin/webhooks/${encodeURIComponent(id)}`)).data)));
+  for (const [name, enabled] of [["enable", true], ["disable", false]]) {
+    webhook
+      .command(`${name} <id>`)
+      .action(act(async ({ c, json, args: [id] }) => {
+        const d = (await c.json("PATCH", `/admin/webhooks/${encodeURIComponent(id)}`, { body: { enabled } })).data;
+        if (json) return printJson(d);
+        note(`Webhook ${d.id} is ${d.enabled ? "enabled" : "disabled"}.`);
+      }));
+  }
+  webhook
+    .command("delete <id>")
+    .action(act(async ({ c, json, args: [id] }) => {
+      await c.json("DELETE", `/admin/webhooks/${encodeURIComponent(id)}`);
+      if (json) return printJson({ deleted: id });
+      note(`Deleted webhook ${id}.`);
+    }));
+  webhook
+    .command("deliveries <id>")
+    .description("the endpoint's delivery log, newest first")
+    .option("-n, --limit <n>", "how many (1–100)", "20")
+    .action(act(async ({ c, json, args: [id], opts }) => {
+      const d = (await c.json("GET", `/admin/webhooks/${encodeURIComponent(id)}/deliveries?limit=${encodeURIComponent(opts.limit)}`)).data;
+      if (json) return printJson(d);
+      printTable(d.deliveries, [["ID", (x) => x.id], ["ACTION", (x) => x.action], ["STATE", (x) => x.state], ["ATTEMPTS", (x) => x.attempts], ["LAST STATUS", (x) => x.lastStatus ?? x.lastError], ["NEXT", (x) => x.nextAttemptAt], ["CREATED", (x) => x.createdAt]]);
+    }));
+  webhook
+    .command("redeliver <id> <delivery>")
+    .action(act(async ({ c, json, args: [id, delivery] }) => {
+      const d = (await c.json("POST", `/admin/webhooks/${encodeURIComponent(id)}/deliveries/${encodeURIComponent(delivery)}/redeliver`)).data;
+      if (json) return printJson(d);
+      note(`Delivery ${d.id} queued again (${d.redeliveries} manual redelivery${d.redeliveries === 1 ? "" : "ies"}).`);
+    }));
+
   // ---- audit --------------------------------------------------------------------------------------
 
   const audit = program.command("audit").description("the audit log (docs/audit.md)");

@@ -7,6 +7,8 @@ import { spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { repoRoot, startRegistry, type RunningRegistry } from "./helpers/registry";
 import { Skopeo, needClients } from "./helpers/exec";
 import { buildLayout, type Layout } from "./helpers/images";
@@ -162,6 +164,46 @@ describe.skipIf(clients.skip)("cloister operator commands (token mode)", () => {
     await ok(["robot", "create", "alice", "tmp"]);
     await ok(["robot", "delete", "robot$alice+tmp"]);
     expect((await cli(["robot", "delete", "robot$alice+tmp"])).code).toBe(4);
+  });
+
+  test("webhooks: create (secret from stdin, never shown), a delivery to a local receiver, the log, redeliver, disable, delete", async () => {
+    const received: { action: string; id: string; signature: string }[] = [];
+    const server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => (body += d));
+      req.on("end", () => {
+        const { event } = JSON.parse(body) as { event: { id: string; action: string } };
+        received.push({ action: event.action, id: event.id, signature: String(req.headers["cloister-signature"] ?? "") });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+      const secret = "cli-webhook-secret-0123456789";
+      const created = await okJson(["webhook", "create", url, "--event", "policy.create", "--secret-stdin", "--description", "cli e2e"], { stdin: secret + "\n" });
+      expect(created).toMatchObject({ url, events: ["policy.create"], enabled: true, description: "cli e2e" });
+      expect(JSON.stringify(await okJson(["webhook", "list"]))).not.toContain(secret);
+      expect((await ok(["webhook", "list"])).stdout).toMatch(/^ID\s+URL/);
+      await ok(["policy", "create", "-"], { stdin: JSON.stringify({ id: "hooked", effect: "deny", subjects: ["user:nobody"], actions: ["push"], repositories: ["hooked/**"] }) });
+      const deadline = Date.now() + 30_000;
+      while (!received.some((r) => r.action === "policy.create") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      expect(received.map((r) => r.action)).toEqual(["policy.create"]);
+      expect(received[0].signature).toMatch(/^t=\d+,v1=[0-9a-f]{64}$/);
+      const log = await okJson(["webhook", "deliveries", created.id]);
+      expect(log.deliveries).toHaveLength(1);
+      expect(log.deliveries[0]).toMatchObject({ action: "policy.create", state: "delivered", attempts: 1, lastStatus: 204 });
+      const again = await okJson(["webhook", "redeliver", created.id, log.deliveries[0].id]);
+      expect(again.redeliveries).toBe(1);
+      while (received.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      expect(received.map((r) => r.id)).toEqual([received[0].id, received[0].id]); // the same event, at least once
+      expect((await okJson(["webhook", "disable", created.id])).enabled).toBe(false);
+      await ok(["webhook", "delete", created.id]);
+      expect((await cli(["webhook", "show", created.id])).code).toBe(4);
+      await ok(["policy", "delete", "hooked"]);
+    } finally {
+      server.close();
+    }
   });
 
   test("policy: create from a file, edit in $EDITOR, explain, delete", async () => {
