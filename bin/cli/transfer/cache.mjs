@@ -19,6 +19,7 @@ import {
 } from "../../lib/build-cache.mjs";
 import { RegistryError, parseReference, expectStatus, connect, EXIT } from "../../lib/registry-client.mjs";
 import { credentialsFor } from "../../lib/credentials.mjs";
+import { pool } from "./copy.mjs";
 
 const USAGE = `usage:
   cloister cache push  [options] <dir> <registry>/<repo>:<tag>
@@ -132,24 +133,6 @@ class Progress {
     if (this.quiet) return;
     process.stderr.write(this.tty ? `\r\x1b[K${this.line()}\n` : `${this.line()}\n`);
   }
-}
-
-/** Run `worker(item)` over items with at most `n` in flight; the first failure stops new work. */
-async function pool(items, n, worker) {
-  let next = 0;
-  let failed = null;
-  const run = async () => {
-    while (failed === null && next < items.length) {
-      const i = next++;
-      try {
-        await worker(items[i], i);
-      } catch (err) {
-        failed ??= err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(n, items.length) }, run));
-  if (failed) throw failed;
 }
 
 // ---------- push ----------
