@@ -77,10 +77,16 @@ export interface PutManifestInput {
   refs?: string[];
 }
 
+/**
+ * How the object spent a putManifest (bench /_bench/manifest-phases, docs/capacity.md): its
+ * synchronous slices — the spans other requests on this thread wait behind — count, longest, sum (ms).
+ */
+export interface SliceStats { n: number; maxMs: number; totalMs: number }
+
 export type PutManifestResult =
-  | { ok: true; previousTagDigest: string | null }
+  | { ok: true; previousTagDigest: string | null; slices?: SliceStats }
   | {
-    ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal;
+    ok: false; slices?: SliceStats; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal;
     /** The digest is a member of the repository already (in any kind): its BlobStore holder must stay. */
     held: boolean;
   };
@@ -529,7 +535,12 @@ export class TrustStore extends DurableObject<Env> {
     const held = () => this.holds(input.repo, input.manifest.digest);
     if (hold.refusal) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: hold.refusal, held: held() };
     let added = false;
-    const result = await this.settled(hold, () => added, () => this.ctx.storage.transactionSync((): PutManifestResult => {
+    let txnMs = 0;
+    const timed = <T>(f: () => T): T => {
+      const t0 = performance.now();
+      try { return f(); } finally { txnMs = performance.now() - t0; }
+    };
+    const result = await this.settled(hold, () => added, () => timed(() => this.ctx.storage.transactionSync((): PutManifestResult => {
       const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
       const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
       if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null, held: held() };
@@ -557,7 +568,8 @@ export class TrustStore extends DurableObject<Env> {
           input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
       }
       return { ok: true, previousTagDigest };
-    }));
+    })));
+    result.slices = { n: 1, maxMs: txnMs, totalMs: txnMs };
     if (result.ok) await this.registerInCatalog(input.repo);
     return result;
   }
