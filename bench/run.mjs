@@ -67,7 +67,7 @@ const DEFAULTS = {
   memoryMib: 2048,
   clients: 32,
   concurrencyOps: 40,
-  heavyLayers: 5000,
+  heavyLayers: 100_000,
   gcBlobs: 100000,
   gcKib: 4,
   hashMib: 200,

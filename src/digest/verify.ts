@@ -5,7 +5,7 @@ import { Hasher, type HashAlgorithm, hashHex } from "./hasher";
 import { oci } from "../oci/errors";
 import { base64ToBytes, bytesToBase64 } from "../util/encoding";
 import type { ParsedDigest } from "../oci/grammar";
-import { runSliced, runWhole, type Sliced } from "../util/slices";
+import { runSliced, runWhole, type SliceClock, type Sliced } from "../util/slices";
 
 export type Computed = Partial<Record<HashAlgorithm, string>>;
 
@@ -80,8 +80,8 @@ export function computeAll(bytes: Uint8Array, claim: ParsedDigest | null, policy
  * computeAll giving the thread back every HASH_SLICE_BYTES (a 15 MB manifest is ~50 ms of SHA-256
  * in one block otherwise; docs/adr/0022).
  */
-export function computeAllSliced(bytes: Uint8Array, claim: ParsedDigest | null, policy: DigestPolicy): Promise<Computed> {
-  return runSliced(computeSteps(bytes, claim, policy));
+export function computeAllSliced(bytes: Uint8Array, claim: ParsedDigest | null, policy: DigestPolicy, clock?: SliceClock): Promise<Computed> {
+  return runSliced(computeSteps(bytes, claim, policy), clock);
 }
 
 const HASH_SLICE_BYTES = 2 * 1024 * 1024;

@@ -9,7 +9,7 @@
 // path-bearing message (`layers[2].digest "…" must be sha256: followed by 64 …`) without an
 // issue-translation layer. Each rule lives in exactly one function below.
 import { oci } from "./errors";
-import { runSliced, runWhole, type Sliced } from "../util/slices";
+import { runSliced, runWhole, type SliceClock, type Sliced } from "../util/slices";
 import { parseDigest, truncate, tryParseDigest } from "./grammar";
 import {
   MAX_MANIFEST_JSON_CONTAINERS, MAX_MANIFEST_JSON_DEPTH, MAX_MANIFEST_JSON_MEMBERS, MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES,
@@ -332,8 +332,8 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
  * manifest does not hold up every other request of the isolate (docs/adr/0022). JSON.parse itself
  * stays one block (~30 ms for 15 MB).
  */
-export function parseManifestSliced(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions = {}): Promise<ParsedManifest> {
-  return runSliced(parseSteps(body, contentType, opts));
+export function parseManifestSliced(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions = {}, clock?: SliceClock): Promise<ParsedManifest> {
+  return runSliced(parseSteps(body, contentType, opts), clock);
 }
 
 function* parseSteps(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions): Sliced<ParsedManifest> {

@@ -20,11 +20,34 @@ export function runWhole<T>(work: Sliced<T>): T {
   }
 }
 
-/** Run it, giving the thread back at every slice boundary. */
-export async function runSliced<T>(work: Sliced<T>): Promise<T> {
+/** Run it, giving the thread back at every slice boundary (`clock`: time the slices, for the bench). */
+export async function runSliced<T>(work: Sliced<T>, clock?: SliceClock): Promise<T> {
   for (;;) {
-    const r = work.next();
+    const r = clock ? clock.run(() => work.next()) : work.next();
     if (r.done) return r.value;
     await yieldThread();
+  }
+}
+
+/** Counts the synchronous slices of a sliced operation: how many, the longest, the sum (ms). */
+export class SliceClock {
+  n = 0;
+  maxMs = 0;
+  totalMs = 0;
+
+  run<T>(slice: () => T): T {
+    const t0 = performance.now();
+    try {
+      return slice();
+    } finally {
+      const ms = performance.now() - t0;
+      this.n++;
+      this.totalMs += ms;
+      if (ms > this.maxMs) this.maxMs = ms;
+    }
+  }
+
+  stats(): { n: number; maxMs: number; totalMs: number } {
+    return { n: this.n, maxMs: Math.round(this.maxMs * 10) / 10, totalMs: Math.round(this.totalMs * 10) / 10 };
   }
 }
