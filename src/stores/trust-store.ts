@@ -557,7 +557,9 @@ export class TrustStore extends DurableObject<Env> {
     const result = await this.settled(hold, () => added, () => sliced
       // The object's other requests wait (as they waited for the one transaction); other objects and
       // the rest of the thread run between the slices.
-      ? this.ctx.blockConcurrencyWhile(() => this.putManifestSliced(input, refs, clock, setAdded))
+      ? this.ctx.blockConcurrencyWhile(() => this.putManifestSliced(input, refs, clock, setAdded).then((r) => ({ r }), (err: unknown) => ({ err })))
+        // An error thrown inside blockConcurrencyWhile would reset the object: it is rethrown out here.
+        .then((o) => { if ("err" in o) throw o.err; return o.r; })
       : clock.run(() => this.ctx.storage.transactionSync((): PutManifestResult => {
         const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
         const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
