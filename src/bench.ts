@@ -315,3 +315,28 @@ benchRoutes.post("/manifest-phases", async (c) => {
   lap("AuditLog.append (RPC)");
   return c.json({ bytes: body.length, refs: blobs.length, ms, parseSlices: parseClock.stats(), hashSlices: hashClock.stats(), object: r.slices ?? null });
 });
+
+// POST /_bench/lookup?objects=K&n=N&concurrency=C — the pull path's index read: N membership
+// lookups (TrustStore.blob, what every blob GET/HEAD costs) issued by C concurrent loops from this
+// Worker over K repositories' objects (one linked blob each). Per-object read ceiling for the
+// capacity model (docs/capacity.md). Answers {objects, lookups, concurrency, ms, perSecond}.
+benchRoutes.post("/lookup", async (c) => {
+  const q = new URL(c.req.url).searchParams;
+  const int = (k: string, dflt: number, max: number) => Math.max(1, Math.min(max, Math.floor(Number(q.get(k) ?? dflt)) || dflt));
+  const n = int("n", 2000, 100_000);
+  const concurrency = int("concurrency", 16, 256);
+  const objects = int("objects", 1, 256);
+  const digest = `sha256:${"0".repeat(63)}1`;
+  const repos = Array.from({ length: objects }, (_, i) => `_bench/lookup-${i}`);
+  await Promise.all(repos.map((r) => trustStoreFor(c.env, r).link(r, { digest, kind: "blob", size: 1, r2Key: "_bench/lookup", mediaType: null })));
+  let next = 0;
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) {
+      const r = repos[next++ % objects];
+      if (!(await trustStoreFor(c.env, r).blob(r, digest))) throw new Error("seeded membership missing");
+    }
+  }));
+  const ms = Date.now() - t0;
+  return c.json({ objects, lookups: n, concurrency, ms, perSecond: ms > 0 ? (n * 1000) / ms : null });
+});

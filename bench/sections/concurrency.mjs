@@ -185,16 +185,6 @@ export default {
       }
 
       // ---- object-level index write rate ----------------------------------------------------------
-      // Object-level: how long one heavy manifest PUT keeps A's TrustStore busy. Before ADR 0008 every
-      // repository's reads waited behind this transaction; now only repository A's do.
-      {
-        const r = await request(`${base}/_bench/heavyput?refs=${Math.min(heavyLayers, 10_000)}`, { method: "POST", agent: setup, idleMs: 600_000 });
-        expectStatus(r, 200, "/_bench/heavyput");
-        const j = JSON.parse(r.text);
-        metrics["concurrency.heavy_put_txn_ms"] = j.putMs;
-        rows.push({ label: `one putManifest with ${j.refs} references, inside A's TrustStore`, unit: "ms", values: { cloister: j.putMs }, note: "the time A's object is busy per heavy PUT; B's object is not involved" });
-      }
-
       // Several short requests (long ones get "Your worker restarted mid-request" from wrangler dev).
       for (const [label, qs, key] of [
         ["BlobStore commits (one object, 16 concurrent)", "store=blob&n=500&concurrency=16", "blobstore"],
@@ -215,6 +205,39 @@ export default {
         metrics[`concurrency.${key}.commits_per_s`] = perSecond;
         rows.push({ label, unit: "commits/s", values: { cloister: perSecond }, note: `${commits} commits in ${ms} ms (3 requests after a warm-up), issued from the Worker` });
       }
+
+      // ---- the scaling argument's two numbers (docs/capacity.md "32 repositories vs 1") -----------
+      // (a) What one object takes: membership lookups/s (the index read of every blob GET/HEAD)
+      //     against 1 object and spread over `clients` objects, issued from inside the Worker.
+      const lookup = async (objects) => {
+        let n = 0;
+        let ms = 0;
+        for (let i = 0; i < 4; i++) {
+          const r = await request(`${base}/_bench/lookup?objects=${objects}&n=2000&concurrency=16`, { method: "POST", agent: setup });
+          if (r.status === 404) return null; // a tree without the route
+          expectStatus(r, 200, "/_bench/lookup");
+          const j = JSON.parse(r.text);
+          if (i === 0) continue;
+          n += j.lookups;
+          ms += j.ms;
+        }
+        return (n * 1000) / ms;
+      };
+      const l1 = await lookup(1);
+      const lN = await lookup(clients);
+      if (l1 !== null && lN !== null) {
+        metrics["concurrency.lookup_1object.per_s"] = l1;
+        metrics["concurrency.lookup_nobjects.per_s"] = lN;
+        rows.push({ label: `TrustStore membership lookups, 1 object (16 concurrent, from the Worker)`, unit: "lookups/s", values: { cloister: l1 } });
+        rows.push({ label: `TrustStore membership lookups over ${clients} objects (16 concurrent)`, unit: "lookups/s", values: { cloister: lN }, note: `${(lN / l1).toFixed(2)}× of 1 object: one thread here` });
+      }
+      // (b) What the Worker costs per request with no object call at all: GET /v2/ from `clients` clients.
+      const bare = await parallel(ctx, clients, ops, async (c, i, agent) => {
+        const r = await request(`${base}/v2/`, { agent, sink: "discard" });
+        if (r.status !== 200) throw new BenchError(`GET /v2/: ${r.status}`);
+      });
+      metrics["concurrency.worker_only.per_s"] = bare.rate;
+      rows.push({ label: `GET /v2/ (Worker only, no object call), ${clients} clients`, unit: "requests/s", values: { cloister: bare.rate }, note: `p50 ${bare.p50.toFixed(1)} ms p99 ${bare.p99.toFixed(1)} ms` });
     } finally {
       setup.destroy();
     }
