@@ -8,6 +8,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { expectError, pushBlob, putManifest, req, bytes } from "./helpers";
 import { trustStoreFor } from "../../src/stores";
+import { parseManifest, parseManifestSliced } from "../../src/oci/manifest";
 import { PUT_SLICE_REFS, type PutManifestInput, type TrustStore } from "../../src/stores/trust-store";
 import type { Env } from "../../src/env";
 
@@ -170,5 +171,49 @@ describe("heavy manifest PUTs run in slices", () => {
     expect((await rows(repo, kept)).refs).toBe(100);
     const plan = await trust.gcDrop(repo, Date.now() + 1000, 500, true);
     expect(plan.dropped.filter((x) => digests.includes(x.digest)).length).toBe(500);
+  });
+});
+
+describe("parseManifestSliced means exactly what parseManifest means", () => {
+  const layer = (i: number, extra: Record<string, unknown> = {}) =>
+    ({ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: `sha256:${i.toString(16).padStart(64, "0")}`, size: i + 1, ...extra });
+  const enc = (s: string) => new TextEncoder().encode(s);
+  const head = `{"schemaVersion":2,"mediaType":"${MANIFEST}","artifactType":"application/vnd.cloister.build-cache.v1",` +
+    `"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:${"e".repeat(64)}","size":2}`;
+  const layersJson = (n: number, indent?: number) => JSON.stringify(Array.from({ length: n }, (_, i) =>
+    layer(i, i % 997 === 0 ? { annotations: { "org.example.note": `ünïcødé ✓ ${i}, "quoted" [x]` } } : {})), null, indent);
+  const both = async (body: Uint8Array) => {
+    const whole = (() => { try { return { ok: parseManifest(body, MANIFEST) }; } catch (err) { return { err: String((err as Error).message) }; } })();
+    const sliced = await parseManifestSliced(body, MANIFEST).then((ok) => ({ ok }), (err: Error) => ({ err: String(err.message) }));
+    return { whole, sliced };
+  };
+
+  it("a 30,000-layer manifest, pretty-printed with multi-byte annotations, parses to the same value", async () => {
+    const body = enc(`${head},\n "layers": ${layersJson(30_000, 1)}, "annotations": {"a": "[,]"}}`);
+    const { whole, sliced } = await both(body);
+    expect("ok" in whole && whole.ok?.layers.length).toBe(30_000);
+    expect(sliced).toEqual(whole);
+  });
+
+  it("a repeated layers key: the last one counts, as in JSON.parse", async () => {
+    const body = enc(`${head},"layers":${layersJson(20_000)},"layers":[${JSON.stringify(layer(7))}]}`);
+    const { whole, sliced } = await both(body);
+    expect("ok" in whole && whole.ok?.layers.length).toBe(1);
+    expect(sliced).toEqual(whole);
+  });
+
+  it("an escaped spelling of layers after the array overrides it, as in JSON.parse", async () => {
+    const body = enc(`${head},"layers":${layersJson(20_000)},"la\\u0079ers":"not an array"}`);
+    const { whole, sliced } = await both(body);
+    expect("err" in whole && whole.err).toContain("layers must be an array");
+    expect(sliced).toEqual(whole);
+  });
+
+  it("malformed JSON inside the large array gets the same error", async () => {
+    const arr = layersJson(20_000);
+    const body = enc(`${head},"layers":${arr.slice(0, -1)},]}`);
+    const { whole, sliced } = await both(body);
+    expect("err" in whole && whole.err).toContain("not valid JSON");
+    expect(sliced).toEqual(whole);
   });
 });
