@@ -128,6 +128,19 @@ export default {
         }
         return lat;
       };
+      /** `rounds` sequential calls of `step(round, agent)` with B probed throughout. */
+      const heavyRunWith = async (step, rounds) => {
+        let done = false;
+        const probe = probeB(() => done);
+        const agent = ctx.agent(1);
+        try {
+          for (let round = 0; round < rounds; round++) await step(round, agent);
+        } finally {
+          done = true;
+          agent.destroy();
+        }
+        return { lat: await probe };
+      };
       /** `rounds` rounds of `parallel` PUTs of `body` to new tags in A, with B probed throughout. */
       const heavyRun = async (label, body, parallel, rounds) => {
         let done = false;
@@ -171,6 +184,18 @@ export default {
       metrics["concurrency.tags_during_6_parallel_puts.p99_ms"] = q(six.lat, 0.99);
       rows.push({ label: `tags/list in B during 6 parallel ${Math.min(5000, heavyLayers)}-layer manifest PUTs in A (3 rounds)`, unit: "ms p99", values: { cloister: q(six.lat, 0.99) },
         note: `p50 ${q(six.lat, 0.5).toFixed(1)} ms, max ${Math.max(...six.lat).toFixed(0)} ms, ${six.lat.length} requests; ${six.puts} PUTs took ${six.secs.toFixed(1)} s` });
+
+      // The floor under the row above: the same probe while 14.7 MB bodies are put into the local R2
+      // emulator directly (no cloister code); a manifest must be in R2 before it is indexed.
+      {
+        const raw = await heavyRunWith(async (round, agent) => {
+          const r = await request(`${base}/_bench/r2/heavy-${run}-${round}`, { method: "PUT", agent, body: big, headers: { "Content-Length": String(big.length) }, idleMs: 600_000 });
+          expectStatus(r, 201, "PUT /_bench/r2");
+        }, ctx.opts.heavyRounds ?? 4);
+        metrics["concurrency.tags_during_r2_put.p99_ms"] = q(raw.lat, 0.99);
+        rows.push({ label: `tags/list in B during ${(big.length / 1e6).toFixed(1)} MB R2 puts (/_bench/r2, no cloister code), one at a time`, unit: "ms p99", values: { cloister: q(raw.lat, 0.99) },
+          note: `p50 ${q(raw.lat, 0.5).toFixed(1)} ms, max ${Math.max(...raw.lat).toFixed(0)} ms, ${raw.lat.length} requests: the local R2 emulator's own stall` });
+      }
 
       // Where one heavy PUT spends its time, step by step (/_bench/manifest-phases, docs/capacity.md).
       {
