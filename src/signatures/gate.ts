@@ -18,14 +18,14 @@ import { attestAndRecord } from "./attestations";
 
 /**
  * How long a verified attestation row lets gated pulls through without re-verifying
- * (SIGNATURE_RECHECK_SECONDS, default 3,600, 0–86,400). Rows are kept current by events (a
+ * (SIGNATURE_RECHECK_SECONDS, default 300, 0–86,400). Rows are kept current by events (a
  * signature pushed or deleted, a key deleted: ADR 0019 "Session 4"), so this is only a safety net
- * for an event whose follow-up was lost (a crash between a signature's delete and the revocation in
- * a linked repository). 0 re-verifies on every gated pull.
+ * for what no event covers (a follow-up lost to a crash, a retention deletion). It costs one
+ * verification pass per gated digest per window, not per pull. 0 re-verifies on every gated pull.
  */
 export function signatureRecheckSeconds(env: { SIGNATURE_RECHECK_SECONDS?: string }): number {
-  const n = Number(env.SIGNATURE_RECHECK_SECONDS ?? 3600);
-  return Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 86_400) : 3600;
+  const n = Number(env.SIGNATURE_RECHECK_SECONDS ?? 300);
+  return Number.isFinite(n) && n >= 0 ? Math.min(Math.floor(n), 86_400) : 300;
 }
 
 /**
