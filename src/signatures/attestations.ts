@@ -12,7 +12,12 @@ import { trustStoreFor } from "../stores";
 import { ATTESTATIONS_MAX, type AttestationRecord } from "../stores/trust-store";
 import { rulesFor, storeOf } from "../auth/session";
 import { mayPull } from "../auth";
-import { reverseLinkedRepositories } from "../auth/policy";
+import { parseRule, reverseLinkedRepositories, type Rule } from "../auth/policy";
+import { accountStoreFor } from "../stores";
+import { recordMany } from "../audit/record";
+import type { EventInput } from "../audit/events";
+import type { Env } from "../env";
+import { SQL_IN_BATCH } from "../oci/limits";
 import { isValidName } from "../oci/grammar";
 import type { ParsedManifest } from "../oci/manifest";
 import { record } from "../audit/record";
@@ -168,6 +173,39 @@ export async function beforeSignatureDelete(c: Ctx, repo: string, digest: string
 export function signatureTagSubject(tag: string): string | null {
   const m = SIG_TAG_RE.exec(tag);
   return m ? `sha256:${m[1]}` : null;
+}
+
+/**
+ * Retention (GC phase 1) deleted manifests or tags of `repo` outside any request: drop the rows
+ * they gave, in `repo` and in the image repositories linked to it, as a DELETE would. Best effort:
+ * a failure is logged and left to SIGNATURE_RECHECK_SECONDS (the GC run goes on; the deletions
+ * stand either way).
+ */
+export async function afterRetention(env: Env, repo: string, r: { tags: { tag: string; digest: string }[]; manifests: { digest: string }[] }): Promise<void> {
+  const tags = r.tags.map((t) => ({ subject: signatureTagSubject(t.tag), digest: t.digest })).filter((t): t is { subject: string; digest: string } => t.subject !== null);
+  if (!r.manifests.length && !tags.length) return;
+  try {
+    const rules: Rule[] = [];
+    for (const text of await accountStoreFor(env).rules()) {
+      try {
+        rules.push(parseRule(JSON.parse(text)));
+      } catch {
+        // an invalid stored rule: the auth layer logs it
+      }
+    }
+    const digests = r.manifests.map((m) => m.digest);
+    const events: EventInput[] = [];
+    for (const target of [repo, ...reverseLinkedRepositories(rules, repo, isValidName)]) {
+      const store = trustStoreFor(env, target);
+      let dropped = 0;
+      for (let i = 0; i < digests.length; i += SQL_IN_BATCH) dropped += (await store.dropAttestationsFromMany(target, repo, digests.slice(i, i + SQL_IN_BATCH))).dropped;
+      for (const t of tags) dropped += (await store.dropAttestationsFrom(target, repo, t.digest, t.subject)).subjects.length;
+      if (dropped) events.push({ action: "attestation.revoke", principal: "gc:retention", target: { repository: target }, details: { reason: "retention deleted signatures", source: repo, rows: dropped } });
+    }
+    if (events.length) await recordMany(env, events);
+  } catch (e) {
+    console.error(JSON.stringify({ type: "attestation-retention", repository: repo, error: String(e) }));
+  }
 }
 
 /** Repositories revoked per AccountStore page while sweeping a deleted key. */

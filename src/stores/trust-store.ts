@@ -777,6 +777,21 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   /**
+   * dropAttestationsFrom for many signatures of `source` at once (a retention step's deletions), at
+   * most SQL_IN_BATCH, passed as one JSON parameter. Answers how many verified rows went.
+   */
+  async dropAttestationsFromMany(repo: string, source: string, signatures: string[]): Promise<{ dropped: number }> {
+    if (!(await this.ready(repo)) || !signatures.length) return { dropped: 0 };
+    if (signatures.length > SQL_IN_BATCH) throw new RangeError(`dropAttestationsFromMany takes at most ${SQL_IN_BATCH} signatures`);
+    return this.ctx.storage.transactionSync(() => {
+      const list = JSON.stringify(signatures);
+      const dropped = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM attestations WHERE repo = ? AND source = ? AND verified = 1 AND signature IN (SELECT value FROM json_each(?))`, repo, source, list).one().n;
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND source = ? AND signature IN (SELECT value FROM json_each(?))`, repo, source, list);
+      return { dropped: Number(dropped) };
+    });
+  }
+
+  /**
    * A trust key was deleted: its rows of generation ≤ `gen` stop counting at once (kept, marked
    * unverified, so the listing says why), and a pass that read the key before the delete cannot
    * record it afterwards (revoked_signers, checked by recordAttestations). Answers how many

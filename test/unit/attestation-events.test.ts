@@ -13,6 +13,7 @@ import type { AuditEvent } from "../../src/audit/events";
 import { base64ToBytes } from "../../src/util/encoding";
 import { parseRule, reverseLinkedRepositories, withBuiltins, type Rule } from "../../src/auth/policy";
 import { isValidName } from "../../src/oci/grammar";
+import { runGc } from "./gc-helpers";
 
 interface Vectors {
   subject: string;
@@ -166,6 +167,30 @@ describe("attestation rows follow signature events", () => {
     expect(refused.message).toContain("found 0");
     expect((await post("/admin/policies", { id: `${p}-link`, kind: "signature-repository", repositories: `${p}/*`, target: `${p}-sigs/{1}` })).status).toBe(201);
     expect((await pull(img)).status).toBe(200);
+  });
+});
+
+describe("retention deleting signatures", () => {
+  it("GC retention removing a linked repository's signatures (orphan referrers, .sig tags) closes the gate", async () => {
+    const { p, img, sigs } = await setup();
+    await pushVector(sigs, "alice-ecdsa-p256"); // a referrer whose subject is not in the signature repository: an orphan there
+    await pushVector(sigs, "bob-ed25519", "tag");
+    expect((await pull(img)).status).toBe(200);
+    // keep no tags, drop orphan referrers: retention deletes both signatures
+    const rule = { pattern: `${p}-sigs/**`, keepLastTags: 0, keepTags: [], untaggedOlderThanDays: null, deleteOrphanReferrers: true };
+    expect((await admin("/admin/retention", { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(rule) })).status).toBe(200);
+    try {
+      const run = await runGc({ graceSeconds: 3600 });
+      expect(run.stats.retentionManifestsDeleted).toBeGreaterThanOrEqual(1);
+    } finally {
+      await admin(`/admin/retention?pattern=${encodeURIComponent(rule.pattern)}`, { method: "DELETE" });
+    }
+    expect(await verifiedSigners(img)).toEqual([]);
+    const refused = await pull(img);
+    expect(refused.status).toBe(403);
+    expect(refused.message).toContain("found 0");
+    const revoked = await events("attestation.revoke", img);
+    expect(revoked.some((e) => (e.details as { reason: string }).reason === "retention deleted signatures")).toBe(true);
   });
 });
 
