@@ -194,6 +194,51 @@ describe("retention deleting signatures", () => {
   });
 });
 
+describe("signature gates carried in access tokens", () => {
+  const tokenFor = async (repo: string) => {
+    const r = await admin(`/token?service=registry.test&scope=repository:${repo}:pull`);
+    expect(r.status, await r.clone().text()).toBe(200);
+    const token = ((await r.json()) as { token: string }).token;
+    const claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/"))) as { sg?: { name: string; gates: { id: string; keys: string[]; minimum: number }[]; links: string[] }[] };
+    return { token, claims };
+  };
+  const bearer = (repo: string, token: string) => reqWith(VARS, `/v2/${repo}/manifests/v1`, { headers: { Authorization: `Bearer ${token}` } });
+
+  it("a token names the gates and links of what it may pull; the gated Bearer pull obeys them", async () => {
+    const { p, img, sigs, alice, bob } = await setup();
+    const { token, claims } = await tokenFor(img);
+    expect(claims.sg).toEqual([{ name: img, gates: [{ id: `${p}-gate`, keys: [alice, bob], minimum: 2 }], links: [sigs] }]);
+    expect((await bearer(img, token)).status).toBe(403);
+    await pushVector(sigs, "alice-ecdsa-p256");
+    await pushVector(sigs, "bob-ed25519");
+    expect((await bearer(img, token)).status).toBe(200);
+    // an ungated repository: the claim is there, and empty
+    const other = `${uid()}/free`;
+    await blob(other, enc.encode("{}"));
+    await put(other, "v1", vectors.subjectManifest);
+    expect((await tokenFor(other)).claims.sg).toEqual([]);
+  });
+
+  it("too many gates to embed: the token carries no claim and the pull loads the rules (never ungated)", async () => {
+    const { p, img } = await setup(); // one gate; 16 more make 17 (MAX_GATES_PER_REPOSITORY is 16)
+    for (let i = 0; i < 16; i++) expect((await post("/admin/policies", { id: `${p}-extra-${i}`, kind: "signature-gate", repositories: `${p}/*`, keys: [`alice-${p}`], minimum: 1 })).status).toBe(201);
+    const { token, claims } = await tokenFor(img);
+    expect(claims.sg).toBeUndefined();
+    const r = await bearer(img, token);
+    expect(r.status).toBe(403);
+    expect(await r.text()).toContain("found 0");
+  });
+
+  it("a gate added after a token was issued binds that token when it expires (TOKEN_TTL_SECONDS), a new token at once", async () => {
+    const { p, img } = await setup({ gate: false });
+    const before = await tokenFor(img);
+    expect(before.claims.sg).toEqual([]);
+    expect((await post("/admin/policies", { id: `${p}-late-gate`, kind: "signature-gate", repositories: `${p}/*`, keys: [`alice-${p}`], minimum: 1 })).status).toBe(201);
+    expect((await bearer(img, before.token)).status).toBe(200); // the documented staleness bound
+    expect((await bearer(img, (await tokenFor(img)).token)).status).toBe(403);
+  });
+});
+
 describe("reverse signature-repository links", () => {
   const rules = (...rs: object[]): Rule[] => withBuiltins(rs.map((r, i) => parseRule({ id: `r${i}`, ...r })));
   const rev = (rs: Rule[], repo: string) => reverseLinkedRepositories(rs, repo, isValidName);
