@@ -210,8 +210,12 @@ export async function afterRetention(env: Env, repo: string, r: { tags: { tag: s
 
 /** Repositories revoked per AccountStore page while sweeping a deleted key. */
 const REVOKE_PAGE = 50;
-/** Most repositories one key-delete request revokes in; the rest wait for the DELETE to be repeated. */
-export const MAX_KEY_REVOCATIONS_PER_REQUEST = 1000;
+/**
+ * Most repositories one key-delete request revokes in (one TrustStore call each, plus two
+ * AccountStore calls and one audit append per page of 50: well under a Worker's subrequest limit);
+ * the rest wait for the DELETE to be repeated.
+ */
+export const MAX_KEY_REVOCATIONS_PER_REQUEST = 500;
 
 /**
  * Trust key `name` was deleted: in every repository holding rows it verified (noted by
@@ -227,10 +231,12 @@ export async function revokeKey(c: Ctx, name: string): Promise<{ repositories: n
     const page = await store.pendingKeyRevocations(name, REVOKE_PAGE);
     if (!page.length) return { repositories, rows, pending: false };
     const results = await Promise.all(page.map((p) => trustStoreFor(c.env, p.repo).revokeSigner(p.repo, name, p.gen)));
+    const events: EventInput[] = [];
     for (const [i, r] of results.entries()) {
-      if (r.revoked > 0) await record(c.env, { action: "attestation.revoke", target: { repository: page[i].repo }, details: { reason: "key deleted", key: name, rows: r.revoked } }, "background");
+      if (r.revoked > 0) events.push({ action: "attestation.revoke", target: { repository: page[i].repo }, details: { reason: "key deleted", key: name, rows: r.revoked } });
       rows += r.revoked;
     }
+    if (events.length) await recordMany(c.env, events); // one append per page, durable before the answer
     await store.finishKeyRevocations(name, page);
     repositories += page.length;
   }

@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
 import raw from "../../cloister-spec/signatures/v1/vectors/vectors.json";
 import { reqWith, sha256 } from "./helpers";
-import { trustStoreFor } from "../../src/stores";
+import { accountStoreFor, trustStoreFor } from "../../src/stores";
 import type { Env } from "../../src/env";
 import type { AuditEvent } from "../../src/audit/events";
 import { base64ToBytes } from "../../src/util/encoding";
@@ -154,6 +154,34 @@ describe("attestation rows follow signature events", () => {
     expect((await post("/admin/trust-keys", { name: bob, publicKey: vectors.keys.bob.pem })).status).toBe(201);
     expect((await pull(img)).status).toBe(200);
     expect(await verifiedSigners(img)).toEqual([alice, bob].sort());
+  });
+
+  it("a key walk cut short (the key gone, its repositories not yet revoked) is finished by repeating the DELETE", async () => {
+    const { img, sigs, bob } = await setup();
+    await pushVector(sigs, "alice-ecdsa-p256");
+    await pushVector(sigs, "bob-ed25519");
+    expect((await pull(img)).status).toBe(200);
+    // the key row goes, as in a DELETE that crashed before its walk
+    expect(await accountStoreFor(env as unknown as Env).deleteTrustKey(bob)).not.toBeNull();
+    expect(await verifiedSigners(img)).toContain(bob); // nothing revoked yet
+    expect((await admin(`/admin/trust-keys/${bob}`, { method: "DELETE" })).status).toBe(204); // not 404: the walk is finished
+    expect(await verifiedSigners(img)).not.toContain(bob);
+    expect((await pull(img)).status).toBe(403);
+    expect((await admin(`/admin/trust-keys/${bob}`, { method: "DELETE" })).status).toBe(404);
+  });
+
+  it("a verification pass that read a key before its delete cannot record it as verified after the walk", async () => {
+    const { img } = await setup({ gate: false });
+    const store = trustStoreFor(env as unknown as Env, img);
+    const row = (signer: string, signerGen: number) => ({ source: img, signature: `sha256:${"a".repeat(64)}`, payload: `sha256:${signer === "k" ? "b".repeat(64) : "c".repeat(64)}`, kind: "cosign", signer, verified: true, reason: null, verifiedAt: Date.now(), signerGen });
+    await store.revokeSigner(img, "k", 1000); // the walk reached this repository: generation 1000 of key k is gone
+    await store.recordAttestations(img, vectors.subject, [row("k", 1000), row("other", 1000)]);
+    const got = await rows(img);
+    expect(got.find((r) => r.signer === "k")).toMatchObject({ verified: false, reason: "key k was deleted" });
+    expect(got.find((r) => r.signer === "other")).toMatchObject({ verified: true });
+    // a later registration of the same name (a newer generation) counts
+    await store.recordAttestations(img, vectors.subject, [row("k", 1001)]);
+    expect(await verifiedSigners(img)).toEqual(["k"]);
   });
 
   it("removing the link stops the linked repository's rows counting at once; adding it back counts them again", async () => {
