@@ -20,6 +20,7 @@ import {
   parseRule,
   linkedRepositories,
   signatureGatesFor,
+  reverseLinkedRepositories,
 } from "./policy";
 import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFromId, rulesFor, setAuth, signingKeysFor, storeOf, subjectOf, throttled } from "./session";
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
@@ -354,7 +355,8 @@ adminRoutes.get("/explain", async (c) => {
     deciding: d.deciding,
     matched: d.matched,
     // Pulls of manifests also need these signatures (docs/signatures.md); links say where referrers are merged from.
-    ...(action === "pull" && repository !== null ? { signatureGates: signatureGatesFor(rules, repository), signatureRepositories: linkedRepositories(rules, repository, isValidName) } : {}),
+    // signaturesCountFor: the image repositories where a signature pushed here is recorded (reverse links).
+    ...(action === "pull" && repository !== null ? { signatureGates: signatureGatesFor(rules, repository), signatureRepositories: linkedRepositories(rules, repository, isValidName), signaturesCountFor: reverseLinkedRepositories(rules, repository, isValidName) } : {}),
   });
 });
 

@@ -282,6 +282,12 @@ describe("reverse signature-repository links", () => {
     expect(rev(rules({ kind: "signature-repository", repositories: "prod/**", target: "{repo}-sigs" }), "dev/app-sigs")).toEqual([]);
   });
 
+  it("the explain API shows where a signature pushed into a repository counts", async () => {
+    const { img, sigs } = await setup({ gate: false });
+    const ex = (await (await admin(`/admin/explain?subject=user:nobody&action=pull&repository=${sigs}`)).json()) as { signaturesCountFor: string[] };
+    expect(ex.signaturesCountFor).toEqual([img]);
+  });
+
   it("skips links that cannot be inverted uniquely: an unused wildcard", () => {
     // every prod/<x>/app maps onto shared-sigs/app: which image is meant is unknowable
     expect(rev(rules({ kind: "signature-repository", repositories: "prod/*/app", target: "shared-sigs/app" }), "shared-sigs/app")).toEqual([]);
