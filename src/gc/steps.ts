@@ -20,6 +20,7 @@ import type { RetentionRule } from "./coordinator";
 import { matchGlob } from "../auth/policy";
 import { recordMany } from "../audit/record";
 import type { RetentionSpec } from "../stores/trust-store";
+import { afterRetention } from "../signatures/attestations";
 
 export interface Cursor {
   phase: "repos" | "condemn" | "delete" | "purge" | "orphans" | "missing" | "done";
@@ -214,6 +215,7 @@ async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats
     const r = await trust.gcRetention(repo, spec, false);
     listRetention(stats, repo, r);
     await auditRetention(env, repo, r, o.runId);
+    await afterRetention(env, repo, r); // deleted signatures stop counting for gates (docs/signatures.md)
     const release = r.manifests.filter((m) => !m.held).map((m) => m.digest);
     for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
     if (!r.more) break;

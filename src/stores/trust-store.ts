@@ -58,6 +58,8 @@ export interface AttestationRecord {
   verified: boolean;
   reason: string | null;
   verifiedAt: number;
+  /** Generation (registration time, ms) of the key that verified it; 0 when none did. */
+  signerGen?: number;
 }
 
 /** Most attestation rows kept per subject. */
@@ -294,7 +296,14 @@ export class TrustStore extends DurableObject<Env> {
       ) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS upload_ends (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, expires_at INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS upload_ends_by_expiry ON upload_ends(expires_at);
+      CREATE INDEX IF NOT EXISTS attestations_by_signature ON attestations(repo, source, signature);
+      CREATE TABLE IF NOT EXISTS revoked_signers (signer TEXT PRIMARY KEY, gen INTEGER NOT NULL) WITHOUT ROWID;
     `);
+    // Attestation rows name the generation of the key that verified them (its registration time), so
+    // a deleted key's rows can be revoked without touching a re-registered key of the same name.
+    if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(attestations)`).toArray().some((r) => r.name === "signer_gen")) {
+      this.sql.exec(`ALTER TABLE attestations ADD COLUMN signer_gen INTEGER NOT NULL DEFAULT 0`);
+    }
     // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
     // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
     if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().some((r) => r.name === "refs_indexed")) {
@@ -827,11 +836,14 @@ export class TrustStore extends DurableObject<Env> {
     return this.ctx.storage.transactionSync(() => {
       const before = key(this.sql.exec<{ source: string; signature: string; signer: string | null }>(`SELECT source, signature, signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1`, repo, subject).toArray());
       this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND subject = ?`, repo, subject);
-      for (const r of rows) {
-        this.sql.exec(`INSERT OR REPLACE INTO attestations (repo, subject, source, signature, payload, kind, signer, verified, reason, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          repo, subject, r.source, r.signature, r.payload, r.kind, r.signer, r.verified ? 1 : 0, r.reason, r.verifiedAt);
+      // A key revoked here after this pass read it does not count (a pass racing a key delete).
+      const revoked = new Map(this.sql.exec<{ signer: string; gen: number }>(`SELECT signer, gen FROM revoked_signers`).toArray().map((r) => [r.signer, Number(r.gen)]));
+      const kept = rows.map((r) => (r.verified && r.signer !== null && (revoked.get(r.signer) ?? -1) >= (r.signerGen ?? 0) ? { ...r, verified: false, reason: `key ${r.signer} was deleted` } : r));
+      for (const r of kept) {
+        this.sql.exec(`INSERT OR REPLACE INTO attestations (repo, subject, source, signature, payload, kind, signer, verified, reason, verified_at, signer_gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          repo, subject, r.source, r.signature, r.payload, r.kind, r.signer, r.verified ? 1 : 0, r.reason, r.verifiedAt, r.signerGen ?? 0);
       }
-      return { stored: true, changed: before !== key(rows.filter((r) => r.verified)) };
+      return { stored: true, changed: before !== key(kept.filter((r) => r.verified)) };
     });
   }
 
@@ -839,16 +851,20 @@ export class TrustStore extends DurableObject<Env> {
    * A manifest (as `manifest`) with the keys that verified signatures of it and of each index of
    * this repository that lists it, from the attestation rows: what a gated pull needs, in one call.
    */
-  async gatedManifest(repo: string, reference: string, isDigest: boolean, freshAfter = 0): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
+  async gatedManifest(repo: string, reference: string, isDigest: boolean, freshAfter = 0, sources: string[] | null = null): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
     const manifest = await this.manifest(repo, reference, isDigest);
     if (manifest === null || manifest === "backfill") return { manifest, signers: [], parents: [] };
-    // Rows verified before `freshAfter` do not count: a signature deleted from a linked repository
-    // or a deleted key must stop counting (the caller re-verifies instead).
-    const signers = this.sql.exec<{ signer: string }>(`SELECT DISTINCT signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1 AND signer IS NOT NULL AND verified_at >= ? LIMIT ?`, repo, manifest.digest, freshAfter, ATTESTATIONS_MAX).toArray().map((r) => r.signer);
+    // Rows verified before `freshAfter` do not count (the safety net: the caller re-verifies), nor
+    // rows from a repository that is no longer linked (`sources`: this one and its current links,
+    // at most MAX_SIGNATURE_LINKS + 1 names; null = any).
+    const src = sources === null ? null : JSON.stringify(sources.slice(0, 16));
+    const signers = this.sql.exec<{ signer: string }>(`SELECT DISTINCT signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1 AND signer IS NOT NULL AND verified_at >= ?
+      AND (? IS NULL OR source IN (SELECT value FROM json_each(?))) LIMIT ?`, repo, manifest.digest, freshAfter, src, src, ATTESTATIONS_MAX).toArray().map((r) => r.signer);
     const byParent = new Map<string, string[]>();
     for (const r of this.sql.exec<{ parent: string; signer: string }>(
       `SELECT DISTINCT f.manifest AS parent, a.signer FROM refs f JOIN attestations a ON a.repo = f.repo AND a.subject = f.manifest AND a.verified = 1 AND a.signer IS NOT NULL AND a.verified_at >= ?
-       WHERE f.repo = ? AND f.digest = ? LIMIT ?`, freshAfter, repo, manifest.digest, ATTESTATIONS_MAX)) {
+         AND (? IS NULL OR a.source IN (SELECT value FROM json_each(?)))
+       WHERE f.repo = ? AND f.digest = ? LIMIT ?`, freshAfter, src, src, repo, manifest.digest, ATTESTATIONS_MAX)) {
       byParent.set(r.parent, [...(byParent.get(r.parent) ?? []), r.signer]);
     }
     return { manifest, signers, parents: [...byParent.values()] };
@@ -860,6 +876,52 @@ export class TrustStore extends DurableObject<Env> {
     return this.sql.exec<{ source: string; signature: string; payload: string; kind: string; signer: string | null; verified: number; reason: string | null; verified_at: number }>(
       `SELECT * FROM attestations WHERE repo = ? AND subject = ? ORDER BY source, signature, payload LIMIT ?`, repo, subject, ATTESTATIONS_MAX).toArray()
       .map((r) => ({ source: r.source, signature: r.signature, payload: r.payload, kind: r.kind, signer: r.signer, verified: r.verified === 1, reason: r.reason, verifiedAt: Number(r.verified_at) }));
+  }
+
+  /**
+   * Drops the rows that signature manifest `signature` of repository `source` gave (all subjects, or
+   * only `subject`): it was deleted, or its `sha256-<hex>.sig` tag was. Answers the subjects whose
+   * verified rows went, so the caller can audit the revocation. Nothing else is read or written.
+   */
+  async dropAttestationsFrom(repo: string, source: string, signature: string, subject: string | null = null): Promise<{ subjects: string[] }> {
+    if (!(await this.ready(repo))) return { subjects: [] };
+    return this.ctx.storage.transactionSync(() => {
+      const subjects = this.sql.exec<{ subject: string }>(`SELECT DISTINCT subject FROM attestations WHERE repo = ? AND source = ? AND signature = ? AND verified = 1 AND (? IS NULL OR subject = ?) LIMIT ?`,
+        repo, source, signature, subject, subject, ATTESTATIONS_MAX).toArray().map((r) => r.subject);
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND source = ? AND signature = ? AND (? IS NULL OR subject = ?)`, repo, source, signature, subject, subject);
+      return { subjects };
+    });
+  }
+
+  /**
+   * dropAttestationsFrom for many signatures of `source` at once (a retention step's deletions), at
+   * most SQL_IN_BATCH, passed as one JSON parameter. Answers how many verified rows went.
+   */
+  async dropAttestationsFromMany(repo: string, source: string, signatures: string[]): Promise<{ dropped: number }> {
+    if (!(await this.ready(repo)) || !signatures.length) return { dropped: 0 };
+    if (signatures.length > SQL_IN_BATCH) throw new RangeError(`dropAttestationsFromMany takes at most ${SQL_IN_BATCH} signatures`);
+    return this.ctx.storage.transactionSync(() => {
+      const list = JSON.stringify(signatures);
+      const dropped = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM attestations WHERE repo = ? AND source = ? AND verified = 1 AND signature IN (SELECT value FROM json_each(?))`, repo, source, list).one().n;
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND source = ? AND signature IN (SELECT value FROM json_each(?))`, repo, source, list);
+      return { dropped: Number(dropped) };
+    });
+  }
+
+  /**
+   * A trust key was deleted: its rows of generation ≤ `gen` stop counting at once (kept, marked
+   * unverified, so the listing says why), and a pass that read the key before the delete cannot
+   * record it afterwards (revoked_signers, checked by recordAttestations). Answers how many
+   * verified rows it turned.
+   */
+  async revokeSigner(repo: string, signer: string, gen: number): Promise<{ revoked: number }> {
+    if (!(await this.ready(repo))) return { revoked: 0 };
+    return this.ctx.storage.transactionSync(() => {
+      this.sql.exec(`INSERT INTO revoked_signers (signer, gen) VALUES (?, ?) ON CONFLICT (signer) DO UPDATE SET gen = max(gen, excluded.gen)`, signer, gen);
+      const revoked = this.sql.exec(`UPDATE attestations SET verified = 0, reason = ? WHERE repo = ? AND signer = ? AND signer_gen <= ? AND verified = 1`,
+        `key ${signer} was deleted`, repo, signer, gen).rowsWritten;
+      return { revoked };
+    });
   }
 
   // ---- garbage collection (docs/adr/0011) ---------------------------------------------------

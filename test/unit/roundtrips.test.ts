@@ -173,3 +173,64 @@ describe("Durable Object round trips per operation (open mode)", () => {
     expect(del.calls).toEqual(["TRUST_STORE.unlinkBlob", "BLOB_STORE.release", "AUDIT_LOG.append"]);
   });
 });
+
+// Token mode with TOKEN_SIGNING_KEYS (the deployed setup: no AccountStore call to verify a token).
+// A gated and an ungated Bearer manifest pull both cost one store call: the token service embeds
+// the signature gates of the repositories it grants pull on (ADR 0019 "Session 4"), so the pull
+// needs no policy lookup to find them.
+describe("Durable Object round trips per operation (token mode, Bearer tokens)", () => {
+  const ADMIN_PW = "roundtrips-admin";
+  const TOKEN_VARS = { AUTH_MODE: "token", ADMIN_PASSWORD: ADMIN_PW, TOKEN_SIGNING_KEYS: JSON.stringify([{ kid: "rt", secret: "roundtrips-signing-secret-0123456789abcdef" }]) };
+  const basic = { Authorization: `Basic ${btoa(`admin:${ADMIN_PW}`)}` };
+  const call = async (path: string, init: RequestInit = {}) => {
+    const ctx = createExecutionContext();
+    const res = await buildApp().fetch(new Request(BASE + path, init), { ...(env as unknown as Env), ...TOKEN_VARS } as Env, ctx);
+    await waitOnExecutionContext(ctx);
+    return res;
+  };
+  const tokenFor = async (repo: string) => {
+    const r = await call(`/token?service=${encodeURIComponent(new URL(BASE).host)}&scope=repository:${repo}:pull`, { headers: basic });
+    expect(r.status, await r.clone().text()).toBe(200);
+    return ((await r.json()) as { token: string }).token;
+  };
+
+  it("manifest GET by tag, gated (gate met) or not: 1", async () => {
+    const ns = uid();
+    const [gated, open] = [`${ns}/gated`, `${uid()}/open`];
+    // a gate met by an index-less image: a key signs it, cosign-style, in the same repository
+    const kp = (await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"])) as CryptoKeyPair;
+    const spki = new Uint8Array((await crypto.subtle.exportKey("spki", kp.publicKey)) as ArrayBuffer);
+    const pem = `-----BEGIN PUBLIC KEY-----\n${btoa(String.fromCharCode(...spki))}\n-----END PUBLIC KEY-----\n`;
+    const json = (b: unknown) => ({ method: "POST", headers: { ...basic, "Content-Type": "application/json" }, body: JSON.stringify(b) });
+    expect((await call("/admin/trust-keys", json({ name: `k-${ns}`, publicKey: pem }))).status).toBe(201);
+    expect((await call("/admin/policies", json({ id: `${ns}-gate`, kind: "signature-gate", repositories: `${ns}/**`, keys: `k-${ns}`, minimum: 1 }))).status).toBe(201);
+    for (const repo of [gated, open]) {
+      const img = await makeImage(repo, { seed: 21 });
+      expect((await call(`/v2/${repo}/manifests/v1`, { method: "PUT", headers: { ...basic, "Content-Type": MANIFEST }, body: img.manifest })).status).toBe(201);
+      if (repo !== gated) continue;
+      const enc = new TextEncoder();
+      const payload = enc.encode(JSON.stringify({ critical: { identity: { "docker-reference": repo }, image: { "docker-manifest-digest": img.digest }, type: "cosign container image signature" }, optional: null }));
+      const sig = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, kp.privateKey, payload));
+      const cfg = enc.encode("{}");
+      for (const b of [payload, cfg]) expect((await call(`/v2/${repo}/blobs/uploads/?digest=${await sha256(b)}`, { method: "POST", headers: basic, body: b })).status).toBe(201);
+      const sigManifest = JSON.stringify({ schemaVersion: 2, mediaType: MANIFEST, config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: await sha256(cfg), size: cfg.length }, layers: [{ mediaType: "application/vnd.dev.cosign.simplesigning.v1+json", digest: await sha256(payload), size: payload.length, annotations: { "dev.cosignproject.cosign/signature": btoa(String.fromCharCode(...sig)) } }] });
+      // the push records the attestation (in the background); no pull has verified anything yet
+      expect((await call(`/v2/${repo}/manifests/sha256-${img.digest.slice(7)}.sig`, { method: "PUT", headers: { ...basic, "Content-Type": MANIFEST }, body: sigManifest })).status).toBe(201);
+    }
+    for (const [repo, expected] of [[gated, "TRUST_STORE.gatedManifest"], [open, "TRUST_STORE.manifest"]] as const) {
+      const token = await tokenFor(repo);
+      const r = await counted(`/v2/${repo}/manifests/v1`, { headers: { Authorization: `Bearer ${token}`, Accept: MANIFEST } }, TOKEN_VARS);
+      expect(r.status, repo).toBe(200);
+      expect(r.calls, repo).toEqual([expected]);
+    }
+    // the gate is real: without the signature the same Bearer pull is refused (and then re-verifies)
+    const unsigned = `${ns}/unsigned`;
+    const img = await makeImage(unsigned, { seed: 22 });
+    expect((await call(`/v2/${unsigned}/manifests/v1`, { method: "PUT", headers: { ...basic, "Content-Type": MANIFEST }, body: img.manifest })).status).toBe(201);
+    const refused = await counted(`/v2/${unsigned}/manifests/v1`, { headers: { Authorization: `Bearer ${await tokenFor(unsigned)}`, Accept: MANIFEST } }, TOKEN_VARS);
+    expect(refused.status).toBe(403);
+    // the rows do not meet the gate: one verification pass (no signature here), then the refusal's audit event
+    expect(refused.calls).toEqual(["TRUST_STORE.gatedManifest", "ACCOUNT_STORE.rules", "TRUST_STORE.referrersAndSignatureTag", "TRUST_STORE.recordAttestations", "AUDIT_LOG.append"]);
+    expect((await call(`/admin/trust-keys/k-${ns}`, { method: "DELETE", headers: basic })).status).toBe(204);
+  });
+});
