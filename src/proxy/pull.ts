@@ -47,7 +47,7 @@ export async function proxyManifest(env: Env, repo: string, ref: { tag: string |
   if (ref.digest !== null) {
     const digest = ref.digest;
     if (await memberManifest(env, repo, digest, true)) return { stale: null };
-    await once(`m|${repo}|${digest}`, () => fetchManifest(env, t, repo, digest, null));
+    await once(`m|${repo}|${digest}`, () => fetchManifest(env, t, repo, digest, null)).catch((e) => { throw namedProblem(t, e); });
     return { stale: null };
   }
   const tag = ref.tag!;
@@ -65,8 +65,14 @@ export async function proxyManifest(env: Env, repo: string, ref: { tag: string |
       console.warn(`proxy: serving cached ${repo}:${tag}: ${(err as Error).message}`);
       return { stale: `upstream unavailable (${err instanceof OciError ? err.status : "error"}); cached ${local.digest}` };
     }
-    throw err;
+    throw namedProblem(t, err);
   }
+}
+
+/** An upstream refusal while the namespace's secret is unusable says so (the secret is the likely cause). */
+function namedProblem(t: ProxyTarget, err: unknown): unknown {
+  if (!t.credentialsProblem || !(err instanceof OciError) || err.code !== "DENIED") return err;
+  return oci("DENIED", `${err.message}; and ${t.credentialsProblem}`, err.detail, err.status);
 }
 
 async function revalidate(env: Env, t: ProxyTarget, repo: string, tag: string, localDigest: string | null): Promise<void> {
