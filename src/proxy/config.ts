@@ -201,7 +201,7 @@ export interface ProxyTarget {
 }
 
 /** The namespace `repo` falls in (longest prefix wins), without resolving credentials. */
-export function namespaceOf<T extends ProxyNamespace>(list: T[], repo: string): T | null {
+export function namespaceOf<T extends { prefix: string }>(list: T[], repo: string): T | null {
   let best: T | null = null;
   for (const ns of list) {
     if (repo.startsWith(ns.prefix + "/") && (!best || ns.prefix.length > best.prefix.length)) best = ns;
