@@ -285,12 +285,13 @@ export class TrustStore extends DurableObject<Env> {
     `);
     // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
     // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
-    if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().some((r) => r.name === "refs_indexed")) {
+    const memberCols = this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().map((r) => r.name);
+    if (!memberCols.includes("refs_indexed")) {
       this.sql.exec(`ALTER TABLE members ADD COLUMN refs_indexed INTEGER NOT NULL DEFAULT 0`);
     }
     // Pull tracking (docs/proxy.md "Retention"): the UTC day a manifest was last pulled. Rows from
     // before it count as pulled on the day the column arrives, so an upgrade drops nothing at once.
-    if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().some((r) => r.name === "pulled_day")) {
+    if (!memberCols.includes("pulled_day")) {
       this.sql.exec(`ALTER TABLE members ADD COLUMN pulled_day INTEGER`);
       this.sql.exec(`UPDATE members SET pulled_day = ? WHERE kind = 'manifest'`, pullDay());
     }
