@@ -209,7 +209,17 @@ describe("Durable Object round trips per operation (open mode)", () => {
       // After the interval: one conditional read of the list (no body while unchanged).
       clock.mockReturnValue(t0 + 61_000);
       const r = await counted(`/v2/${repo}/manifests/v1`, { headers: { Accept: MANIFEST } });
+      expect(r.status).toBe(200);
       expect(r.r2).toEqual([`get ${PROXY_CONFIG_KEY}`, expect.stringMatching(/^get manifests\//)]);
+      // An admin write elsewhere (here: straight to R2) is seen at the next re-check, 60 s on.
+      await E.BUCKET.put(PROXY_CONFIG_KEY, JSON.stringify([{ prefix: repo.split("/")[0], upstream: "http://127.0.0.1:1", libraryPrefix: false, tagTtlSeconds: 300, timeoutSeconds: 1 }]));
+      clock.mockReturnValue(t0 + 62_000);
+      expect((await counted(`/v2/${repo}/blobs/uploads/`, { method: "POST" })).status).toBe(202);
+      clock.mockReturnValue(t0 + 122_000);
+      expect((await counted(`/v2/${repo}/blobs/uploads/`, { method: "POST" })).status).toBe(405);
+      await E.BUCKET.delete(PROXY_CONFIG_KEY);
+      clock.mockReturnValue(t0 + 133_000);
+      expect((await counted(`/v2/${repo}/blobs/uploads/`, { method: "POST" })).status).toBe(202);
     } finally {
       clock.mockRestore();
     }
