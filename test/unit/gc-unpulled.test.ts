@@ -3,6 +3,7 @@
 // pulled (nor stored) for N days — by default 30 in proxy namespaces, elsewhere only when a rule
 // says so. The clock is controlled: GC runs take a retention "now", and pulls on other days go
 // through the same TrustStore.manifest call the route makes, with that day.
+import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { makeImage, putManifest, req, reqWith, sha256 } from "./helpers";
 import { E, runGc } from "./gc-helpers";
@@ -63,6 +64,24 @@ describe("pull tracking", () => {
     await pullOn(R, "a", Date.now() + 3 * DAY);
     await pullOn(R, "a", Date.now() + 1 * DAY);
     expect((await trust.pulledDays(R, [a.digest]))[a.digest]).toBe(pullDay() + 3);
+  });
+
+  it("an upgrade stamps existing manifests with the upgrade day, so it drops nothing at once", async () => {
+    const R = "pullupgrade/app";
+    const old = await makeImage(R, { seed: 3 });
+    expect((await putManifest(R, "v1", old.manifest)).status).toBe(201);
+    const stub = trustStoreFor(E, R);
+    // Back to the layout before pull tracking: no pulled_day column, a manifest stored long ago.
+    await runInDurableObject(stub, (instance, state) => {
+      state.storage.sql.exec(`ALTER TABLE members DROP COLUMN pulled_day`);
+      state.storage.sql.exec(`UPDATE members SET created_at = 1000`);
+      (instance as unknown as { init(): void }).init();
+    });
+    expect((await stub.pulledDays(R, [old.digest]))[old.digest]).toBe(pullDay());
+    const rule = { pattern: "pullupgrade/**", unpulledDays: 30 };
+    expect((await req("/admin/retention", json("PUT", rule))).status).toBe(200);
+    expect(planOf(await runGc({ dryRun: true }), R)).toEqual([]);
+    expect(planOf(await runGc({ dryRun: true, clock: Date.now() + 32 * DAY }), R)).toEqual([`${old.digest} unpulled`, "v1 unpulled"].sort());
   });
 });
 
