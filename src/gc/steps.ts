@@ -21,6 +21,7 @@ import { matchGlob } from "../auth/policy";
 import { recordMany } from "../audit/record";
 import type { RetentionSpec } from "../stores/trust-store";
 import { namespaceOf } from "../proxy/config";
+import { stateKey } from "../proxy/pull";
 
 export interface Cursor {
   phase: "repos" | "condemn" | "delete" | "purge" | "orphans" | "missing" | "done";
@@ -231,6 +232,8 @@ async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats
     const r = await trust.gcRetention(repo, spec, false);
     listRetention(stats, repo, r);
     await auditRetention(env, repo, r, o.runId);
+    // A proxy repository's removed tags leave their upstream-check state behind otherwise.
+    if (r.tags.length && namespaceOf(o.proxies, repo)) await env.BUCKET.delete(r.tags.map((t) => stateKey(repo, t.tag)));
     const release = r.manifests.filter((m) => !m.held).map((m) => m.digest);
     for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
     if (!r.more) break;

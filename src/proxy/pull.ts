@@ -35,7 +35,8 @@ function once<T>(key: string, run: () => Promise<T>): Promise<T> {
   return p;
 }
 
-const stateKey = (repo: string, tag: string) => `_proxy/tags/${repo}/${tag}`;
+/** R2 key of a cached tag's last upstream check (GC deletes it with the tag). */
+export const stateKey = (repo: string, tag: string) => `_proxy/tags/${repo}/${tag}`;
 
 /**
  * Last upstream check per cached tag, kept in the isolate too: a pull within the TTL then costs

@@ -101,6 +101,7 @@ describe("unpulled-days retention", () => {
     await saveApiNamespaces(E, [...(await apiNamespaces(E)).filter((n) => n.prefix !== P), { prefix: P, upstream: "http://127.0.0.1:1", libraryPrefix: false, tagTtlSeconds: 300, timeoutSeconds: 1, unpulledDays: 30 }]);
     expect(((await (await reqWith({}, "/admin/proxies")).json()) as { proxies: { prefix: string; unpulledDays: number }[] }).proxies.find((p) => p.prefix === P)?.unpulledDays).toBe(30);
 
+    for (const tag of ["a", "b"]) await E.BUCKET.put(`_proxy/tags/${R}/${tag}`, "", { customMetadata: { checkedAt: String(T0), digest: "x" } });
     await pullOn(R, "a", T0 + 20 * DAY);
     await pullOn(R, "c", T0 + 5 * DAY);
     await pullOn(R, "multi", T0 + 20 * DAY); // the index; its child never by itself
@@ -112,6 +113,8 @@ describe("unpulled-days retention", () => {
     const real = await runGc({ clock: T0 + 31 * DAY });
     expect(planOf(real, R)).toEqual(planOf(dry, R));
     expect(await cached(R, "b")).toBe(false);
+    expect(await E.BUCKET.head(`_proxy/tags/${R}/b`)).toBeNull(); // its upstream-check state went with it
+    expect(await E.BUCKET.head(`_proxy/tags/${R}/a`)).not.toBeNull();
     expect(await cached(R, b.digest)).toBe(false);
     for (const ref of ["a", "c", "multi", d.digest]) expect(await cached(R, ref), ref).toBe(true);
     const evs = await eventsOf(`repository=${R}`, (e) => e.filter((x) => x.details?.run === real.id).length >= 2);
