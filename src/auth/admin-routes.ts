@@ -38,7 +38,7 @@ import { revokeKey } from "../signatures/attestations";
 type Ctx = Context<any>;
 
 /** An admin-API error in the OCI envelope. Codes: BAD_REQUEST, NOT_FOUND, CONFLICT, plus the OCI ones. */
-class ApiError extends OciError {
+export class ApiError extends OciError {
   constructor(
     readonly apiCode: string,
     message: string,

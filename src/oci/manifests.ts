@@ -18,6 +18,7 @@ import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
 import { proxyManifest, STALE_HEADER } from "../proxy/pull";
+import { pullDay } from "../stores/trust-store";
 import { gatedMemberManifest } from "../signatures/gate";
 import { afterSignaturePush, beforeSignatureDelete, signatureTagSubject } from "../signatures/attestations";
 
@@ -38,8 +39,10 @@ function parseReference(reference: string, lookup = false): Reference {
 
 export async function get(c: Ctx, name: string, reference: string, head: boolean): Promise<Response> {
   const ref = parseReference(reference, true);
-  const proxied = await proxyManifest(c.env, name, { tag: ref.tag, digest: ref.digest?.digest ?? null });
-  const m = await gatedMemberManifest(c, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
+  // A GET is a pull (GC's unpulled-days retention): the lookup stamps the day, HEAD does not.
+  const pulledDay = head ? undefined : pullDay();
+  const proxied = await proxyManifest(c.env, name, { tag: ref.tag, digest: ref.digest?.digest ?? null }, pulledDay);
+  const m = await gatedMemberManifest(c, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null, { known: proxied?.manifest, pulledDay });
   if (!m) throw manifestUnknown(reference);
   const accept = c.req.header("Accept");
   if (!acceptable(accept, m.mediaType)) {

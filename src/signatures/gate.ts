@@ -45,16 +45,20 @@ async function gatesFor(c: Ctx, repo: string): Promise<{ gates: GateRequirement[
   return g ? { gates: g.gates, sources: [repo, ...g.links] } : { gates: [], sources: [] };
 }
 
-/** memberManifest, refusing (403) a manifest whose signature gates are not met. */
-export async function gatedMemberManifest(c: Ctx, repo: string, reference: string, isDigest: boolean): Promise<ManifestRecord | null> {
+/**
+ * memberManifest, refusing (403) a manifest whose signature gates are not met. `known`: the record
+ * a proxy check already looked up (used when no gate applies, saving the second lookup);
+ * `pulledDay`: record a pull (a manifest GET) in the same lookup.
+ */
+export async function gatedMemberManifest(c: Ctx, repo: string, reference: string, isDigest: boolean, opts: { known?: ManifestRecord | null; pulledDay?: number } = {}): Promise<ManifestRecord | null> {
   const { gates, sources } = await gatesFor(c, repo);
-  if (!gates.length) return memberManifest(c.env, repo, reference, isDigest);
+  if (!gates.length) return opts.known ?? memberManifest(c.env, repo, reference, isDigest, opts.pulledDay);
   const trust = trustStoreFor(c.env, repo);
   const freshAfter = Date.now() - signatureRecheckSeconds(c.env) * 1000;
-  let got = await trust.gatedManifest(repo, reference, isDigest, freshAfter, sources);
+  let got = await trust.gatedManifest(repo, reference, isDigest, freshAfter, sources, opts.pulledDay);
   if (got.manifest === "backfill") {
     await backfillRepo(c.env, repo);
-    got = await trust.gatedManifest(repo, reference, isDigest, freshAfter, sources);
+    got = await trust.gatedManifest(repo, reference, isDigest, freshAfter, sources, opts.pulledDay);
   }
   const m = got.manifest;
   if (m === null || m === "backfill") return null;

@@ -122,6 +122,9 @@ export const MAX_ENDED_UPLOADS = 100_000;
 const ENDED_PRUNE_BATCH = 20;
 
 
+/** The UTC day number of a time (pull tracking: a manifest's last pull is known to the day). */
+export const pullDay = (ms = Date.now()): number => Math.floor(ms / 86_400_000);
+
 export interface RetentionSpec {
   /** Keep the newest N tags by push time; null: no tag limit. */
   keepLastTags: number | null;
@@ -132,11 +135,16 @@ export interface RetentionSpec {
   /** Untagged manifests created before this time (ms) go; null: keep them. */
   untaggedBefore: number | null;
   deleteOrphanReferrers: boolean;
+  /**
+   * Manifests neither pulled nor stored since this time (ms) go, with their tags; null: keep.
+   * A pull on day D counts until the end of D (the stamp is a day), so the drop comes N to N+1 days on.
+   */
+  unpulledBefore?: number | null;
 }
 
 export interface RetentionResult {
-  tags: { tag: string; digest: string }[];
-  manifests: { digest: string; size: number; why: "untagged" | "orphan-referrer"; held: boolean }[];
+  tags: { tag: string; digest: string; why?: "unpulled" }[];
+  manifests: { digest: string; size: number; why: "untagged" | "orphan-referrer" | "unpulled"; held: boolean }[];
   more: boolean;
 }
 
@@ -306,8 +314,15 @@ export class TrustStore extends DurableObject<Env> {
     }
     // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
     // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
-    if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().some((r) => r.name === "refs_indexed")) {
+    const memberCols = this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().map((r) => r.name);
+    if (!memberCols.includes("refs_indexed")) {
       this.sql.exec(`ALTER TABLE members ADD COLUMN refs_indexed INTEGER NOT NULL DEFAULT 0`);
+    }
+    // Pull tracking (docs/proxy.md "Retention"): the UTC day a manifest was last pulled. Rows from
+    // before it count as pulled on the day the column arrives, so an upgrade drops nothing at once.
+    if (!memberCols.includes("pulled_day")) {
+      this.sql.exec(`ALTER TABLE members ADD COLUMN pulled_day INTEGER`);
+      this.sql.exec(`UPDATE members SET pulled_day = ? WHERE kind = 'manifest'`, pullDay());
     }
     this.stored = true;
     this.migrate();
@@ -689,13 +704,32 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   /** Resolve a tag or digest to a manifest of this repository. */
-  async manifest(repo: string, reference: string, isDigest: boolean): Promise<ManifestRecord | null | "backfill"> {
+  /**
+   * A manifest by tag or digest. `pulledDay` (a manifest GET, see pullDay): the lookup records the
+   * pull — one row write when the stored day is older, so at most one write per manifest per day.
+   */
+  async manifest(repo: string, reference: string, isDigest: boolean, pulledDay?: number): Promise<ManifestRecord | null | "backfill"> {
     if (!(await this.ready(repo))) return null;
     const digest = isDigest ? reference : this.tagTarget(repo, reference);
-    const row = digest === null ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
-      `SELECT size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
-    if (row) return { digest: digest!, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
+    const row = digest === null ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string; pulled_day: number | null }>(
+      `SELECT size, r2_key, media_type, pulled_day FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
+    if (row) {
+      if (pulledDay !== undefined && (row.pulled_day ?? -1) < pulledDay) {
+        this.sql.exec(`UPDATE members SET pulled_day = ? WHERE repo = ? AND digest = ? AND kind = 'manifest'`, pulledDay, repo, digest);
+      }
+      return { digest: digest!, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
+    }
     return this.flagged(repo) ? "backfill" : null;
+  }
+
+  /** Days (UTC, see pullDay) the repository's manifests were last pulled; null: never since tracking began. */
+  async pulledDays(repo: string, digests: string[]): Promise<Record<string, number | null>> {
+    if (!(await this.ready(repo))) return {};
+    const out: Record<string, number | null> = {};
+    for (const d of digests.slice(0, 100)) {
+      out[d] = this.sql.exec<{ p: number | null }>(`SELECT pulled_day AS p FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, d).toArray()[0]?.p ?? null;
+    }
+    return out;
   }
 
   async tagDigest(repo: string, tag: string): Promise<string | null> {
@@ -851,8 +885,8 @@ export class TrustStore extends DurableObject<Env> {
    * A manifest (as `manifest`) with the keys that verified signatures of it and of each index of
    * this repository that lists it, from the attestation rows: what a gated pull needs, in one call.
    */
-  async gatedManifest(repo: string, reference: string, isDigest: boolean, freshAfter = 0, sources: string[] | null = null): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
-    const manifest = await this.manifest(repo, reference, isDigest);
+  async gatedManifest(repo: string, reference: string, isDigest: boolean, freshAfter = 0, sources: string[] | null = null, pulledDay?: number): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
+    const manifest = await this.manifest(repo, reference, isDigest, pulledDay);
     if (manifest === null || manifest === "backfill") return { manifest, signers: [], parents: [] };
     // Rows verified before `freshAfter` do not count (the safety net: the caller re-verifies), nor
     // rows from a repository that is no longer linked (`sources`: this one and its current links,
@@ -1078,7 +1112,11 @@ export class TrustStore extends DurableObject<Env> {
         if (!dryRun) this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, t.tag);
       }
     }
-    const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer") => {
+    const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer" | "unpulled") => {
+      if (why === "unpulled") {
+        // Its tags go with it: listed (and audited) as retention.tag.
+        for (const t of this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, digest)) out.tags.push({ tag: t.tag, digest, why });
+      }
       if (!dryRun) {
         this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest);
         this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
@@ -1115,6 +1153,29 @@ export class TrustStore extends DurableObject<Env> {
           // A tag removed above in a dry run still exists in the table: gcPlan gives the exact plan.
           drop(o.digest, o.size, "untagged");
           removed++;
+        }
+      }
+      if (spec.unpulledBefore != null) {
+        // Not pulled (nor stored) since the cutoff; a manifest another one still references (an
+        // index's child) or a referrer goes only with its parent or subject, as above; one with
+        // a kept or immutable tag stays. Walked in digest order, a page at a time.
+        for (let after = ""; ;) {
+          const page = this.sql.exec<{ digest: string; size: number }>(
+            `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'manifest' AND m.digest > ?
+               AND max(m.created_at, (coalesce(m.pulled_day, -1) + 1) * 86400000) < ?
+               AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest)
+               AND NOT EXISTS (SELECT 1 FROM referrers f WHERE f.repo = m.repo AND f.digest = m.digest)
+             ORDER BY m.digest LIMIT ?`, repo, after, spec.unpulledBefore, n + 1).toArray();
+          for (const o of page) {
+            if (seen.has(o.digest) || out.manifests.some((m) => m.digest === o.digest)) continue;
+            const tags = this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, o.digest).toArray();
+            if (tags.some((t) => keepGlobs.some((g) => g.test(t.tag)))) continue;
+            if (out.manifests.length >= n) return { ...out, more: true };
+            drop(o.digest, o.size, "unpulled");
+            removed++;
+          }
+          if (page.length <= n) break;
+          after = page[page.length - 1].digest;
         }
       }
       if (dryRun) break;
