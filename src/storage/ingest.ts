@@ -106,17 +106,24 @@ async function singlePut(inp: IngestInput, length: number): Promise<Written> {
   put.catch(() => {}); // surfaced below
   const writer = writable.getWriter();
   let total = 0;
+  // One write in flight while the next chunk is read: the request body and the R2 put overlap
+  // instead of taking turns (a write resolves only once R2 has taken the chunk).
+  let inflight: Promise<void> | null = null;
   try {
     for await (const chunk of readChunks(inp.body!)) {
       total += chunk.length;
       if (total > length) throw overlong(length, inp.lengthHeader);
       for (const h of inp.hashers) h.update(chunk);
-      await writer.write(chunk);
+      if (inflight) await inflight;
+      inflight = writer.write(chunk);
+      inflight.catch(() => {}); // awaited above or below
     }
+    if (inflight) await inflight;
     if (total !== length) throw truncated(total, length, inp.lengthHeader);
     await writer.close();
     await put;
   } catch (err) {
+    if (inflight) await inflight.catch(() => {});
     await writer.abort(err).catch(() => {});
     await put.catch(() => {}); // settled before the caller deletes the key
     throw err;
