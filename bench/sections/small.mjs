@@ -1,5 +1,5 @@
 // Many small blobs, sequentially over one keep-alive connection.
-import { pushMonolithic, pushPostDigest, headBlob } from "../lib/oci.mjs";
+import { pushMonolithic, pushPostDigest, headBlob, startUpload } from "../lib/oci.mjs";
 import { randomBlobs } from "../lib/data.mjs";
 import { request, BenchError } from "../lib/http.mjs";
 
@@ -30,6 +30,42 @@ async function run(ctx, target, flow, blobs) {
   } finally {
     agent.destroy();
   }
+}
+
+const p50 = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/**
+ * Where a small POST + PUT's time goes, seen from the client (one keep-alive connection, p50 over
+ * `n` rounds, steps interleaved so load drifts hit all alike): `GET /v2/` (the Worker's own
+ * request floor: routing, auth, request log), `POST` alone (the signed id), `PUT` with the body
+ * alone (hashing, R2 put, index calls, audit), and the raw R2 put of the same size through the
+ * same workerd (`PUT /_bench/r2/…`). PUT − raw R2 put ≈ what the registry adds to the bytes' write.
+ */
+async function breakdown(ctx, target, blobs) {
+  const agent = ctx.agent(1);
+  const name = "bench/small-steps";
+  const t = { floor: [], post: [], put: [], r2: [] };
+  const time = async (arr, fn) => { const s = performance.now(); await fn(); arr.push(performance.now() - s); };
+  try {
+    await request(`${target.base}/v2/`, { agent });
+    for (const [i, b] of blobs.entries()) {
+      await time(t.floor, async () => { const r = await request(`${target.base}/v2/`, { agent }); if (r.status !== 200) throw new BenchError(`GET /v2/ answered ${r.status}`); });
+      let loc;
+      await time(t.post, async () => { loc = await startUpload(target.base, name, agent); });
+      loc.searchParams.set("digest", b.digest);
+      await time(t.put, async () => {
+        const r = await request(loc, { method: "PUT", agent, body: b.buffer, headers: { "Content-Type": "application/octet-stream", "Content-Length": String(b.buffer.length) } });
+        if (r.status !== 201) throw new BenchError(`PUT answered ${r.status}`);
+      });
+      await time(t.r2, async () => {
+        const r = await request(`${target.base}/_bench/r2/small-step-${i}`, { method: "PUT", agent, body: b.buffer, headers: { "Content-Length": String(b.buffer.length) } });
+        if (r.status >= 300) throw new BenchError(`PUT /_bench/r2 answered ${r.status}`);
+      });
+    }
+  } finally {
+    agent.destroy();
+  }
+  return { floor: p50(t.floor), post: p50(t.post), put: p50(t.put), r2: p50(t.r2) };
 }
 
 export default {
@@ -63,6 +99,16 @@ export default {
       } catch (err) {
         post.values[t.name] = "failed";
         notes.push(`${t.name} (POST ?digest=): ${err.message}`);
+      }
+    }
+    const cl = ctx.registries().find((t) => t.name === "cloister");
+    if (cl) {
+      try {
+        const b = await breakdown(ctx, cl, randomBlobs(Math.min(100, smallCount), smallKib * 1024));
+        for (const [k, v] of Object.entries(b)) metrics[`small.steps.${k}_p50_ms`] = v;
+        notes.push(`cloister per-step p50 (ms): GET /v2/ ${b.floor.toFixed(1)}, POST ${b.post.toFixed(1)}, PUT with body ${b.put.toFixed(1)}, raw R2 put of ${smallKib} KiB ${b.r2.toFixed(1)}; PUT − raw R2 put ${(b.put - b.r2).toFixed(1)}`);
+      } catch (err) {
+        notes.push(`cloister per-step breakdown: ${err.message}`);
       }
     }
     mono.note = noteParts.join("; ");
