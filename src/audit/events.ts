@@ -81,6 +81,12 @@ export function buildEvent(
   return ev;
 }
 
+/** The stored text of an event (canonical JSON), re-capped when a store added details (AuditOutbox.add). */
+export function eventBody(ev: AuditEvent): string {
+  const body = JSON.stringify(ev);
+  return body.length > MAX_EVENT_BYTES ? JSON.stringify({ ...ev, details: { truncated: true } }) : body;
+}
+
 export function indexedFields(ev: AuditEvent) {
   return {
     time: Date.parse(ev.time),

@@ -1,6 +1,10 @@
 // record(): the one entry point that writes audit events (docs/audit.md "Durability").
 //
-// A mutation's event is written BEFORE its 2xx response: the AuditLog append is awaited. If the
+// Registry mutations (push, mount, delete) do not come here: their event is drafted by the Worker
+// (draftEvent) and written in the mutation's own transaction by the repository's TrustStore, whose
+// alarm forwards it to the AuditLog (src/audit/outbox.ts, docs/adr/0021).
+//
+// Any other mutation's event is written BEFORE its 2xx response: the AuditLog append is awaited. If the
 // AuditLog cannot be reached, the event goes to R2 (audit-spool/<day>/<id>.json) — durable too —
 // and is moved into the log by drainSpool(). Only if both fail does the request answer 503 (the
 // change itself is applied and idempotent to retry; the client is told it was not recorded).
@@ -11,7 +15,7 @@ import { auditLogFor, auditIndexFor } from "../stores";
 import { dayOf } from "../stores/audit-log";
 import { currentRequest } from "../http/request-context";
 import { oci } from "../oci/errors";
-import { buildEvent, indexedFields, type AuditEvent, type EventInput } from "./events";
+import { buildEvent, eventBody, indexedFields, type AuditEvent, type EventInput } from "./events";
 
 const SPOOL = "audit-spool/";
 
@@ -32,10 +36,25 @@ function context() {
 
 /** Append one event to its day's partition (and list the day in the index on its first event). */
 export async function appendEvent(env: Env, ev: AuditEvent): Promise<void> {
-  const day = dayOf(Date.parse(ev.time));
-  const [r] = await auditLogFor(env, day).append([{ body: JSON.stringify(ev), fields: indexedFields(ev) }]);
-  // The event is durable now; listing the day is idempotent and retried by every later append.
-  if (r.seq === 1 || r.seq % 1000 === 0) await auditIndexFor(env).addDay(day).catch((e) => console.error(JSON.stringify({ type: "audit-index", day, error: String(e) })));
+  await appendEvents(env, dayOf(Date.parse(ev.time)), [ev]);
+}
+
+/**
+ * Append events of one day, in order, in one AuditLog call. Idempotent per event id (the AuditLog
+ * appends an id once), so a forward or drain that is retried after a lost answer never duplicates.
+ */
+export async function appendEvents(env: Env, day: string, evs: AuditEvent[]): Promise<void> {
+  const rs = await auditLogFor(env, day).append(evs.map((ev) => ({ id: ev.id, body: eventBody(ev), fields: indexedFields(ev) })));
+  // The events are durable now; listing the day is idempotent and retried by every 1,000th append.
+  if (rs.some((r) => r.seq === 1 || r.seq % 1000 === 0)) await auditIndexFor(env).addDay(day).catch((e) => console.error(JSON.stringify({ type: "audit-index", day, error: String(e) })));
+}
+
+/**
+ * The event of a registry mutation, for the committing store to write in the mutation's own
+ * transaction (AuditOutbox.add): actor, address, user agent and request id from this request.
+ */
+export function draftEvent(input: EventInput): AuditEvent {
+  return buildEvent(input, context());
 }
 
 /**
@@ -82,10 +101,7 @@ export async function recordMany(env: Env, inputs: EventInput[]): Promise<void> 
     const evs = inputs.slice(i, i + MANY_PER_CALL).map((input) => buildEvent(input, ctx));
     const day = dayOf(ctx.now);
     try {
-      const rs = await auditLogFor(env, day).append(evs.map((ev) => ({ body: JSON.stringify(ev), fields: indexedFields(ev) })));
-      if (rs.some((r) => r.seq === 1 || r.seq % 1000 === 0)) {
-        await auditIndexFor(env).addDay(day).catch((e) => console.error(JSON.stringify({ type: "audit-index", day, error: String(e) })));
-      }
+      await appendEvents(env, day, evs);
     } catch (e) {
       console.error(JSON.stringify({ type: "audit-spooled", count: evs.length, error: String(e) }));
       for (const ev of evs) await env.BUCKET.put(`${SPOOL}${ev.time.slice(0, 10)}/${ev.id}.json`, JSON.stringify(ev));

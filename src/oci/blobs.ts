@@ -1,6 +1,5 @@
 // GET/HEAD/DELETE /v2/<name>/blobs/<digest>. Reads are answered only for digests that are
 // members of the repository; everything else gets the same 404 as a digest stored nowhere.
-import { record } from "../audit/record";
 import type { Ctx } from "../app";
 import { config } from "../env";
 import { oci } from "./errors";
@@ -52,7 +51,6 @@ export async function remove(c: Ctx, name: string, digestParam: string): Promise
   const { digest } = parseDigest(digestParam);
   const removed = await unlinkBlob(c.env, name, digest);
   if (!removed) throw blobUnknown(digest);
-  await record(c.env, { action: "blob.delete", target: { repository: name, digest }, outcome: { status: 202 } });
   return new Response(null, { status: 202, headers: { "Content-Length": "0", "Docker-Content-Digest": digest } });
 }
 

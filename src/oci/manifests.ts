@@ -13,7 +13,7 @@ import { digestPolicy } from "./uploads";
 import { deletesDisabled } from "./blobs";
 import { tooLarge } from "../storage/ingest";
 import { assertManifestDeletable, assertTagMutable } from "../auth";
-import { pullAudited, record } from "../audit/record";
+import { draftEvent, pullAudited, record } from "../audit/record";
 import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
@@ -114,9 +114,11 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
     const at = signed === null ? null : await trust.tagDigest(name, ref.tag!);
     if (at !== null) await beforeSignatureDelete(c, name, at, signed);
   }
-  const removed = ref.digest ? await deleteManifest(c.env, name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
+  // Each delete's audit event is written in the store's transaction (docs/adr/0021).
+  const removed = ref.digest
+    ? await deleteManifest(c.env, name, ref.digest.digest)
+    : await trust.deleteTag(name, ref.tag!, draftEvent({ action: "tag.delete", target: { repository: name, tag: ref.tag, digest: null }, outcome: { status: 202 } }));
   if (!removed) throw manifestUnknown(reference);
-  await record(c.env, { action: ref.digest ? "manifest.delete" : "tag.delete", target: { repository: name, tag: ref.tag, digest: ref.digest?.digest ?? null }, outcome: { status: 202 } });
   return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
 }
 

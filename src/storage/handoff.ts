@@ -7,7 +7,7 @@
 import type { Env } from "../env";
 import { oci } from "../oci/errors";
 import { blobStoreFor, trustStoreFor } from "../stores";
-import { record } from "../audit/record";
+import { draftEvent } from "../audit/record";
 import { indexedAnnotations, requiredBlobs, requiredManifests, type ParsedManifest } from "../oci/manifest";
 import type { CommitResult } from "../stores/blob-store";
 import type { LinkResult, PutManifestResult, UploadEnd } from "../stores/trust-store";
@@ -41,7 +41,9 @@ export async function commitBlob(env: Env, repo: string, obj: VerifiedObject, op
 export async function finishCommit(env: Env, repo: string, obj: VerifiedObject, first: CommitResult, end: UploadEnd | null = null): Promise<CommitResult> {
   let result = first;
   const trust = trustStoreFor(env, repo);
-  const link = (r: CommitResult): Promise<LinkResult> => trust.link(repo, { digest: obj.digest, kind: "blob", size: r.size, r2Key: r.r2Key, mediaType: null }, r.heldSeq, end);
+  // The event is written in the link's transaction (docs/adr/0021): no audit call on the request path.
+  const event = (r: CommitResult) => draftEvent({ action: "blob.upload", target: { repository: repo, digest: obj.digest }, outcome: { status: 201 }, details: { size: r.size, deduplicated: !r.adoptedOffered } });
+  const link = (r: CommitResult): Promise<LinkResult> => trust.link(repo, { digest: obj.digest, kind: "blob", size: r.size, r2Key: r.r2Key, mediaType: null }, r.heldSeq, end, event(r));
   let linked = await link(result);
   if (!linked.ok && "fenced" in linked) {
     result = await blobStoreFor(env, obj.digest).commit(obj, repo);
@@ -61,7 +63,6 @@ export async function finishCommit(env: Env, repo: string, obj: VerifiedObject, 
   if (!result.adoptedOffered && result.r2Key !== obj.r2Key) {
     await env.BUCKET.delete(obj.r2Key).catch(() => {});
   }
-  await record(env, { action: "blob.upload", target: { repository: repo, digest: obj.digest }, outcome: { status: 201 }, details: { size: result.size, deduplicated: !result.adoptedOffered } });
   return result;
 }
 
@@ -140,6 +141,8 @@ export async function commitManifest(env: Env, m: ManifestToCommit): Promise<voi
     requiredManifests: m.lazyReferences ? [] : children,
     refs: m.lazyReferences ? [...blobs, ...children] : undefined,
     heldSeq: stored.heldSeq,
+    // Written in the put's transaction, which fills in details.previous (docs/adr/0021).
+    audit: draftEvent({ action: "manifest.put", target: { repository: m.repo, tag: m.tag, digest: m.digest }, outcome: { status: 201 }, details: { previous: null, mediaType: m.parsed.mediaType, size: m.body.length } }),
   };
   let result: PutManifestResult;
   try {
@@ -176,7 +179,6 @@ export async function commitManifest(env: Env, m: ManifestToCommit): Promise<voi
   // Redundant when BlobStore already had the bytes; kept until here because a GC fence retry may
   // need it to resurrect the digest.
   if (!stored.adoptedOffered) await env.BUCKET.delete(r2Key).catch(() => {});
-  await record(env, { action: "manifest.put", target: { repository: m.repo, tag: m.tag, digest: m.digest }, outcome: { status: 201 }, details: { previous: result.previousTagDigest, mediaType: m.parsed.mediaType, size: m.body.length } });
 }
 
 function referencesUnknown(repo: string, missingBlobs: string[], missingManifests: string[]) {

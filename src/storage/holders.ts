@@ -1,7 +1,7 @@
 // Cross-repository index operations on the per-repository layout (docs/adr/0008): mounts and
 // unlinks keep BlobStore's holders(digest, repo) a superset of TrustStore memberships — holder
 // written before membership, removed after it — so "no holder" is a safe answer for GC.
-import { record } from "../audit/record";
+import { draftEvent } from "../audit/record";
 import type { Env } from "../env";
 import { blobStoreFor, trustStoreFor } from "../stores";
 import { memberBlob } from "./backfill";
@@ -26,13 +26,13 @@ export async function mountBlob(env: Env, name: string, digest: string, sources:
     const stored = await blobStoreFor(env, digest).hold(digest, name);
     if (!stored) return false;
     // A quota refusal also fails the mount: the upload that follows gets the 403.
-    const linked = await trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq);
+    const event = draftEvent({ action: "blob.mount", target: { repository: name, digest }, outcome: { status: 201 }, details: { from: source, size: stored.size } });
+    const linked = await trustStoreFor(env, name).link(name, { digest, kind: "blob", size: stored.size, r2Key: stored.r2Key, mediaType: null }, stored.heldSeq, null, event);
     if (!linked.ok) {
       // Give back the holder the refused mount took, unless the repository holds the digest already.
       if (!("held" in linked && linked.held)) await blobStoreFor(env, digest).abandon(digest, name, stored.touchedAt, null).catch(() => {});
       return false;
     }
-    await record(env, { action: "blob.mount", target: { repository: name, digest }, outcome: { status: 201 }, details: { from: source, size: stored.size } });
     return true;
   }
   return false;
@@ -41,7 +41,8 @@ export async function mountBlob(env: Env, name: string, digest: string, sources:
 /** DELETE of a blob in one repository: membership first, then (if nothing else holds it there) the holder. */
 export async function unlinkBlob(env: Env, name: string, digest: string): Promise<boolean> {
   const since = Date.now();
-  const r = await trustStoreFor(env, name).unlinkBlob(name, digest);
+  const event = draftEvent({ action: "blob.delete", target: { repository: name, digest }, outcome: { status: 202 } });
+  const r = await trustStoreFor(env, name).unlinkBlob(name, digest, event);
   if (r.removed && !r.held) await blobStoreFor(env, digest).release(digest, name, since);
   return r.removed;
 }
@@ -49,7 +50,8 @@ export async function unlinkBlob(env: Env, name: string, digest: string): Promis
 /** DELETE of a manifest by digest: membership, tags and referrer rows, then the holder. */
 export async function deleteManifest(env: Env, name: string, digest: string): Promise<boolean> {
   const since = Date.now();
-  const r = await trustStoreFor(env, name).deleteManifest(name, digest);
+  const event = draftEvent({ action: "manifest.delete", target: { repository: name, tag: null, digest }, outcome: { status: 202 } });
+  const r = await trustStoreFor(env, name).deleteManifest(name, digest, event);
   if (r.removed && !r.held) await blobStoreFor(env, digest).release(digest, name, since);
   return r.removed;
 }

@@ -8,7 +8,8 @@
 // When one request carries everything so far, the bytes go to a single plain object instead:
 // no part bookkeeping, and R2 serves single objects much faster than multipart ones.
 import { oci } from "../oci/errors";
-import type { Hasher } from "../digest/hasher";
+/** What ingest feeds the bytes to: a resumable WASM Hasher, or NativeSha256 for a whole body. */
+type ChunkHasher = { update(data: Uint8Array): void };
 import { MAX_UPLOAD_PARTS, type UploadLayout } from "../stores/upload-session";
 import { annotateRequest } from "../http/request-context";
 
@@ -23,7 +24,7 @@ export interface IngestInput {
   layout: UploadLayout;
   offset: number;
   partSize: number;
-  hashers: Hasher[];
+  hashers: ChunkHasher[];
   body: ReadableStream<Uint8Array> | null;
   /** Declared body length, or null when streamed without Content-Length or Content-Range. */
   contentLength: number | null;
@@ -85,25 +86,44 @@ function write(inp: IngestInput): Promise<Written> {
   return partsWrite(inp);
 }
 
+/**
+ * A body up to this size is read whole and put from memory: no FixedLengthStream and stream
+ * plumbing per request, which dominate a small blob's cost (docs/roundtrips.md "Speed").
+ */
+export const SMALL_PUT_MAX = 1024 * 1024;
+
 /** Whole body to one object, hashed on the way, with backpressure from R2. */
 async function singlePut(inp: IngestInput, length: number): Promise<Written> {
   const key = await claimKey(inp);
+  if (length <= SMALL_PUT_MAX) {
+    const bytes = await readWhole(inp.body!, length, inp.lengthHeader);
+    for (const h of inp.hashers) h.update(bytes);
+    await inp.bucket.put(key, bytes, { httpMetadata: { contentType: "application/octet-stream" } });
+    return { layout: { kind: "single", key, size: length }, offset: inp.offset + length, newParts: [], obsolete: [] };
+  }
   const { readable, writable } = new FixedLengthStream(length);
   const put = inp.bucket.put(key, readable, { httpMetadata: { contentType: "application/octet-stream" } });
   put.catch(() => {}); // surfaced below
   const writer = writable.getWriter();
   let total = 0;
+  // One write in flight while the next chunk is read: the request body and the R2 put overlap
+  // instead of taking turns (a write resolves only once R2 has taken the chunk).
+  let inflight: Promise<void> | null = null;
   try {
     for await (const chunk of readChunks(inp.body!)) {
       total += chunk.length;
       if (total > length) throw overlong(length, inp.lengthHeader);
       for (const h of inp.hashers) h.update(chunk);
-      await writer.write(chunk);
+      if (inflight) await inflight;
+      inflight = writer.write(chunk);
+      inflight.catch(() => {}); // awaited above or below
     }
+    if (inflight) await inflight;
     if (total !== length) throw truncated(total, length, inp.lengthHeader);
     await writer.close();
     await put;
   } catch (err) {
+    if (inflight) await inflight.catch(() => {});
     await writer.abort(err).catch(() => {});
     await put.catch(() => {}); // settled before the caller deletes the key
     throw err;
@@ -404,6 +424,29 @@ function byobReader(stream: ReadableStream<Uint8Array>): FillReader {
     cancel: () => d.cancel(),
     release: () => d.releaseLock(),
   };
+}
+
+/** Exactly `length` bytes of `stream` in one buffer; a shorter or longer body is refused. */
+async function readWhole(stream: ReadableStream<Uint8Array>, length: number, header?: LengthHeader): Promise<Uint8Array> {
+  const reader = byobReader(stream);
+  try {
+    // One byte more than declared: an overlong body shows up in the same read.
+    let buf = new Uint8Array(new ArrayBuffer(length + 1));
+    let total = 0;
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(buf.buffer, total, length + 1 - total), length + 1 - total);
+      if (value) {
+        buf = new Uint8Array(value.buffer as ArrayBuffer);
+        total += value.length;
+      }
+      if (total > length) throw overlong(length, header);
+      if (done) break;
+    }
+    if (total !== length) throw truncated(total, length, header);
+    return buf.subarray(0, length);
+  } finally {
+    reader.release();
+  }
 }
 
 /** Chunks of fresh buffers (ownership passes to the consumer), read in large pieces. */

@@ -8,7 +8,7 @@ import type { ParsedDigest } from "../oci/grammar";
 import { uploadSessionFor } from "../stores";
 import { MAX_UPLOAD_PARTS, type BeginResult } from "../stores/upload-session";
 import type { HashAlgorithm } from "../digest/hasher";
-import { Hasher } from "../digest/hasher";
+import { Hasher, NativeSha256 } from "../digest/hasher";
 import { assertClaim, createHashers, finishHashers, missingAlgorithm, saveHashers, streamingAlgorithms, type Computed, type DigestPolicy } from "../digest/verify";
 import { matchGlob } from "../auth/policy";
 import { ingest, readChunks, type LengthHeader } from "./ingest";
@@ -145,16 +145,19 @@ export async function uploadWhole(env: Env, repo: string, claim: ParsedDigest, b
 async function ingestWhole(env: Env, repo: string, claim: ParsedDigest, body: Omit<UploadBody, "start">): Promise<{ object: VerifiedObject; mismatch: unknown }> {
   const cfg = config(env);
   const policy = digestPolicy(env, repo);
-  const hashers = createHashers(streamingAlgorithms(claim));
+  // The whole body in one request: SHA-256 natively (nothing to resume); any other algorithm the
+  // claim needs in WASM.
+  const sha256 = new NativeSha256();
+  const hashers = createHashers(streamingAlgorithms(claim).filter((a) => a !== "sha256"));
   const written: string[] = [];
   try {
     const res = await ingest({
-      bucket: env.BUCKET, layout: { kind: "empty" }, offset: 0, partSize: cfg.uploadPartBytes, hashers,
+      bucket: env.BUCKET, layout: { kind: "empty" }, offset: 0, partSize: cfg.uploadPartBytes, hashers: [sha256, ...hashers],
       body: body.stream, contentLength: body.contentLength, lengthHeader: body.lengthHeader, maxBytes: cfg.maxBodyBytes, final: true, keyPrefix: `data/${crypto.randomUUID()}/`,
       register: async (add) => { if (add.keys) written.push(...add.keys); },
     });
     if (res.layout.kind !== "single") throw new Error("monolithic upload did not produce one object");
-    const computed = await completeHashes(env.BUCKET, res.layout.key, claim, finishHashers(hashers), policy);
+    const computed = await completeHashes(env.BUCKET, res.layout.key, claim, { ...finishHashers(hashers), sha256: await sha256.digestHex() }, policy);
     const object = { digest: claim.digest, size: res.layout.size, r2Key: res.layout.key, contentSha256: computed.sha256 ?? "" };
     try {
       assertClaim(claim, computed, policy);

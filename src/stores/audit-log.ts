@@ -81,6 +81,9 @@ export class AuditLog extends DurableObject<Env> {
     // Events appended but not yet handed to the Webhooks object (docs/adr/0014): written in the
     // append's transaction, so an event that is in the log is also, eventually, fanned out.
     this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY)`);
+    // Event ids appended here (docs/adr/0021): an id is appended once, so the at-least-once
+    // forward of a TrustStore's audit outbox, or a spool drain retried, never duplicates an event.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS event_ids (id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID`);
     // The link to the previous day (one row, written before this day's first entry): the first
     // entry's prev is linkHash(previous day, its entry count then, its hash at that entry), so
     // days form one chain. No row and entries present: a day from before links (prev = GENESIS).
@@ -99,9 +102,10 @@ export class AuditLog extends DurableObject<Env> {
    * Append events in order. The rows are written synchronously before the first await, so
    * appends never interleave and the chain stays linear; the caller registers the day in the
    * index (separately, idempotent). Each event is also put in the outbox, which this object's
-   * alarm forwards to the webhooks after the caller has its answer.
+   * alarm forwards to the webhooks after the caller has its answer. An event whose `id` was
+   * appended before is skipped (its first seq and hash are answered): appends are idempotent.
    */
-  async append(events: { body: string; fields: IndexedFields }[]): Promise<{ seq: number; hash: string }[]> {
+  async append(events: { id?: string; body: string; fields: IndexedFields }[]): Promise<{ seq: number; hash: string }[]> {
     if (events.length > 0 && this.needsLink()) {
       // Once per day: look up the previous day's head (other objects; may throw, and then the
       // append fails and record() spools the event). Then, synchronously, the first of
@@ -113,10 +117,21 @@ export class AuditLog extends DurableObject<Env> {
     let seq = last?.seq ?? 0;
     let prev = last?.hash ?? this.anchor();
     // All rows in one synchronous transaction: all of them or none.
-    const rows: { seq: number; body: string; fields: IndexedFields; prev: string; hash: string }[] = [];
+    const rows: { seq: number; id?: string; body: string; fields: IndexedFields; prev: string; hash: string }[] = [];
+    const answers: { seq: number; hash: string }[] = [];
+    const seen = new Set<string>();
     for (const e of events) {
+      const before = e.id === undefined ? undefined : this.sql.exec<{ seq: number; hash: string }>(
+        `SELECT e.seq, e.hash FROM event_ids i JOIN events e ON e.seq = i.seq WHERE i.id = ?`, e.id).toArray()[0];
+      if (before) {
+        answers.push(before);
+        continue;
+      }
+      if (e.id !== undefined && seen.has(e.id)) continue;
+      if (e.id !== undefined) seen.add(e.id);
       const hash = entryHash(prev, e.body);
-      rows.push({ seq: ++seq, body: e.body, fields: e.fields, prev, hash });
+      rows.push({ seq: ++seq, id: e.id, body: e.body, fields: e.fields, prev, hash });
+      answers.push({ seq, hash });
       prev = hash;
     }
     this.ctx.storage.transactionSync(() => {
@@ -126,11 +141,13 @@ export class AuditLog extends DurableObject<Env> {
           r.seq, r.fields.time, r.fields.actor, r.fields.action, r.fields.repository, r.fields.outcome, r.body, r.prev, r.hash,
         );
         this.sql.exec(`INSERT INTO outbox (seq) VALUES (?)`, r.seq);
+        if (r.id !== undefined) this.sql.exec(`INSERT INTO event_ids (id, seq) VALUES (?, ?)`, r.id, r.seq);
       }
     });
+    if (rows.length === 0) return answers;
     const alarm = await this.ctx.storage.getAlarm();
     if (alarm === null || alarm > Date.now()) await this.ctx.storage.setAlarm(Date.now());
-    return rows.map((r) => ({ seq: r.seq, hash: r.hash }));
+    return answers;
   }
 
   /**

@@ -13,6 +13,8 @@ import { MAX_HOLD_BATCH } from "./blob-store";
 import { globToRegExp } from "../auth/policy";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
 import { SliceClock, yieldThread } from "../util/slices";
+import { AuditOutbox } from "../audit/outbox";
+import type { AuditEvent } from "../audit/events";
 
 export type MemberKind = "blob" | "manifest";
 
@@ -84,6 +86,8 @@ export interface PutManifestInput {
   heldSeq?: number;
   /** What the manifest references (GC liveness); default requiredBlobs + requiredManifests. */
   refs?: string[];
+  /** The PUT's audit event, written in the transaction with `details.previous` (docs/adr/0021). */
+  audit?: AuditEvent | null;
 }
 
 /**
@@ -245,6 +249,8 @@ export class TrustStore extends DurableObject<Env> {
   private cataloged = false;
   /** Namespace quotas: this repository's reservations and reports to its rules' counters (src/gc/quotas.ts). */
   private readonly meter: QuotaMeter;
+  /** Audit events of this repository's mutations, written in their transactions (docs/adr/0021). */
+  private readonly audit: AuditOutbox;
   /**
    * Whether this object has its schema. A repository's object creates it on its first write (or
    * import), so reads of repositories that do not exist leave no stored object behind.
@@ -255,6 +261,7 @@ export class TrustStore extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.meter = new QuotaMeter(env, (repo) => (this.stored ? this.bytes(repo) : 0));
+    this.audit = new AuditOutbox(ctx, env);
     if (this.sql.exec(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'members'`).toArray().length) this.init();
     // A sliced manifest put that a crash interrupted left its pending row: undo it before anything else runs.
     if (this.stored && this.sql.exec(`SELECT 1 FROM pending_puts LIMIT 1`).toArray().length) {
@@ -307,6 +314,7 @@ export class TrustStore extends DurableObject<Env> {
       CREATE INDEX IF NOT EXISTS attestations_by_signature ON attestations(repo, source, signature);
       CREATE TABLE IF NOT EXISTS revoked_signers (signer TEXT PRIMARY KEY, gen INTEGER NOT NULL) WITHOUT ROWID;
     `);
+    this.audit.schema();
     // Attestation rows name the generation of the key that verified them (its registration time), so
     // a deleted key's rows can be revoked without touching a re-registered key of the same name.
     if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(attestations)`).toArray().some((r) => r.name === "signer_gen")) {
@@ -480,7 +488,7 @@ export class TrustStore extends DurableObject<Env> {
    * False, writing nothing, when GC fenced the digest after the BlobStore step (`heldSeq`): the
    * caller commits again (resurrecting or re-holding) and retries, or makes the client re-upload.
    */
-  async link(repo: string, member: Member, heldSeq = 0, end: UploadEnd | null = null): Promise<LinkResult> {
+  async link(repo: string, member: Member, heldSeq = 0, end: UploadEnd | null = null, audit: AuditEvent | null = null): Promise<LinkResult> {
     await this.ready(repo, true);
     const hold = await this.meter.reserve(repo, this.holdsAs(repo, member.digest, member.kind) ? 0 : member.size);
     if (hold.refusal) return { ok: false, quota: hold.refusal, held: this.holds(repo, member.digest) };
@@ -492,8 +500,10 @@ export class TrustStore extends DurableObject<Env> {
       added = !this.holdsAs(repo, member.digest, member.kind);
       this.insertMember(repo, member);
       if (end) this.endUploadNow(end);
+      this.audit.add(audit);
       return { ok: true };
     }));
+    if (r.ok && audit) await this.audit.arm();
     if (r.ok) await this.registerInCatalog(repo);
     return r;
   }
@@ -548,10 +558,15 @@ export class TrustStore extends DurableObject<Env> {
    * Remove a blob from one repository only; bytes stay for garbage collection. `held` says
    * whether the digest is still a member in another kind (the BlobStore holder must then stay).
    */
-  async unlinkBlob(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
+  async unlinkBlob(repo: string, digest: string, audit: AuditEvent | null = null): Promise<{ removed: boolean; held: boolean }> {
     if (!(await this.ready(repo))) return { removed: false, held: false };
-    const removed = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
+    const removed = this.ctx.storage.transactionSync(() => {
+      const gone = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'blob'`, repo, digest).rowsWritten > 0;
+      if (gone) this.audit.add(audit);
+      return gone;
+    });
     const held = this.holds(repo, digest);
+    if (removed && audit) await this.audit.arm();
     if (removed) await this.meter.report(repo);
     return { removed, held };
   }
@@ -591,6 +606,7 @@ export class TrustStore extends DurableObject<Env> {
         return this.putManifestRefusal(input) ?? this.writeManifestRows(input, refs, setAdded);
       })));
     result.slices = clock.stats();
+    if (result.ok && input.audit) await this.audit.arm();
     if (result.ok) await this.registerInCatalog(input.repo);
     return result;
   }
@@ -668,6 +684,8 @@ export class TrustStore extends DurableObject<Env> {
         input.repo, input.subject, m.digest, m.mediaType, m.size, input.artifactType,
         input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
     }
+    // The PUT's audit event commits with the rows it describes (docs/adr/0021).
+    this.audit.add(input.audit, { previous: previousTagDigest });
     return { ok: true, previousTagDigest };
   }
 
@@ -741,7 +759,7 @@ export class TrustStore extends DurableObject<Env> {
    * Delete a manifest by digest: its membership, every tag pointing at it, and its referrer rows.
    * `held`: the digest is still a member as a blob (the BlobStore holder must stay).
    */
-  async deleteManifest(repo: string, digest: string): Promise<{ removed: boolean; held: boolean }> {
+  async deleteManifest(repo: string, digest: string, audit: AuditEvent | null = null): Promise<{ removed: boolean; held: boolean }> {
     if (!(await this.ready(repo))) return { removed: false, held: false };
     const r = this.ctx.storage.transactionSync(() => {
       const gone = this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).rowsWritten > 0;
@@ -751,8 +769,10 @@ export class TrustStore extends DurableObject<Env> {
       this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ?`, repo, digest);
       // A deleted signature no longer attests (docs/signatures.md: rows of linked repositories' signatures are refreshed on refusal).
       this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND source = ? AND signature = ?`, repo, repo, digest);
+      this.audit.add(audit);
       return { removed: true, held: this.holds(repo, digest) };
     });
+    if (r.removed && audit) await this.audit.arm();
     if (r.removed) await this.meter.report(repo);
     return r;
   }
@@ -763,9 +783,15 @@ export class TrustStore extends DurableObject<Env> {
     return this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, digest).toArray().map((r) => r.tag);
   }
 
-  async deleteTag(repo: string, tag: string): Promise<boolean> {
+  async deleteTag(repo: string, tag: string, audit: AuditEvent | null = null): Promise<boolean> {
     if (!(await this.ready(repo))) return false;
-    return this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag).rowsWritten > 0;
+    const removed = this.ctx.storage.transactionSync(() => {
+      const gone = this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, tag).rowsWritten > 0;
+      if (gone) this.audit.add(audit);
+      return gone;
+    });
+    if (removed && audit) await this.audit.arm();
+    return removed;
   }
 
   /** Tags of a repository, lexically sorted; null when the repository does not exist. */
@@ -1349,7 +1375,9 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
-    if (this.role !== "legacy" || this.meta("migration") !== "running") return;
+    // A repository's object: forward its audit outbox. The legacy object: drive the migration.
+    if (this.role !== "legacy") return this.stored ? this.audit.alarm() : undefined;
+    if (this.meta("migration") !== "running") return;
     const batch = this.sql.exec<{ repo: string }>(`SELECT repo FROM repos WHERE migrated_at IS NULL ORDER BY repo LIMIT ?`, MIGRATE_PER_ALARM)
       .toArray().map((r) => r.repo);
     let failed = 0;

@@ -10,7 +10,7 @@ import { buildApp } from "../../src/app";
 import type { Env } from "../../src/env";
 import { auditIndexFor, auditLogFor } from "../../src/stores";
 import { GENESIS, dayOf, entryHash, linkHash, type AuditLog } from "../../src/stores/audit-log";
-import { BASE, bytes, sha256 } from "./helpers";
+import { auditForwarded, BASE, bytes, sha256 } from "./helpers";
 
 const app = buildApp();
 const e = env as unknown as Env;
@@ -48,6 +48,7 @@ describe("days chained to each other", () => {
     const data = bytes(20, 1);
     const d = await sha256(data);
     expect((await call(`/v2/chain/new/blobs/uploads/?digest=${d}`, { method: "POST", body: data, headers: { "Content-Length": "20" } })).status).toBe(201);
+    await auditForwarded("chain/new"); // the push's event reaches the log through the repository's outbox (ADR 0021)
     const yHead = (await auditLogFor(e, yesterday).summary()).head;
     expect(await auditLogFor(e, today).link()).toEqual({ previousDay: yesterday, count: 3, head: yHead });
     const firstToday = await runInDurableObject(auditLogFor(e, today), (_i: AuditLog, s) => s.storage.sql.exec<{ prev: string }>(`SELECT prev FROM events WHERE seq = 1`).one().prev);

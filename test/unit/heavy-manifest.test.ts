@@ -6,7 +6,7 @@
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { expectError, pushBlob, putManifest, req, bytes } from "./helpers";
+import { auditForwarded, expectError, pushBlob, putManifest, req, bytes } from "./helpers";
 import { trustStoreFor } from "../../src/stores";
 import { parseManifest, parseManifestSliced } from "../../src/oci/manifest";
 import { PUT_SLICE_REFS, type PutManifestInput, type TrustStore } from "../../src/stores/trust-store";
@@ -67,6 +67,12 @@ describe("heavy manifest PUTs run in slices", () => {
     const got = await req(`/v2/${repo}/manifests/big`, { headers: { Accept: MANIFEST } });
     expect(got.status).toBe(200);
     expect(new Uint8Array(await got.arrayBuffer())).toEqual(body);
+    // Its audit event commits with the rows (docs/adr/0021) in the sliced path too.
+    await auditForwarded(repo);
+    const log = await req(`/admin/audit?limit=10&repository=${repo}&action=manifest.put`);
+    expect(log.status).toBe(200);
+    const events = ((await log.json()) as { events: { action: string; target: { digest: string; tag: string } }[] }).events;
+    expect(events.map((ev) => [ev.action, ev.target.digest, ev.target.tag])).toEqual([["manifest.put", digest, "big"]]);
   });
 
   it("the object works in many short slices, not one transaction", async () => {

@@ -142,3 +142,24 @@ export async function expectBytes(got: Uint8Array, want: Uint8Array) {
   expect(got.length).toBe(want.length);
   expect(await sha256(got)).toBe(await sha256(want));
 }
+
+/**
+ * Wait until the repository's TrustStore has forwarded its audit outbox to the AuditLog (its alarm,
+ * docs/adr/0021): a registry mutation's event is then queryable. The outbox row is deleted only
+ * after the append, so "empty" means "appended".
+ */
+export async function auditForwarded(repo: string, timeoutMs = 10_000): Promise<void> {
+  const { runInDurableObject } = await import("cloudflare:test");
+  const { trustStoreFor } = await import("../../src/stores");
+  const stub = trustStoreFor(env as unknown as Env, repo);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pending = await runInDurableObject(stub, (_i: unknown, state: DurableObjectState) => {
+      const t = state.storage.sql.exec(`SELECT 1 FROM sqlite_master WHERE name = 'audit_outbox'`).toArray().length;
+      return t ? state.storage.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM audit_outbox`).one().n : 0;
+    });
+    if (pending === 0) return;
+    if (Date.now() > deadline) throw new Error(`${repo}: ${pending} audit events still in the outbox after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { buildApp } from "../../src/app";
 import type { Env } from "../../src/env";
 import { UI_FORM_MAX_BYTES } from "../../src/ui";
-import { makeImage, putManifest } from "./helpers";
+import { auditForwarded, makeImage, putManifest } from "./helpers";
 
 const ADMIN_PW = "admin-password-for-ui-tests";
 const TOKEN_VARS = { AUTH_MODE: "token", ADMIN_PASSWORD: ADMIN_PW, REGISTRY_HOSTS: "registry.test" };
@@ -371,7 +371,9 @@ describe("web UI browsing and permissions", () => {
     expect((await adminApi("GET", "/v2/gina/app/manifests/v2")).status).toBe(200);
     const after = await b.page("/ui/repos/gina/app");
     expect(after.html).toContain("Deleted v1.");
-    // The deletion is audited under gina's own principal, not the UI's.
+    // The deletion is audited under gina's own principal, not the UI's (forwarded from the
+    // repository's outbox, ADR 0021).
+    await auditForwarded("gina/app");
     const audit = await adminApi("GET", "/admin/audit?action=tag.delete&repository=gina/app");
     const ev = ((await audit.json()) as { events: { actor: { principal: string } }[] }).events;
     expect(ev.map((e) => e.actor.principal)).toEqual(["user:gina"]);

@@ -3,7 +3,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { bytes, expectBytes, expectError, patch, req, reqWith, sha256, startUpload, streamOf, withQuery } from "./helpers";
 import { Hasher } from "../../src/digest/hasher";
-import { DRAIN_MAX_BYTES, DRAIN_MAX_MS } from "../../src/storage/ingest";
+import { DRAIN_MAX_BYTES, DRAIN_MAX_MS, SMALL_PUT_MAX } from "../../src/storage/ingest";
 import { blake3 } from "@noble/hashes/blake3.js";
 import { base64ToBytes, bytesToBase64 } from "../../src/util/encoding";
 import type { UploadSession, UploadState } from "../../src/stores/upload-session";
@@ -55,6 +55,24 @@ describe("POST /v2/<name>/blobs/uploads/", () => {
     expect(res.headers.get("Location")).toBe(`/v2/up/mono/blobs/${digest}`);
     expect(res.headers.get("Docker-Content-Digest")).toBe(digest);
     await expectBytes(await pull("up/mono", digest), data);
+  });
+
+  it("whole bodies with a Content-Length either side of SMALL_PUT_MAX (read whole / streamed, native SHA-256) store exact bytes and refuse wrong digests", async () => {
+    for (const size of [SMALL_PUT_MAX, SMALL_PUT_MAX + 1, 3 * MiB + 7]) {
+      const data = bytes(size, 40 + (size % 7));
+      const digest = await sha256(data);
+      const res = await req(`/v2/up/whole/blobs/uploads/?digest=${digest}`, { method: "POST", body: data });
+      expect(res.status, String(size)).toBe(201);
+      await expectBytes(await pull("up/whole", digest), data);
+      // POST + PUT with the whole body: the same path behind a signed id.
+      const other = bytes(size, 50 + (size % 7));
+      const post = await req(`/v2/up/whole/blobs/uploads/`, { method: "POST" });
+      const d2 = await sha256(other);
+      expect((await req(`${post.headers.get("Location")}?digest=${d2}`, { method: "PUT", body: other })).status, String(size)).toBe(201);
+      await expectBytes(await pull("up/whole", d2), other);
+      const wrong = await sha256(bytes(10, size % 251));
+      await expectError(req(`/v2/up/whole/blobs/uploads/?digest=${wrong}`, { method: "POST", body: data }), 400, "DIGEST_INVALID");
+    }
   });
 
   it("accepts a monolithic upload larger than a part (multipart path)", async () => {
