@@ -11,9 +11,6 @@ import { proxyBlob } from "../proxy/pull";
 
 export async function get(c: Ctx, name: string, digestParam: string, head: boolean): Promise<Response> {
   const { digest } = parseDigest(digestParam);
-  await proxyBlob(c.env, name, digest); // a proxy namespace fetches a miss from its upstream first
-  const member = await memberBlob(c.env, name, digest);
-  if (!member) throw blobUnknown(digest);
   const etag = `"${digest}"`;
   const base: Record<string, string> = {
     "Docker-Content-Digest": digest,
@@ -23,6 +20,13 @@ export async function get(c: Ctx, name: string, digestParam: string, head: boole
     "Content-Type": "application/octet-stream",
     "Cache-Control": "max-age=31536000, immutable",
   };
+  // A proxy namespace fetches a miss from its upstream first; a plain GET gets the bytes while
+  // they land in R2 (HEAD and ranges wait for the fill; docs/proxy.md).
+  const plain = !head && !c.req.header("Range") && !c.req.header("If-None-Match");
+  const streamed = await proxyBlob(c.env, name, digest, { stream: plain, waitUntil: (p) => c.executionCtx.waitUntil(p) });
+  if (streamed) return new Response(streamed.body, { status: 200, headers: streamed.size === null ? base : { ...base, "Content-Length": String(streamed.size) } });
+  const member = await memberBlob(c.env, name, digest);
+  if (!member) throw blobUnknown(digest);
   if (ifNoneMatch(c.req.header("If-None-Match"), etag)) return new Response(null, { status: 304, headers: base });
 
   const range = parseRange(c.req.header("Range"), member.size);

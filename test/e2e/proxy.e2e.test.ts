@@ -211,9 +211,12 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
     try {
       const m = await request(proxy, "GET", "/v2/dist/corrupt/manifests/v1", { headers: { ...admin(), Accept: OCI_MANIFEST } });
       expect(m.status, show(m)).toBe(200);
-      const bad = await request(proxy, "GET", `/v2/dist/corrupt/blobs/${img.layer}`, { headers: admin() });
-      expect(bad.status, show(bad)).toBe(502);
-      expect(bad.json().errors[0].message).toContain("do not match");
+      // Streamed while verified: the client gets 200 and then a connection cut before the last byte.
+      const bad = await request(proxy, "GET", `/v2/dist/corrupt/blobs/${img.layer}`, { headers: admin() }).catch((e: Error) => e);
+      if (!(bad instanceof Error)) expect(bad.size, show(bad)).toBeLessThan(48 * 1024);
+      // HEAD fills before answering: the refusal is an OCI error there.
+      const head = await request(proxy, "HEAD", `/v2/dist/corrupt/blobs/${img.layer}`, { headers: admin() });
+      expect(head.status).toBe(502);
       const audit = await request(proxy, "GET", "/admin/audit?action=proxy.digest_mismatch", { headers: admin() });
       expect(audit.text()).toContain(img.layer);
     } finally {
