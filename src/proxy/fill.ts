@@ -107,9 +107,8 @@ export type FillOutcome = { ok: true; clientGone: boolean } | { ok: false; error
 export function teeFill(
   env: Env, repo: string, claim: ParsedDigest, upstream: ReadableStream<Uint8Array>, size: number | null,
 ): { body: ReadableStream<Uint8Array>; done: Promise<FillOutcome> } {
-  const client = size !== null ? new FixedLengthStream(size) : new IdentityTransformStream();
+  const client = new ClientChannel();
   const toR2 = new IdentityTransformStream();
-  const cw = client.writable.getWriter();
   const rw = toR2.writable.getWriter();
   const ingested = uploadWhole(env, repo, claim, { stream: toR2.readable, contentLength: size });
   ingested.catch(() => {}); // awaited below
@@ -121,28 +120,26 @@ export function teeFill(
   /** Write to the client unless it left or stalled; never throws. */
   const toClient = async (chunk: Uint8Array) => {
     if (clientGone) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const stalled = new Promise<"stalled">((r) => { timer = setTimeout(() => r("stalled"), CLIENT_STALL_MS); });
-    try {
-      const r = await Promise.race([cw.write(chunk).then(() => "ok" as const), stalled]);
-      if (r === "stalled") throw new Error(`the client took no data for ${CLIENT_STALL_MS / 1000} s`);
-    } catch {
-      clientGone = true;
-      cw.abort(new Error("client gone")).catch(() => {});
-    } finally {
-      if (timer !== undefined) clearTimeout(timer);
-    }
+    if (!(await client.write(chunk, CLIENT_STALL_MS))) clientGone = true;
   };
 
   const done = (async (): Promise<FillOutcome> => {
     let held: Uint8Array | null = null;
+    // One write in flight per branch while the next chunk is read. The R2 branch's reader asks for
+    // at least 256 KiB per read, so a short last chunk completes only with the close behind it:
+    // the close is queued right after that write, never after awaiting it (that deadlocks).
+    let r2Write: Promise<void> = Promise.resolve();
+    let clientWrite: Promise<void> = Promise.resolve();
     try {
       try {
         for await (const chunk of readChunks(upstream)) {
-          await Promise.race([Promise.all([rw.write(chunk), held ? toClient(held) : null]), r2Failed]);
+          await Promise.race([Promise.all([r2Write, clientWrite]), r2Failed]);
+          r2Write = rw.write(chunk);
+          r2Write.catch(() => {}); // awaited before the next write
+          if (held) clientWrite = toClient(held);
           held = chunk;
         }
-        await Promise.race([rw.close(), r2Failed]);
+        await Promise.race([Promise.all([r2Write, clientWrite, rw.close()]), r2Failed]);
       } catch (err) {
         await upstream.cancel().catch(() => {});
         await rw.abort(err).catch(() => {});
@@ -151,14 +148,66 @@ export function teeFill(
       }
       await ingested; // verified against the digest and committed (BlobStore, then membership)
     } catch (error) {
-      if (!clientGone) await cw.abort(error).catch(() => {}); // cut before the last chunk
+      client.fail(error); // cut before the last chunk
       return { ok: false, error, clientGone };
     }
     if (held) await toClient(held);
-    if (!clientGone) await cw.close().catch(() => {});
+    client.close();
     return { ok: true, clientGone };
   })();
   return { body: client.readable, done };
+}
+
+/**
+ * The client's body: a JavaScript ReadableStream fed chunk by chunk when the client asks for the
+ * next one (highWaterMark 0: nothing queues here). Not an IdentityTransformStream: the request
+ * log pipes every response body into a FixedLengthStream, and workerd cannot pipe one transform
+ * stream into another ("Inter-TransformStream ReadableStream.pipeTo() is not implemented").
+ */
+class ClientChannel {
+  readonly readable: ReadableStream<Uint8Array>;
+  private ctl!: ReadableStreamDefaultController<Uint8Array>;
+  private demand = false;
+  private wake: (() => void) | null = null;
+  private ended = false;
+
+  constructor() {
+    this.readable = new ReadableStream<Uint8Array>({
+      start: (ctl) => { this.ctl = ctl; },
+      pull: () => { this.demand = true; this.wake?.(); },
+      cancel: () => { this.ended = true; this.wake?.(); },
+    }, { highWaterMark: 0 });
+  }
+
+  /** Hand `chunk` to the client once it asks; false if it left or asked for nothing for `stallMs`. */
+  async write(chunk: Uint8Array, stallMs: number): Promise<boolean> {
+    if (!this.demand && !this.ended) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const asked = await new Promise<boolean>((resolve) => {
+        this.wake = () => resolve(true);
+        timer = setTimeout(() => resolve(false), stallMs);
+      });
+      this.wake = null;
+      if (timer !== undefined) clearTimeout(timer);
+      if (!asked) this.fail(new Error(`the client took no data for ${stallMs / 1000} s`));
+    }
+    if (this.ended) return false;
+    this.demand = false;
+    this.ctl.enqueue(chunk);
+    return true;
+  }
+
+  close(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.ctl.close();
+  }
+
+  fail(err: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.ctl.error(err);
+  }
 }
 
 /** Whether `err` is uploadWhole's verdict that the bytes are not the claimed blob. */

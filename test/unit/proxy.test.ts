@@ -4,7 +4,9 @@
 // with real clients through real upstreams are in test/e2e/proxy.e2e.test.ts.
 import { env } from "cloudflare:workers";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { bytes, expectError, ociError, pushBlob, req, sha256 } from "./helpers";
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { BASE, bytes, expectError, ociError, pushBlob, req, sha256 } from "./helpers";
+import { buildApp } from "../../src/app";
 import type { Env } from "../../src/env";
 import { memberBlob } from "../../src/storage/backfill";
 import { uploadSessionFor } from "../../src/stores";
@@ -126,6 +128,17 @@ describe("proxy blob fills", () => {
     const again = await req(`/v2/pxfill/stream/blobs/${digest}`);
     expect(await sha256(await readAll(again))).toBe(digest);
     expect(await upstreamGets(digest)).toBe(1);
+  });
+
+  it("stream a blob of any length through the request log (which pipes every body into a FixedLengthStream)", async () => {
+    const blob = bytes(1_000_003, 77); // not a multiple of the 256 KiB reads: a short last chunk
+    const digest = await serve(blob);
+    const ctx = createExecutionContext();
+    const res = await buildApp().fetch(new Request(`${BASE}/v2/pxfill/logged/blobs/${digest}`), { ...(env as unknown as Env), REQUEST_LOG: "on" }, ctx);
+    expect(res.status).toBe(200);
+    expect(await sha256(await readAll(res))).toBe(digest);
+    await waitOnExecutionContext(ctx);
+    expect(await isMember("pxfill/logged", digest)).toBe(true);
   });
 
   it("cut the client's stream before the last byte when the upstream's bytes do not match, keep nothing and audit it", async () => {
