@@ -100,9 +100,8 @@ export type FillOutcome = { ok: true; clientGone: boolean } | { ok: false; error
 
 /**
  * Stream `upstream` to the client and into R2 at once. Returns the client's body at once;
- * `done` settles when the fill ended (verified and committed, or failed and discarded). On a
- * failure the client's stream is aborted before its last chunk. `onError` maps a failure of
- * uploadWhole (e.g. a digest mismatch) to the error the client's stream is aborted with.
+ * `done` settles when the fill ended (verified and committed, or failed and discarded: uploadWhole
+ * deletes what it wrote); on a failure the client's stream is errored before its last chunk.
  */
 export function teeFill(
   env: Env, repo: string, claim: ParsedDigest, upstream: ReadableStream<Uint8Array>, size: number | null,
