@@ -106,7 +106,7 @@ export type FillOutcome = { ok: true; clientGone: boolean } | { ok: false; error
 export function teeFill(
   env: Env, repo: string, claim: ParsedDigest, upstream: ReadableStream<Uint8Array>, size: number | null,
 ): { body: ReadableStream<Uint8Array>; done: Promise<FillOutcome> } {
-  const client = new ClientChannel();
+  const client = new ClientChannel(size);
   const toR2 = new IdentityTransformStream();
   const rw = toR2.writable.getWriter();
   const ingested = uploadWhole(env, repo, claim, { stream: toR2.readable, contentLength: size });
@@ -160,8 +160,10 @@ export function teeFill(
 /**
  * The client's body: a JavaScript ReadableStream fed chunk by chunk when the client asks for the
  * next one (highWaterMark 0: nothing queues here). Not an IdentityTransformStream: the request
- * log pipes every response body into a FixedLengthStream, and workerd cannot pipe one transform
+ * log pipes large response bodies into a FixedLengthStream, and workerd cannot pipe one transform
  * stream into another ("Inter-TransformStream ReadableStream.pipeTo() is not implemented").
+ * Without expectedLength workerd drops the Content-Length header of a JavaScript stream and sends
+ * it chunked — and then ends an errored body with a clean last chunk behind wrangler's proxy.
  */
 class ClientChannel {
   readonly readable: ReadableStream<Uint8Array>;
@@ -170,11 +172,13 @@ class ClientChannel {
   private wake: (() => void) | null = null;
   private ended = false;
 
-  constructor() {
+  /** `size`: sent as Content-Length (workerd's expectedLength), so a cut transfer is one clients see. */
+  constructor(size: number | null) {
     this.readable = new ReadableStream<Uint8Array>({
       start: (ctl) => { this.ctl = ctl; },
       pull: () => { this.demand = true; this.wake?.(); },
       cancel: () => { this.ended = true; this.wake?.(); },
+      ...(size !== null ? { expectedLength: size } : {}),
     }, { highWaterMark: 0 });
   }
 
