@@ -54,6 +54,8 @@ export interface Env {
   WEBHOOK_BACKOFF_MS?: string;
   WEBHOOK_MAX_ATTEMPTS?: string;
   WEBHOOK_MAX_AGE_SECONDS?: string;
+  /** Proxy namespaces deployed with the Worker: a JSON list (docs/proxy.md); credentials are secrets they name. */
+  PROXY_NAMESPACES?: string | unknown[];
   [key: string]: unknown;
 }
 

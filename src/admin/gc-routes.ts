@@ -7,7 +7,7 @@
 //                    (n ≤ 100, default 50) of repositories with their usage; Link for the next page
 //   GET  /admin/usage/<repository>   logical bytes, blob/manifest/tag counts, last push
 //   GET  /admin/retention             {rules: [...]}
-//   PUT  /admin/retention  {"pattern", "keepLastTags", "keepTags", "untaggedOlderThanDays", "deleteOrphanReferrers"}
+//   PUT  /admin/retention  {"pattern", "keepLastTags", "keepTags", "untaggedOlderThanDays", "deleteOrphanReferrers", "unpulledDays"}
 //   DELETE /admin/retention?pattern=…  → 204, 404 when no such rule
 //   GET  /admin/quotas                {quotas: [{pattern, limitBytes, updatedAt, usedBytes, repositories}]}
 //                    usedBytes: the namespace's total as its counter has it (src/gc/quotas.ts)
@@ -39,6 +39,8 @@ const retentionSchema = z.object({
   keepTags: z.array(z.string().min(1).max(128).regex(/^[A-Za-z0-9_.*-]+$/, "a tag glob: tag characters and '*'")).max(50).default([]),
   untaggedOlderThanDays: z.number().min(0).max(36500).nullable().default(null),
   deleteOrphanReferrers: z.boolean().default(false),
+  /** Manifests not pulled for D days go, with their tags (null: proxy namespaces' default, else keep). */
+  unpulledDays: z.number().int().min(1).max(36500).nullable().default(null),
 }).strict();
 
 async function jsonBody<T extends z.ZodType>(c: { req: { text(): Promise<string> } }, schema: T, shape: string): Promise<z.output<T> | Response> {
@@ -97,7 +99,7 @@ export function mountGcAdminRoutes(app: Hono<any>): void {
   app.get("/retention", async (c) => c.json({ rules: await gcCoordinator(c.env as Env).retentionRules() }));
 
   app.put("/retention", async (c) => {
-    const body = await jsonBody(c, retentionSchema, '{"pattern": "<repository glob>", "keepLastTags": N, "keepTags": ["<tag glob>"], "untaggedOlderThanDays": D, "deleteOrphanReferrers": bool}');
+    const body = await jsonBody(c, retentionSchema, '{"pattern": "<repository glob>", "keepLastTags": N, "keepTags": ["<tag glob>"], "untaggedOlderThanDays": D, "deleteOrphanReferrers": bool, "unpulledDays": D}');
     if (body instanceof Response) return body;
     const gc = gcCoordinator(c.env as Env);
     if (!(await gc.setRetention(body))) return apiError("CONFLICT", `at most ${MAX_RETENTION_RULES} retention rules`, 409);

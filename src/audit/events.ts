@@ -20,7 +20,8 @@ export const AUDIT_ACTIONS = [
   "key.rotate", "key.delete",
   "trustkey.create", "trustkey.delete", // signature verification keys (docs/signatures.md)
   "gate.denied", // a pull refused by a signature-gate rule: rule, minimum, keys, found
-  "attestation.record", // a verification pass that changed a subject's verified signers
+  "attestation.record", // a verification pass that changed a subject's verified signers (details.trigger: push, listing, pull)
+  "attestation.revoke", // rows that stopped counting: their signature or its .sig tag was deleted, or their key (details.reason)
   "lock.lock", "lock.unlock",
   "gc.run", // a finished or failed GC/retention run: what it scanned, condemned and deleted
   "quota.denied", // a push refused by a namespace quota

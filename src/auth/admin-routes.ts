@@ -20,6 +20,7 @@ import {
   parseRule,
   linkedRepositories,
   signatureGatesFor,
+  reverseLinkedRepositories,
 } from "./policy";
 import { OPEN, authState, bearerToken, configOf, login, parseBasic, principalFromId, rulesFor, setAuth, signingKeysFor, storeOf, subjectOf, throttled } from "./session";
 import { accessCovers, verifyJwt, type AccessClaims } from "./tokens";
@@ -32,11 +33,12 @@ import { mountGcAdminRoutes } from "../admin/gc-routes";
 import { mountSnapshotAdminRoutes } from "../admin/snapshot-routes";
 import { mountProxyAdminRoutes } from "../proxy/admin-routes";
 import { importPublicKeyPem } from "../signatures/verify";
+import { revokeKey } from "../signatures/attestations";
 
 type Ctx = Context<any>;
 
 /** An admin-API error in the OCI envelope. Codes: BAD_REQUEST, NOT_FOUND, CONFLICT, plus the OCI ones. */
-class ApiError extends OciError {
+export class ApiError extends OciError {
   constructor(
     readonly apiCode: string,
     message: string,
@@ -353,7 +355,8 @@ adminRoutes.get("/explain", async (c) => {
     deciding: d.deciding,
     matched: d.matched,
     // Pulls of manifests also need these signatures (docs/signatures.md); links say where referrers are merged from.
-    ...(action === "pull" && repository !== null ? { signatureGates: signatureGatesFor(rules, repository), signatureRepositories: linkedRepositories(rules, repository, isValidName) } : {}),
+    // signaturesCountFor: the image repositories where a signature pushed here is recorded (reverse links).
+    ...(action === "pull" && repository !== null ? { signatureGates: signatureGatesFor(rules, repository), signatureRepositories: linkedRepositories(rules, repository, isValidName), signaturesCountFor: reverseLinkedRepositories(rules, repository, isValidName) } : {}),
   });
 });
 
@@ -412,10 +415,15 @@ adminRoutes.post("/trust-keys", async (c) => {
   return c.json({ name: b.name, algorithm }, 201);
 });
 
+// Deleting a key revokes the attestation rows it verified, in every repository, before answering
+// (docs/signatures.md). Repeating the DELETE finishes a sweep a crash or the per-request cap cut short.
 adminRoutes.delete("/trust-keys/:name", async (c) => {
-  const name = c.req.param("name");
-  if (!(await storeOf(c).deleteTrustKey(name))) throw notFound("no such key");
-  await record(c.env, { action: "trustkey.delete", outcome: { status: 204 }, details: { name } });
+  const name = c.req.param("name").slice(0, 64);
+  const gone = await storeOf(c).deleteTrustKey(name);
+  const sweep = await revokeKey(c as unknown as Parameters<typeof revokeKey>[0], name);
+  if (!gone && sweep.repositories === 0) throw notFound("no such key");
+  if (gone) await record(c.env, { action: "trustkey.delete", outcome: { status: sweep.pending ? 202 : 204 }, details: { name, revokedIn: sweep.repositories, rows: sweep.rows } });
+  if (sweep.pending) return c.json({ name, revokedIn: sweep.repositories, pending: true, message: `revoked in ${sweep.repositories} repositories; more remain: repeat this DELETE` }, 202);
   return c.body(null, 204);
 });
 

@@ -122,7 +122,7 @@ function gateMiddleware(): MiddlewareHandler<any> {
       if (!v.ok) throw unauthorized(cfg, need, `invalid token (${v.reason}); request a new one from ${cfg.realm}`, "invalid_token");
       const principal = principalFromId(v.claims.sub);
       if (!principal) throw unauthorized(cfg, need, "invalid token (unknown subject)", "invalid_token");
-      setAuth(c, { principal, via: "bearer", access: v.claims.access });
+      setAuth(c, { principal, via: "bearer", access: v.claims.access, gates: v.claims.sg });
       if (need && !accessCovers(v.claims.access, need.type, need.name, need.actions)) {
         throw unauthorized(cfg, need, `the token does not grant ${formatScope(need)}`, "insufficient_scope");
       }

@@ -378,15 +378,91 @@ export function signatureGatesFor(rules: readonly Rule[], repo: string): Signatu
 }
 
 /** Distinct keys of `gate` among `signers` (names of the keys that verified a signature). */
-export function gateCount(gate: SignatureGateRule, signers: readonly string[]): number {
+export function gateCount(gate: GateRequirement, signers: readonly string[]): number {
   return new Set(signers.filter((s) => gate.keys.includes(s))).size;
 }
 
 /** The first gate not met by `signers`, with its count; null when all are met. */
-export function unmetGate(gates: readonly SignatureGateRule[], signers: readonly string[]): { gate: SignatureGateRule; found: number } | null {
+export function unmetGate<G extends GateRequirement>(gates: readonly G[], signers: readonly string[]): { gate: G; found: number } | null {
   for (const gate of gates) {
     const found = gateCount(gate, signers);
     if (found < gate.minimum) return { gate, found };
   }
   return null;
+}
+
+// ---- reverse links and gate requirements (docs/signatures.md, ADR 0019 "Session 4") -----------
+
+/**
+ * The image repositories whose signature-repository links name `sigRepo` (the reverse of
+ * linkedRepositories), at most MAX_SIGNATURE_LINKS, used to record attestations where a signature
+ * pushed into `sigRepo` counts. A template is inverted by matching `sigRepo` against it with each
+ * {N} standing for its wildcard's pattern and {repo} for any name, then substituting the captures
+ * into the glob. Limits: a glob wildcard the template does not use cannot be recovered (the link is
+ * many-to-one), so such a link is skipped; a template whose placeholders touch without a literal
+ * between them has several splits and only the first one the matcher finds is tried. Every
+ * candidate is checked by the forward mapping, so a wrong inversion is dropped, never recorded into.
+ */
+export function reverseLinkedRepositories(rules: readonly Rule[], sigRepo: string, isValidName: (n: string) => boolean): string[] {
+  const out: string[] = [];
+  for (const r of rules) {
+    if (r.kind !== "signature-repository") continue;
+    for (const g of r.repositories) {
+      const candidate = invertLink(g, r.target, sigRepo);
+      if (candidate === null || candidate === sigRepo || out.includes(candidate) || !isValidName(candidate)) continue;
+      if (linkedRepositories(rules, candidate, isValidName).includes(sigRepo)) out.push(candidate);
+      if (out.length >= MAX_SIGNATURE_LINKS) return out;
+    }
+  }
+  return out;
+}
+
+/** The repository `glob` + `target` maps onto `sigRepo`, or null when none or not unique (see above). */
+function invertLink(glob: string, target: string, sigRepo: string): string | null {
+  const wild = glob.match(/\*+/g) ?? [];
+  const used = new Set<number>();
+  let src = "^";
+  const order: string[] = [];
+  for (const part of target.split(/(\{[1-9]\}|\{repo\})/)) {
+    if (part === "") continue;
+    const ph = /^\{([1-9]|repo)\}$/.exec(part);
+    if (!ph) {
+      src += part.replace(/[\\^$.|?*+()[\]{}]/g, "\\$&");
+      continue;
+    }
+    if (ph[1] === "repo") src += "(.+)";
+    else {
+      const k = Number(ph[1]);
+      if (k > wild.length) return null;
+      used.add(k);
+      src += wild[k - 1].length > 1 ? "(.*)" : "([^/]*)";
+    }
+    order.push(ph[1]);
+  }
+  const m = new RegExp(src + "$").exec(sigRepo);
+  if (!m) return null;
+  const got = new Map<string, string>();
+  for (const [i, key] of order.entries()) {
+    const v = m[i + 1];
+    if (got.has(key) && got.get(key) !== v) return null; // a placeholder used twice must agree
+    got.set(key, v);
+  }
+  if (got.has("repo")) return globToRegExp(glob).test(got.get("repo")!) ? got.get("repo")! : null;
+  if (used.size !== wild.length) return null;
+  let i = 0;
+  return glob.replace(/\*+/g, () => got.get(String(++i)) ?? "");
+}
+
+/** What a gated pull checks: the gate (id, keys, minimum). */
+export type GateRequirement = Pick<SignatureGateRule, "id" | "keys" | "minimum">;
+
+/**
+ * The signature gates of `repo` and the repositories whose signatures count for them (`repo` and
+ * its current links), or null when no gate covers it: what the token service embeds in an access
+ * token so that a gated Bearer pull needs no policy lookup.
+ */
+export function gateRequirements(rules: readonly Rule[], repo: string, isValidName: (n: string) => boolean): { gates: GateRequirement[]; links: string[] } | null {
+  const gates = signatureGatesFor(rules, repo);
+  if (!gates.length) return null;
+  return { gates: gates.map((g) => ({ id: g.id, keys: g.keys, minimum: g.minimum })), links: linkedRepositories(rules, repo, isValidName) };
 }

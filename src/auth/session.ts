@@ -8,7 +8,7 @@ import { authConfig, type AuthConfig, type SigningKey } from "./config";
 import { sha256Hex, stringsEqual, verifyPassword } from "./crypto";
 import { base64ToBytes } from "../util/encoding";
 import { parseRule, withBuiltins, type Rule, type Subject } from "./policy";
-import type { AccessEntry } from "./tokens";
+import type { AccessEntry, GateClaim } from "./tokens";
 import { record } from "../audit/record";
 
 export type Principal = {
@@ -26,6 +26,8 @@ export interface AuthState {
   via: "open" | "bearer" | "basic" | "anonymous" | "session";
   /** The token's access claim when the request came with a Bearer token. */
   access?: AccessEntry[];
+  /** The token's signature-gate claim (evaluated at issuance), when it carried one. */
+  gates?: GateClaim[];
   /** Rules (with built-ins) once loaded in this request. */
   rules?: Rule[];
 }

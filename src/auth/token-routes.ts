@@ -22,12 +22,14 @@ import {
 } from "./session";
 import {
   formatScope,
+  gateClaims,
   grantAccess,
   issueAccessToken,
   issueRefreshToken,
   parseScopes,
   verifyJwt,
   type AccessEntry,
+  type GateClaim,
   type RefreshClaims,
 } from "./tokens";
 
@@ -52,11 +54,15 @@ async function authenticate(c: Ctx, cfg: AuthConfig, username: string, password:
   throw badCredentials(r.message, c.req.method === "GET");
 }
 
-async function grant(c: Ctx, principal: Principal, requested: AccessEntry[]): Promise<AccessEntry[]> {
+async function grant(c: Ctx, principal: Principal, requested: AccessEntry[]): Promise<{ access: AccessEntry[]; gates?: GateClaim[] }> {
   if (principal.kind === "open") {
-    return requested.map((e) => ({ ...e, actions: e.actions.filter((a) => ["pull", "push", "delete", "*"].includes(a)) }));
+    return { access: requested.map((e) => ({ ...e, actions: e.actions.filter((a) => ["pull", "push", "delete", "*"].includes(a)) })) };
   }
-  return grantAccess(await rulesFor(c), subjectOf(principal), requested);
+  const rules = await rulesFor(c);
+  const access = grantAccess(rules, subjectOf(principal), requested);
+  // The signature gates of what it may pull ride along, so a gated pull costs no policy lookup
+  // (ADR 0019, "Session 4": as stale as the access claim itself, i.e. the token's lifetime).
+  return { access, gates: gateClaims(rules, access) };
 }
 
 async function respond(
@@ -68,8 +74,8 @@ async function respond(
   oauth: boolean,
 ) {
   const keys = await signingKeysFor(c, cfg);
-  const access = await grant(c, principal, requested);
-  const { token, claims } = await issueAccessToken({ keys, subject: principal.id, audience: cfg.service, access, ttl: cfg.tokenTtlSeconds });
+  const { access, gates } = await grant(c, principal, requested);
+  const { token, claims } = await issueAccessToken({ keys, subject: principal.id, audience: cfg.service, access, ttl: cfg.tokenTtlSeconds, gates });
   const body: Record<string, unknown> = {
     token,
     access_token: token,

@@ -7,7 +7,7 @@ import { randomId } from "./crypto";
 import { bytesToBase64url } from "../util/encoding";
 import type { SigningKey } from "./config";
 import { TOKEN_ISSUER } from "./config";
-import { allowedActions, type Action, type Rule, type Subject } from "./policy";
+import { allowedActions, gateRequirements, type Action, type GateRequirement, type Rule, type Subject } from "./policy";
 
 /** One entry of a token's "access" claim (Docker token spec). */
 export interface AccessEntry {
@@ -25,6 +25,19 @@ export interface AccessClaims extends JWTPayload {
   iat: number;
   jti: string;
   access: AccessEntry[];
+  /**
+   * Signature gates of the repositories this token may pull, evaluated at issuance (ADR 0019,
+   * "Session 4"): present (even empty) means a gated pull needs no policy lookup; absent (older
+   * tokens, or too many gates to embed) means the pull loads the rules.
+   */
+  sg?: GateClaim[];
+}
+
+/** One repository's signature gates inside an access token: gates and the repositories whose signatures count. */
+export interface GateClaim {
+  name: string;
+  gates: GateRequirement[];
+  links: string[];
 }
 
 export interface RefreshClaims extends JWTPayload {
@@ -47,6 +60,10 @@ const REPO_ACTIONS: readonly Action[] = ["pull", "push", "delete"];
 /** Most scopes one token request can name (parseScopes keeps this many), and so a token carries. */
 export const MAX_SCOPES = 64;
 const MAX_SCOPE_NAME = 512;
+/** Gate rules embedded per repository; more and the token carries no gate claim (the pull loads the rules). */
+export const MAX_GATES_PER_REPOSITORY = 16;
+/** Largest gate claim embedded in an access token (JSON characters); beyond it the claim is left out. */
+export const MAX_GATE_CLAIM_CHARS = 8192;
 
 // Claim schemas: a correctly signed token is still checked for shape before any claim is used,
 // so a malformed one is 401 invalid_token and never a TypeError (or "*" read as ["*"]).
@@ -64,7 +81,12 @@ const registeredSchema = {
   iat: z.number().int(),
   jti: z.string().max(64),
 };
-const accessClaimsSchema = z.object({ ...registeredSchema, access: z.array(accessEntrySchema).max(MAX_SCOPES) });
+const gateClaimSchema = z.strictObject({
+  name: z.string().min(1).max(MAX_SCOPE_NAME),
+  gates: z.array(z.strictObject({ id: z.string().max(128), keys: z.array(z.string().max(64)).max(32), minimum: z.number().int().min(1).max(32) })).max(MAX_GATES_PER_REPOSITORY),
+  links: z.array(z.string().max(MAX_SCOPE_NAME)).max(8),
+});
+const accessClaimsSchema = z.object({ ...registeredSchema, access: z.array(accessEntrySchema).max(MAX_SCOPES), sg: z.array(gateClaimSchema).max(MAX_SCOPES).optional() });
 const refreshClaimsSchema = z.object({ ...registeredSchema, use: z.literal("refresh"), ep: z.number().int().min(0) });
 // Web UI sessions (src/ui/session.ts): never accepted where an access or refresh token is expected.
 // `pw` ties an admin session to the ADMIN_PASSWORD it was made with (its epoch is always 0).
@@ -137,6 +159,23 @@ export function grantAccess(rules: readonly Rule[], subject: Subject, requested:
   });
 }
 
+/**
+ * The gate claim for a granted access list: the signature gates of each repository it may pull,
+ * or undefined when they do not fit (MAX_GATES_PER_REPOSITORY, MAX_GATE_CLAIM_CHARS), in which
+ * case a gated pull falls back to loading the rules.
+ */
+export function gateClaims(rules: readonly Rule[], access: readonly AccessEntry[]): GateClaim[] | undefined {
+  const out: GateClaim[] = [];
+  for (const e of access) {
+    if (e.type !== "repository" || !(e.actions.includes("pull") || e.actions.includes("*"))) continue;
+    const g = gateRequirements(rules, e.name, isValidName);
+    if (!g) continue;
+    if (g.gates.length > MAX_GATES_PER_REPOSITORY) return undefined;
+    out.push({ name: e.name, ...g });
+  }
+  return JSON.stringify(out).length > MAX_GATE_CLAIM_CHARS ? undefined : out;
+}
+
 /** Whether the access claim grants every action in `need` on (type, name). "*" grants all. */
 export function accessCovers(access: readonly AccessEntry[], type: string, name: string, need: readonly string[]): boolean {
   const held = new Set<string>();
@@ -206,8 +245,9 @@ export async function issueAccessToken(opts: {
   access: AccessEntry[];
   ttl: number;
   now?: number;
+  gates?: GateClaim[];
 }): Promise<{ token: string; claims: AccessClaims }> {
-  const claims: AccessClaims = { ...registeredClaims(opts), access: opts.access };
+  const claims: AccessClaims = { ...registeredClaims(opts), access: opts.access, ...(opts.gates ? { sg: opts.gates } : {}) };
   return { token: await signJwt(claims, opts.keys), claims };
 }
 

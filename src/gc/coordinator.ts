@@ -24,6 +24,18 @@ async function immutableTagRules(env: Env): Promise<{ repositories: string[]; ta
   return out;
 }
 import { matchGlob } from "../auth/policy";
+import { loadNamespaces } from "../proxy/config";
+
+/** Proxy namespaces' unpulled-days defaults; an invalid PROXY_NAMESPACES applies none (noted in the run). */
+async function proxyRetention(env: Env, stats: RunStats): Promise<{ prefix: string; unpulledDays: number | null }[]> {
+  try {
+    return (await loadNamespaces(env)).map((n) => ({ prefix: n.prefix, unpulledDays: n.unpulledDays ?? null }));
+  } catch (err) {
+    const msg = `proxy namespaces not applied: ${err instanceof Error ? err.message : String(err)}`.slice(0, 500);
+    if (!stats.errors.includes(msg)) stats.errors = [...stats.errors, msg].slice(-20);
+    return [];
+  }
+}
 
 /** A retention rule for the repositories its glob matches (applied by GC phase 1). */
 export interface RetentionRule {
@@ -32,6 +44,8 @@ export interface RetentionRule {
   keepTags: string[];
   untaggedOlderThanDays: number | null;
   deleteOrphanReferrers: boolean;
+  /** Manifests (and their tags) not pulled for this many days go; null: the proxy namespace's default, else keep. */
+  unpulledDays?: number | null;
   updatedAt?: number;
 }
 export const MAX_RETENTION_RULES = 100;
@@ -207,7 +221,7 @@ export class GcCoordinator extends DurableObject<Env> {
    * Start a run unless one holds the lease. `graceSeconds` and `manual` are for tests: the
    * admin API and the cron use GC_GRACE_SECONDS and alarms.
    */
-  async start(opts: { dryRun: boolean; reconcile: boolean; trigger: string; graceSeconds?: number; manual?: boolean }): Promise<StartResult> {
+  async start(opts: { dryRun: boolean; reconcile: boolean; trigger: string; graceSeconds?: number; manual?: boolean; clock?: number }): Promise<StartResult> {
     const running = this.running();
     if (running) return { ok: false, reason: "running", run: this.record(running), message: `GC run ${running.id} is still running` };
     // Before the index migration finishes, blobs of unmigrated repositories have no holders yet.
@@ -218,7 +232,7 @@ export class GcCoordinator extends DurableObject<Env> {
     if (this.running()) return this.start(opts); // another start won the race while we awaited
     const grace = opts.graceSeconds ?? config(this.env).gcGraceSeconds;
     const now = Date.now();
-    const cursor: Cursor = { phase: "repos", after: null, current: null, shard: 0, pending: null, cutoff: now - grace * 1000 };
+    const cursor: Cursor = { phase: "repos", after: null, current: null, shard: 0, pending: null, cutoff: now - grace * 1000, clock: opts.clock ?? now };
     this.sql.exec(`INSERT INTO runs (trigger, dry_run, reconcile, grace_seconds, manual, state, cursor, stats, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)`,
       opts.trigger, opts.dryRun ? 1 : 0, opts.reconcile ? 1 : 0, grace, opts.manual ? 1 : 0, JSON.stringify(cursor), JSON.stringify(emptyStats()), now);
     this.sql.exec(`DELETE FROM runs WHERE id <= (SELECT max(id) FROM runs) - ?`, HISTORY);
@@ -239,10 +253,11 @@ export class GcCoordinator extends DurableObject<Env> {
     if (!row) return null;
     const cursor = JSON.parse(row.cursor) as Cursor;
     const stats = JSON.parse(row.stats) as RunStats;
-    const opts: RunOptions = { runId: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1, retention: [], immutable: [], plan: this.planScratch(row.id) };
+    const opts: RunOptions = { runId: row.id, dryRun: row.dry_run === 1, reconcile: row.reconcile === 1, retention: [], immutable: [], proxies: [], now: cursor.clock ?? row.started_at, plan: this.planScratch(row.id) };
     if (cursor.phase === "repos") {
       opts.retention = this.retentionRules();
-      if (opts.retention.length) opts.immutable = await immutableTagRules(this.env);
+      opts.proxies = await proxyRetention(this.env, stats);
+      if (opts.retention.length || opts.proxies.length) opts.immutable = await immutableTagRules(this.env);
     }
     try {
       const next = await runStep(this.env, cursor, stats, opts);

@@ -20,6 +20,9 @@ import type { RetentionRule } from "./coordinator";
 import { matchGlob } from "../auth/policy";
 import { recordMany } from "../audit/record";
 import type { RetentionSpec } from "../stores/trust-store";
+import { afterRetention } from "../signatures/attestations";
+import { namespaceOf } from "../proxy/config";
+import { stateKey } from "../proxy/pull";
 
 export interface Cursor {
   phase: "repos" | "condemn" | "delete" | "purge" | "orphans" | "missing" | "done";
@@ -33,6 +36,8 @@ export interface Cursor {
   pending: { key: string; size: number }[] | null;
   /** Memberships and blobs created at or after this time are live (run start − grace). */
   cutoff: number;
+  /** "Now" of the run's retention rules (its start; tests may set another, GcCoordinator.start). */
+  clock?: number;
 }
 
 export interface RunOptions {
@@ -42,6 +47,10 @@ export interface RunOptions {
   /** Retention rules and immutable-tag rules (loaded by the coordinator for phase 1 steps). */
   retention: RetentionRule[];
   immutable: { repositories: string[]; tags: string[] }[];
+  /** Proxy namespaces: their `unpulledDays` is the default retention of their repositories. */
+  proxies: { prefix: string; unpulledDays: number | null }[];
+  /** Retention's "now" (ms): the cursor's clock. */
+  now: number;
   /** Dry runs: the holders the real run's phase 1 would release, kept by the coordinator for the condemn phase. */
   plan: PlanScratch;
 }
@@ -142,23 +151,33 @@ async function nextRepo(env: Env, after: string | null): Promise<string | null> 
   return null;
 }
 
-/** The retention spec for a repository: of the rules whose glob matches, the longest pattern (most specific). */
+/**
+ * The retention spec for a repository: of the rules whose glob matches, the longest pattern (most
+ * specific). A repository of a proxy namespace gets the namespace's `unpulledDays` unless its rule
+ * sets its own (docs/proxy.md "Retention").
+ */
 function retentionSpec(repo: string, o: RunOptions): RetentionSpec | null {
   const rule = o.retention.filter((r) => matchGlob(r.pattern, repo)).sort((a, b) => b.pattern.length - a.pattern.length)[0];
-  if (!rule) return null;
+  const proxy = namespaceOf(o.proxies, repo);
+  const unpulledDays = rule?.unpulledDays ?? proxy?.unpulledDays ?? null;
+  if (!rule && unpulledDays === null) return null;
   return {
-    keepLastTags: rule.keepLastTags,
-    keepTags: rule.keepTags,
+    keepLastTags: rule?.keepLastTags ?? null,
+    keepTags: rule?.keepTags ?? [],
     immutableTags: o.immutable.filter((i) => i.repositories.some((g) => !g.includes("{user}") && matchGlob(g, repo))).flatMap((i) => i.tags),
-    untaggedBefore: rule.untaggedOlderThanDays === null ? null : Date.now() - rule.untaggedOlderThanDays * 86_400_000,
-    deleteOrphanReferrers: rule.deleteOrphanReferrers,
+    untaggedBefore: rule?.untaggedOlderThanDays == null ? null : o.now - rule.untaggedOlderThanDays * 86_400_000,
+    deleteOrphanReferrers: rule?.deleteOrphanReferrers ?? false,
+    unpulledBefore: unpulledDays === null ? null : o.now - unpulledDays * 86_400_000,
   };
 }
 
-const listRetention = (stats: RunStats, repo: string, r: { tags: { tag: string; digest: string }[]; manifests: { digest: string; why: string }[] }) => {
+type Removed = { tags: { tag: string; digest: string; why?: string }[]; manifests: { digest: string; why: string }[] };
+const tagWhy = (t: { why?: string }) => (t.why === "unpulled" ? "unpulled" : "tag beyond keepLastTags");
+
+const listRetention = (stats: RunStats, repo: string, r: Removed) => {
   stats.retentionTagsRemoved += r.tags.length;
   stats.retentionManifestsDeleted += r.manifests.length;
-  for (const t of r.tags) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, tag: t.tag, digest: t.digest, why: "tag beyond keepLastTags" });
+  for (const t of r.tags) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, tag: t.tag, digest: t.digest, why: tagWhy(t) });
   for (const m of r.manifests) if (stats.retention.length < MAX_LISTED) stats.retention.push({ repository: repo, digest: m.digest, why: m.why });
 };
 
@@ -195,11 +214,11 @@ async function planRepo(env: Env, repo: string, cutoff: number, stats: RunStats,
  * Each retention deletion is an audit event (issue 11 "Audit"), written durably before the run
  * goes on: the deletion has happened, and "who removed prod/api:v1?" must have an answer.
  */
-async function auditRetention(env: Env, repo: string, r: { tags: { tag: string; digest: string }[]; manifests: { digest: string; why: string }[] }, runId: number): Promise<void> {
+async function auditRetention(env: Env, repo: string, r: Removed, runId: number): Promise<void> {
   const principal = "gc:retention";
   // Only if the log and the R2 spool both fail: the deletion stands, the run goes on, and the loss is logged.
   await recordMany(env, [
-    ...r.tags.map((t) => ({ action: "retention.tag" as const, principal, target: { repository: repo, tag: t.tag, digest: t.digest }, details: { run: runId, why: "tag beyond keepLastTags" } })),
+    ...r.tags.map((t) => ({ action: "retention.tag" as const, principal, target: { repository: repo, tag: t.tag, digest: t.digest }, details: { run: runId, why: tagWhy(t) } })),
     ...r.manifests.map((m) => ({ action: "retention.manifest" as const, principal, target: { repository: repo, digest: m.digest }, details: { run: runId, why: m.why } })),
   ]).catch((e) => console.error(JSON.stringify({ type: "audit-unavailable", action: "retention", repository: repo, error: String(e) })));
 }
@@ -214,6 +233,9 @@ async function sweepRepo(env: Env, repo: string, cutoff: number, stats: RunStats
     const r = await trust.gcRetention(repo, spec, false);
     listRetention(stats, repo, r);
     await auditRetention(env, repo, r, o.runId);
+    await afterRetention(env, repo, r); // deleted signatures stop counting for gates (docs/signatures.md)
+    // A proxy repository's removed tags leave their upstream-check state behind otherwise.
+    if (r.tags.length && namespaceOf(o.proxies, repo)) await env.BUCKET.delete(r.tags.map((t) => stateKey(repo, t.tag)));
     const release = r.manifests.filter((m) => !m.held).map((m) => m.digest);
     for (const g of groupByBlobShard(env, release)) await g.store.releaseMany(repo, g.digests, since);
     if (!r.more) break;

@@ -23,9 +23,12 @@ export async function get(c: Ctx, name: string, digestParam: string, head: boole
   // A proxy namespace fetches a miss from its upstream first; a plain GET gets the bytes while
   // they land in R2 (HEAD and ranges wait for the fill; docs/proxy.md).
   const plain = !head && !c.req.header("Range") && !c.req.header("If-None-Match");
-  const streamed = await proxyBlob(c.env, name, digest, { stream: plain, waitUntil: (p) => c.executionCtx.waitUntil(p) });
-  if (streamed) return new Response(streamed.body, { status: 200, headers: streamed.size === null ? base : { ...base, "Content-Length": String(streamed.size) } });
-  const member = await memberBlob(c.env, name, digest);
+  const proxied = await proxyBlob(c.env, name, digest, { stream: plain, waitUntil: (p) => c.executionCtx.waitUntil(p) });
+  if (proxied && "streamed" in proxied) {
+    const { body, size } = proxied.streamed;
+    return new Response(body, { status: 200, headers: size === null ? base : { ...base, "Content-Length": String(size) } });
+  }
+  const member = proxied?.member ?? (await memberBlob(c.env, name, digest));
   if (!member) throw blobUnknown(digest);
   if (ifNoneMatch(c.req.header("If-None-Match"), etag)) return new Response(null, { status: 304, headers: base });
 

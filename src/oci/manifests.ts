@@ -18,7 +18,9 @@ import { rulesFor } from "../auth/session";
 import { immutableRuleFor } from "../auth/policy";
 import { deleteManifest } from "../storage/holders";
 import { proxyManifest, STALE_HEADER } from "../proxy/pull";
+import { pullDay } from "../stores/trust-store";
 import { gatedMemberManifest } from "../signatures/gate";
+import { afterSignaturePush, beforeSignatureDelete, signatureTagSubject } from "../signatures/attestations";
 
 type Reference = { tag: string; digest: null } | { tag: null; digest: ParsedDigest };
 
@@ -37,8 +39,10 @@ function parseReference(reference: string, lookup = false): Reference {
 
 export async function get(c: Ctx, name: string, reference: string, head: boolean): Promise<Response> {
   const ref = parseReference(reference, true);
-  const proxied = await proxyManifest(c.env, name, { tag: ref.tag, digest: ref.digest?.digest ?? null });
-  const m = await gatedMemberManifest(c, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null);
+  // A GET is a pull (GC's unpulled-days retention): the lookup stamps the day, HEAD does not.
+  const pulledDay = head ? undefined : pullDay();
+  const proxied = await proxyManifest(c.env, name, { tag: ref.tag, digest: ref.digest?.digest ?? null }, pulledDay);
+  const m = await gatedMemberManifest(c, name, ref.digest ? ref.digest.digest : ref.tag!, ref.digest !== null, { known: proxied?.manifest, pulledDay });
   if (!m) throw manifestUnknown(reference);
   const accept = c.req.header("Accept");
   if (!acceptable(accept, m.mediaType)) {
@@ -80,6 +84,8 @@ export async function put(c: Ctx, name: string, reference: string): Promise<Resp
   const tag = ref.tag;
   const immutableRule = async () => (tag === null ? null : immutableRuleFor(await rulesFor(c), name, tag)?.id ?? null);
   await commitManifest(c.env, { repo: name, digest, sha256: computed.sha256!, body, parsed, tag, immutableRule });
+  // A signature: its attestation rows are recorded after the response (docs/signatures.md).
+  await afterSignaturePush(c, name, parsed, tag);
   const headers: Record<string, string> = {
     Location: `/v2/${name}/manifests/${digest}`,
     "Docker-Content-Digest": digest,
@@ -99,6 +105,13 @@ export async function remove(c: Ctx, name: string, reference: string): Promise<R
   } else {
     const tag = ref.tag;
     await assertTagMutable(c, name, tag, () => trust.tagDigest(name, tag), null);
+  }
+  // Rows a signature gave in linked repositories go first, so the gate closes when this answers.
+  if (ref.digest) await beforeSignatureDelete(c, name, ref.digest.digest);
+  else {
+    const signed = signatureTagSubject(ref.tag!);
+    const at = signed === null ? null : await trust.tagDigest(name, ref.tag!);
+    if (at !== null) await beforeSignatureDelete(c, name, at, signed);
   }
   const removed = ref.digest ? await deleteManifest(c.env, name, ref.digest.digest) : await trust.deleteTag(name, ref.tag!);
   if (!removed) throw manifestUnknown(reference);

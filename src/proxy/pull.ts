@@ -13,6 +13,7 @@ import { hashHex } from "../digest/hasher";
 import { commitManifest } from "../storage/handoff";
 import { digestPolicy, uploadWhole } from "../storage/uploads";
 import { memberBlob, memberManifest } from "../storage/backfill";
+import type { ManifestRecord } from "../stores/trust-store";
 import { record } from "../audit/record";
 import { proxyFor, type ProxyTarget } from "./config";
 import { isDigestMismatch, takeFillLease, teeFill } from "./fill";
@@ -34,55 +35,85 @@ function once<T>(key: string, run: () => Promise<T>): Promise<T> {
   return p;
 }
 
-const stateKey = (repo: string, tag: string) => `_proxy/tags/${repo}/${tag}`;
+/** R2 key of a cached tag's last upstream check (GC deletes it with the tag). */
+export const stateKey = (repo: string, tag: string) => `_proxy/tags/${repo}/${tag}`;
+
+/**
+ * Last upstream check per cached tag, kept in the isolate too: a pull within the TTL then costs
+ * no R2 read of the tag's state. Bounded; cleared when full (the R2 object stays the truth).
+ */
+const checked = new Map<string, { at: number; digest: string }>();
+const MAX_CHECKED = 10_000;
+function noteChecked(repo: string, tag: string, at: number, digest: string) {
+  if (checked.size >= MAX_CHECKED) checked.clear();
+  checked.set(`${repo}|${tag}`, { at, digest });
+}
+
+async function lastCheck(env: Env, repo: string, tag: string, digest: string): Promise<number> {
+  const known = checked.get(`${repo}|${tag}`);
+  if (known && known.digest === digest) return known.at;
+  const state = await env.BUCKET.head(stateKey(repo, tag));
+  const at = Number(state?.customMetadata?.checkedAt ?? 0);
+  if (state?.customMetadata?.digest === digest) noteChecked(repo, tag, at, digest);
+  return at;
+}
 
 /**
  * Make sure `reference` of proxy repository `repo` is cached and fresh. Returns null for an
- * ordinary repository, else the stale reason when a cached tag is served because the upstream
- * failed to revalidate it.
+ * ordinary repository. Else `stale`: why a cached tag is served although the upstream failed to
+ * revalidate it; `manifest`: the record when it was served from the cache as found (the route
+ * uses it instead of looking it up again), null when it was (re)fetched. `pulledDay` (a GET):
+ * the lookup records the pull, as the route's would (see TrustStore.manifest).
  */
-export async function proxyManifest(env: Env, repo: string, ref: { tag: string | null; digest: string | null }): Promise<{ stale: string | null } | null> {
+export async function proxyManifest(env: Env, repo: string, ref: { tag: string | null; digest: string | null }, pulledDay?: number): Promise<{ stale: string | null; manifest: ManifestRecord | null } | null> {
   const t = await proxyFor(env, repo);
   if (!t) return null;
   if (ref.digest !== null) {
     const digest = ref.digest;
-    if (await memberManifest(env, repo, digest, true)) return { stale: null };
-    await once(`m|${repo}|${digest}`, () => fetchManifest(env, t, repo, digest, null));
-    return { stale: null };
+    const local = await memberManifest(env, repo, digest, true, pulledDay);
+    if (local) return { stale: null, manifest: local };
+    await once(`m|${repo}|${digest}`, () => fetchManifest(env, t, repo, digest, null)).catch((e) => { throw namedProblem(t, e); });
+    return { stale: null, manifest: null };
   }
   const tag = ref.tag!;
-  const local = await memberManifest(env, repo, tag, false);
-  if (local) {
-    const state = await env.BUCKET.head(stateKey(repo, tag));
-    const checkedAt = Number(state?.customMetadata?.checkedAt ?? 0);
-    if (Date.now() - checkedAt < t.ns.tagTtlSeconds * 1000) return { stale: null };
-  }
+  const local = await memberManifest(env, repo, tag, false, pulledDay);
+  if (local && Date.now() - (await lastCheck(env, repo, tag, local.digest)) < t.ns.tagTtlSeconds * 1000) return { stale: null, manifest: local };
   try {
-    await once(`t|${repo}|${tag}`, () => revalidate(env, t, repo, tag, local?.digest ?? null));
-    return { stale: null };
+    const kept = await once(`t|${repo}|${tag}`, () => revalidate(env, t, repo, tag, local?.digest ?? null));
+    return { stale: null, manifest: kept ? local : null };
   } catch (err) {
     if (local && isOutage(err)) {
       console.warn(`proxy: serving cached ${repo}:${tag}: ${(err as Error).message}`);
-      return { stale: `upstream unavailable (${err instanceof OciError ? err.status : "error"}); cached ${local.digest}` };
+      return { stale: `upstream unavailable (${err instanceof OciError ? err.status : "error"}); cached ${local.digest}`, manifest: local };
     }
-    throw err;
+    throw namedProblem(t, err);
   }
 }
 
-async function revalidate(env: Env, t: ProxyTarget, repo: string, tag: string, localDigest: string | null): Promise<void> {
+/** An upstream refusal while the namespace's secret is unusable says so (the secret is the likely cause). */
+function namedProblem(t: ProxyTarget, err: unknown): unknown {
+  if (!t.credentialsProblem || !(err instanceof OciError) || err.code !== "DENIED") return err;
+  return oci("DENIED", `${err.message}; and ${t.credentialsProblem}`, err.detail, err.status);
+}
+
+/** True when the cached tag still matches the upstream (only its check time renewed). */
+async function revalidate(env: Env, t: ProxyTarget, repo: string, tag: string, localDigest: string | null): Promise<boolean> {
   if (localDigest !== null) {
     const head = await upstreamFetch(t, "HEAD", `manifests/${tag}`, { Accept: MANIFEST_ACCEPT });
     if (!head.ok) throw await upstreamError(t, head, manifestUnknown(t, tag));
     if (head.headers.get("Docker-Content-Digest") === localDigest) {
       await markChecked(env, repo, tag, localDigest);
-      return;
+      return true;
     }
   }
   await fetchManifest(env, t, repo, tag, tag);
+  return false;
 }
 
 async function markChecked(env: Env, repo: string, tag: string, digest: string) {
-  await env.BUCKET.put(stateKey(repo, tag), "", { customMetadata: { checkedAt: String(Date.now()), digest } });
+  const at = Date.now();
+  await env.BUCKET.put(stateKey(repo, tag), "", { customMetadata: { checkedAt: String(at), digest } });
+  noteChecked(repo, tag, at, digest);
 }
 
 /** GET a manifest upstream (by tag or digest), verify it, store it byte-exact, move `tag`. */
@@ -124,21 +155,25 @@ export interface StreamedBlob {
 /**
  * A blob missing from proxy repository `repo`: fetch it from the upstream (one filler per
  * repository and digest, src/proxy/fill.ts), verify it and commit it through the normal handoff.
- * Returns null when the blob is a member now (the caller serves it from R2), or — with `stream`
- * (a plain GET) — the body to send while it is still landing; `waitUntil` keeps that fill alive
- * if the client leaves. Without `stream` (HEAD, ranges) the fill completes before this returns.
+ * Returns `{member}` when it was cached (the lookup, for the route to reuse), `{streamed}` — with
+ * `stream` (a plain GET) — the body to send while it is still landing (`waitUntil` keeps that fill
+ * alive if the client leaves), or null: not a proxy repository, or filled now (look it up).
+ * Without `stream` (HEAD, ranges) the fill completes before this returns.
  */
-export async function proxyBlob(env: Env, repo: string, digestParam: string, opts: { stream?: boolean; waitUntil?: (p: Promise<unknown>) => void } = {}): Promise<StreamedBlob | null> {
+export async function proxyBlob(
+  env: Env, repo: string, digestParam: string, opts: { stream?: boolean; waitUntil?: (p: Promise<unknown>) => void } = {},
+): Promise<{ member: NonNullable<Awaited<ReturnType<typeof memberBlob>>> } | { streamed: StreamedBlob } | null> {
   const t = await proxyFor(env, repo);
   if (!t) return null;
   const claim = parseDigest(digestParam);
-  if (await memberBlob(env, repo, claim.digest)) return null;
+  const member = await memberBlob(env, repo, claim.digest);
+  if (member) return { member };
   const lease = await takeFillLease(env, repo, claim.digest);
   if (!lease) return null; // another request filled it meanwhile
   let streaming = false;
   try {
     const res = await upstreamFetch(t, "GET", `blobs/${claim.digest}`);
-    if (!res.ok) throw await upstreamError(t, res, oci("BLOB_UNKNOWN", `blob ${claim.digest} is not known to ${t.ns.upstream}/${t.upstreamRepo}`, { digest: claim.digest }));
+    if (!res.ok) throw namedProblem(t, await upstreamError(t, res, oci("BLOB_UNKNOWN", `blob ${claim.digest} is not known to ${t.ns.upstream}/${t.upstreamRepo}`, { digest: claim.digest })));
     const declared = res.headers.get("Content-Length");
     const contentLength = declared && /^\d+$/.test(declared) ? Number(declared) : null;
     if (opts.stream && opts.waitUntil && res.body) {
@@ -147,7 +182,7 @@ export async function proxyBlob(env: Env, repo: string, digestParam: string, opt
       opts.waitUntil(fill.done.then(async (outcome) => {
         if (!outcome.ok) await fillFailed(env, t, repo, claim.digest, outcome.error).catch(() => {});
       }).finally(() => lease.release()));
-      return { body: fill.body, size: contentLength };
+      return { streamed: { body: fill.body, size: contentLength } };
     }
     try {
       await uploadWhole(env, repo, claim, { stream: res.body, contentLength });

@@ -17,6 +17,8 @@ export interface VerificationKey {
   name: string;
   algorithm: KeyAlgorithm;
   key: CryptoKey;
+  /** The registration's generation (attestation rows carry it; 0 when unknown). */
+  gen?: number;
 }
 
 export interface SignatureCheck {
@@ -27,6 +29,8 @@ export interface SignatureCheck {
   signer: string | null;
   /** Why it does not count, when not verified. */
   reason: string | null;
+  /** The verifying key's generation, when verified. */
+  signerGen?: number;
 }
 
 /** Imports a PEM "PUBLIC KEY" (SPKI) as cosign writes it: ECDSA P-256 or Ed25519. Throws on anything else. */
@@ -136,15 +140,15 @@ export async function verifySimpleSigning(manifestBytes: Uint8Array, subject: st
       fail(`${COSIGN_SIGNATURE_ANNOTATION} is not valid base64`);
       continue;
     }
-    let signer: string | null = null;
+    let signer: VerificationKey | null = null;
     for (const k of keys) {
       if (await verifyWith(k, sig, payload)) {
-        signer = k.name;
+        signer = k;
         break;
       }
     }
     if (signer === null) fail("no registered key verifies the signature");
-    else checks.push({ payload: digest, verified: true, signer, reason: null });
+    else checks.push({ payload: digest, verified: true, signer: signer.name, reason: null, signerGen: signer.gen ?? 0 });
   }
   return checks;
 }

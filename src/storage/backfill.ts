@@ -69,11 +69,11 @@ export async function memberBlob(env: Env, repo: string, digest: string) {
 }
 
 /** Resolve a manifest of `repo`, backfilling a pre-index repository once on a miss. */
-export async function memberManifest(env: Env, repo: string, reference: string, isDigest: boolean) {
+export async function memberManifest(env: Env, repo: string, reference: string, isDigest: boolean, pulledDay?: number) {
   const trust = trustStoreFor(env, repo);
-  const got = await trust.manifest(repo, reference, isDigest);
+  const got = await trust.manifest(repo, reference, isDigest, pulledDay);
   if (got !== "backfill") return got;
   await backfillRepo(env, repo);
-  const again = await trust.manifest(repo, reference, isDigest);
+  const again = await trust.manifest(repo, reference, isDigest, pulledDay);
   return again === "backfill" ? null : again;
 }

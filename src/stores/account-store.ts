@@ -87,6 +87,8 @@ type Row = Record<string, SqlStorageValue>;
 export const SNAPSHOT_PAGE = 500;
 
 const now = () => Math.floor(Date.now() / 1000);
+/** Most keys one noteTrustKeyUses call names (as many as may be registered). */
+export const MAX_TRUST_KEY_USES = 100;
 
 /** "admin" | "robot$alice+ci" | "alice" → what to look up. */
 export function classifyAccount(account: string): { kind: "admin" } | { kind: "robot"; name: string } | { kind: "user"; name: string } {
@@ -117,6 +119,9 @@ export class AccountStore extends DurableObject<Env> {
         created_at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS trust_keys (
         name TEXT PRIMARY KEY, algorithm TEXT NOT NULL, pem TEXT NOT NULL, created_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS trust_key_seq (id INTEGER PRIMARY KEY CHECK (id = 1), gen INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS trust_key_repos (
+        name TEXT NOT NULL, gen INTEGER NOT NULL, repo TEXT NOT NULL, PRIMARY KEY (name, gen, repo)) WITHOUT ROWID;
       DROP TABLE IF EXISTS throttle;
       CREATE TABLE IF NOT EXISTS login_throttle (
         account TEXT NOT NULL, addr TEXT NOT NULL, failures INTEGER NOT NULL DEFAULT 0,
@@ -133,6 +138,10 @@ export class AccountStore extends DurableObject<Env> {
         account TEXT PRIMARY KEY, failures INTEGER NOT NULL, window_start INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS login_account_age ON login_account(window_start);
     `);
+    // Key generations (docs/signatures.md): keys registered before them have generation 0.
+    if (!(this.sql.exec("PRAGMA table_info(trust_keys)").toArray() as Row[]).some((r) => r.name === "gen")) {
+      this.sql.exec("ALTER TABLE trust_keys ADD COLUMN gen INTEGER NOT NULL DEFAULT 0");
+    }
   }
 
   private one(query: string, ...args: SqlStorageValue[]): Row | null {
@@ -444,8 +453,9 @@ export class AccountStore extends DurableObject<Env> {
 
   // ---- signature verification keys (docs/signatures.md) ----------------------------------------
 
-  trustKeys(): { name: string; algorithm: string; pem: string; createdAt: number }[] {
-    return (this.sql.exec("SELECT * FROM trust_keys ORDER BY name").toArray() as Row[]).map((r) => ({ name: String(r.name), algorithm: String(r.algorithm), pem: String(r.pem), createdAt: Number(r.created_at) }));
+  /** Registered keys; `gen` tells a key from an earlier key of the same name (attestation rows carry it). */
+  trustKeys(): { name: string; algorithm: string; pem: string; createdAt: number; gen: number }[] {
+    return (this.sql.exec("SELECT * FROM trust_keys ORDER BY name").toArray() as Row[]).map((r) => ({ name: String(r.name), algorithm: String(r.algorithm), pem: String(r.pem), createdAt: Number(r.created_at), gen: Number(r.gen) }));
   }
 
   /**
@@ -459,12 +469,51 @@ export class AccountStore extends DurableObject<Env> {
     const twin = this.trustKeys().find((k) => material(k.pem) === material(pem));
     if (twin) return { sameKeyAs: twin.name };
     if (Number(this.one("SELECT COUNT(*) AS n FROM trust_keys")!.n) >= max) return "full";
-    this.sql.exec("INSERT INTO trust_keys (name, algorithm, pem, created_at) VALUES (?, ?, ?, ?)", name, algorithm, pem, now());
+    // A generation never reused, even by a key re-registered under a deleted key's name.
+    const last = Number(this.one("SELECT gen FROM trust_key_seq WHERE id = 1")?.gen ?? 0);
+    const gen = Math.max(Date.now(), last + 1);
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("INSERT INTO trust_key_seq (id, gen) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET gen = excluded.gen", gen);
+      this.sql.exec("INSERT INTO trust_keys (name, algorithm, pem, created_at, gen) VALUES (?, ?, ?, ?, ?)", name, algorithm, pem, now(), gen);
+    });
     return "ok";
   }
 
-  deleteTrustKey(name: string): boolean {
-    return this.sql.exec("DELETE FROM trust_keys WHERE name = ?", name).rowsWritten > 0;
+  /** Deletes a key; answers its generation (whose attestation rows must be revoked), null when unknown. */
+  deleteTrustKey(name: string): { gen: number } | null {
+    const r = this.one("SELECT gen FROM trust_keys WHERE name = ?", name);
+    if (!r) return null;
+    this.sql.exec("DELETE FROM trust_keys WHERE name = ?", name);
+    return { gen: Number(r.gen) };
+  }
+
+  /**
+   * Notes that `repo` holds verified attestation rows of `keys` (before the rows are written), so
+   * that deleting one of them knows which repositories to revoke in. Answers the names that are
+   * still registered with that generation: rows of any other key must not be recorded as verified.
+   */
+  noteTrustKeyUses(repo: string, keys: { name: string; gen: number }[]): string[] {
+    if (keys.length > MAX_TRUST_KEY_USES) throw new RangeError(`noteTrustKeyUses takes at most ${MAX_TRUST_KEY_USES} keys`);
+    const live: string[] = [];
+    for (const k of keys) {
+      if (!this.one("SELECT 1 AS x FROM trust_keys WHERE name = ? AND gen = ?", k.name, k.gen)) continue;
+      this.sql.exec("INSERT OR IGNORE INTO trust_key_repos (name, gen, repo) VALUES (?, ?, ?)", k.name, k.gen, repo);
+      live.push(k.name);
+    }
+    return live;
+  }
+
+  /** Repositories still to revoke deleted key `name` in (any deleted generation), at most `n` (≤ 100). */
+  pendingKeyRevocations(name: string, n: number): { gen: number; repo: string }[] {
+    const current = this.one("SELECT gen FROM trust_keys WHERE name = ?", name);
+    return (this.sql.exec("SELECT gen, repo FROM trust_key_repos WHERE name = ? AND gen != ? ORDER BY gen, repo LIMIT ?", name, current ? Number(current.gen) : -1, Math.min(Math.max(n, 1), 100)).toArray() as Row[])
+      .map((r) => ({ gen: Number(r.gen), repo: String(r.repo) }));
+  }
+
+  /** The revocations of `done` are finished (at most 100). */
+  finishKeyRevocations(name: string, done: { gen: number; repo: string }[]): void {
+    if (done.length > 100) throw new RangeError("finishKeyRevocations takes at most 100 rows");
+    for (const d of done) this.sql.exec("DELETE FROM trust_key_repos WHERE name = ? AND gen = ? AND repo = ?", name, d.gen, d.repo);
   }
 
   // ---- policies -------------------------------------------------------------------------------

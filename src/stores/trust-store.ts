@@ -51,6 +51,8 @@ export interface AttestationRecord {
   verified: boolean;
   reason: string | null;
   verifiedAt: number;
+  /** Generation (registration time, ms) of the key that verified it; 0 when none did. */
+  signerGen?: number;
 }
 
 /** Most attestation rows kept per subject. */
@@ -107,6 +109,9 @@ export const MAX_ENDED_UPLOADS = 100_000;
 const ENDED_PRUNE_BATCH = 20;
 
 
+/** The UTC day number of a time (pull tracking: a manifest's last pull is known to the day). */
+export const pullDay = (ms = Date.now()): number => Math.floor(ms / 86_400_000);
+
 export interface RetentionSpec {
   /** Keep the newest N tags by push time; null: no tag limit. */
   keepLastTags: number | null;
@@ -117,11 +122,16 @@ export interface RetentionSpec {
   /** Untagged manifests created before this time (ms) go; null: keep them. */
   untaggedBefore: number | null;
   deleteOrphanReferrers: boolean;
+  /**
+   * Manifests neither pulled nor stored since this time (ms) go, with their tags; null: keep.
+   * A pull on day D counts until the end of D (the stamp is a day), so the drop comes N to N+1 days on.
+   */
+  unpulledBefore?: number | null;
 }
 
 export interface RetentionResult {
-  tags: { tag: string; digest: string }[];
-  manifests: { digest: string; size: number; why: "untagged" | "orphan-referrer"; held: boolean }[];
+  tags: { tag: string; digest: string; why?: "unpulled" }[];
+  manifests: { digest: string; size: number; why: "untagged" | "orphan-referrer" | "unpulled"; held: boolean }[];
   more: boolean;
 }
 
@@ -274,11 +284,25 @@ export class TrustStore extends DurableObject<Env> {
       ) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS upload_ends (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, expires_at INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS upload_ends_by_expiry ON upload_ends(expires_at);
+      CREATE INDEX IF NOT EXISTS attestations_by_signature ON attestations(repo, source, signature);
+      CREATE TABLE IF NOT EXISTS revoked_signers (signer TEXT PRIMARY KEY, gen INTEGER NOT NULL) WITHOUT ROWID;
     `);
+    // Attestation rows name the generation of the key that verified them (its registration time), so
+    // a deleted key's rows can be revoked without touching a re-registered key of the same name.
+    if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(attestations)`).toArray().some((r) => r.name === "signer_gen")) {
+      this.sql.exec(`ALTER TABLE attestations ADD COLUMN signer_gen INTEGER NOT NULL DEFAULT 0`);
+    }
     // GC (docs/adr/0011): a manifest's references are indexed when it is stored; rows from
     // before that have refs_indexed = 0 and are indexed by GC before anything is dropped.
-    if (!this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().some((r) => r.name === "refs_indexed")) {
+    const memberCols = this.sql.exec<{ name: string }>(`PRAGMA table_info(members)`).toArray().map((r) => r.name);
+    if (!memberCols.includes("refs_indexed")) {
       this.sql.exec(`ALTER TABLE members ADD COLUMN refs_indexed INTEGER NOT NULL DEFAULT 0`);
+    }
+    // Pull tracking (docs/proxy.md "Retention"): the UTC day a manifest was last pulled. Rows from
+    // before it count as pulled on the day the column arrives, so an upgrade drops nothing at once.
+    if (!memberCols.includes("pulled_day")) {
+      this.sql.exec(`ALTER TABLE members ADD COLUMN pulled_day INTEGER`);
+      this.sql.exec(`UPDATE members SET pulled_day = ? WHERE kind = 'manifest'`, pullDay());
     }
     this.stored = true;
     this.migrate();
@@ -563,13 +587,32 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   /** Resolve a tag or digest to a manifest of this repository. */
-  async manifest(repo: string, reference: string, isDigest: boolean): Promise<ManifestRecord | null | "backfill"> {
+  /**
+   * A manifest by tag or digest. `pulledDay` (a manifest GET, see pullDay): the lookup records the
+   * pull — one row write when the stored day is older, so at most one write per manifest per day.
+   */
+  async manifest(repo: string, reference: string, isDigest: boolean, pulledDay?: number): Promise<ManifestRecord | null | "backfill"> {
     if (!(await this.ready(repo))) return null;
     const digest = isDigest ? reference : this.tagTarget(repo, reference);
-    const row = digest === null ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string }>(
-      `SELECT size, r2_key, media_type FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
-    if (row) return { digest: digest!, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
+    const row = digest === null ? undefined : this.sql.exec<{ size: number; r2_key: string; media_type: string; pulled_day: number | null }>(
+      `SELECT size, r2_key, media_type, pulled_day FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest).toArray()[0];
+    if (row) {
+      if (pulledDay !== undefined && (row.pulled_day ?? -1) < pulledDay) {
+        this.sql.exec(`UPDATE members SET pulled_day = ? WHERE repo = ? AND digest = ? AND kind = 'manifest'`, pulledDay, repo, digest);
+      }
+      return { digest: digest!, kind: "manifest", size: row.size, r2Key: row.r2_key, mediaType: row.media_type };
+    }
     return this.flagged(repo) ? "backfill" : null;
+  }
+
+  /** Days (UTC, see pullDay) the repository's manifests were last pulled; null: never since tracking began. */
+  async pulledDays(repo: string, digests: string[]): Promise<Record<string, number | null>> {
+    if (!(await this.ready(repo))) return {};
+    const out: Record<string, number | null> = {};
+    for (const d of digests.slice(0, 100)) {
+      out[d] = this.sql.exec<{ p: number | null }>(`SELECT pulled_day AS p FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, d).toArray()[0]?.p ?? null;
+    }
+    return out;
   }
 
   async tagDigest(repo: string, tag: string): Promise<string | null> {
@@ -710,11 +753,14 @@ export class TrustStore extends DurableObject<Env> {
     return this.ctx.storage.transactionSync(() => {
       const before = key(this.sql.exec<{ source: string; signature: string; signer: string | null }>(`SELECT source, signature, signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1`, repo, subject).toArray());
       this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND subject = ?`, repo, subject);
-      for (const r of rows) {
-        this.sql.exec(`INSERT OR REPLACE INTO attestations (repo, subject, source, signature, payload, kind, signer, verified, reason, verified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          repo, subject, r.source, r.signature, r.payload, r.kind, r.signer, r.verified ? 1 : 0, r.reason, r.verifiedAt);
+      // A key revoked here after this pass read it does not count (a pass racing a key delete).
+      const revoked = new Map(this.sql.exec<{ signer: string; gen: number }>(`SELECT signer, gen FROM revoked_signers`).toArray().map((r) => [r.signer, Number(r.gen)]));
+      const kept = rows.map((r) => (r.verified && r.signer !== null && (revoked.get(r.signer) ?? -1) >= (r.signerGen ?? 0) ? { ...r, verified: false, reason: `key ${r.signer} was deleted` } : r));
+      for (const r of kept) {
+        this.sql.exec(`INSERT OR REPLACE INTO attestations (repo, subject, source, signature, payload, kind, signer, verified, reason, verified_at, signer_gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          repo, subject, r.source, r.signature, r.payload, r.kind, r.signer, r.verified ? 1 : 0, r.reason, r.verifiedAt, r.signerGen ?? 0);
       }
-      return { stored: true, changed: before !== key(rows.filter((r) => r.verified)) };
+      return { stored: true, changed: before !== key(kept.filter((r) => r.verified)) };
     });
   }
 
@@ -722,16 +768,20 @@ export class TrustStore extends DurableObject<Env> {
    * A manifest (as `manifest`) with the keys that verified signatures of it and of each index of
    * this repository that lists it, from the attestation rows: what a gated pull needs, in one call.
    */
-  async gatedManifest(repo: string, reference: string, isDigest: boolean, freshAfter = 0): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
-    const manifest = await this.manifest(repo, reference, isDigest);
+  async gatedManifest(repo: string, reference: string, isDigest: boolean, freshAfter = 0, sources: string[] | null = null, pulledDay?: number): Promise<{ manifest: ManifestRecord | null | "backfill"; signers: string[]; parents: string[][] }> {
+    const manifest = await this.manifest(repo, reference, isDigest, pulledDay);
     if (manifest === null || manifest === "backfill") return { manifest, signers: [], parents: [] };
-    // Rows verified before `freshAfter` do not count: a signature deleted from a linked repository
-    // or a deleted key must stop counting (the caller re-verifies instead).
-    const signers = this.sql.exec<{ signer: string }>(`SELECT DISTINCT signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1 AND signer IS NOT NULL AND verified_at >= ? LIMIT ?`, repo, manifest.digest, freshAfter, ATTESTATIONS_MAX).toArray().map((r) => r.signer);
+    // Rows verified before `freshAfter` do not count (the safety net: the caller re-verifies), nor
+    // rows from a repository that is no longer linked (`sources`: this one and its current links,
+    // at most MAX_SIGNATURE_LINKS + 1 names; null = any).
+    const src = sources === null ? null : JSON.stringify(sources.slice(0, 16));
+    const signers = this.sql.exec<{ signer: string }>(`SELECT DISTINCT signer FROM attestations WHERE repo = ? AND subject = ? AND verified = 1 AND signer IS NOT NULL AND verified_at >= ?
+      AND (? IS NULL OR source IN (SELECT value FROM json_each(?))) LIMIT ?`, repo, manifest.digest, freshAfter, src, src, ATTESTATIONS_MAX).toArray().map((r) => r.signer);
     const byParent = new Map<string, string[]>();
     for (const r of this.sql.exec<{ parent: string; signer: string }>(
       `SELECT DISTINCT f.manifest AS parent, a.signer FROM refs f JOIN attestations a ON a.repo = f.repo AND a.subject = f.manifest AND a.verified = 1 AND a.signer IS NOT NULL AND a.verified_at >= ?
-       WHERE f.repo = ? AND f.digest = ? LIMIT ?`, freshAfter, repo, manifest.digest, ATTESTATIONS_MAX)) {
+         AND (? IS NULL OR a.source IN (SELECT value FROM json_each(?)))
+       WHERE f.repo = ? AND f.digest = ? LIMIT ?`, freshAfter, src, src, repo, manifest.digest, ATTESTATIONS_MAX)) {
       byParent.set(r.parent, [...(byParent.get(r.parent) ?? []), r.signer]);
     }
     return { manifest, signers, parents: [...byParent.values()] };
@@ -743,6 +793,52 @@ export class TrustStore extends DurableObject<Env> {
     return this.sql.exec<{ source: string; signature: string; payload: string; kind: string; signer: string | null; verified: number; reason: string | null; verified_at: number }>(
       `SELECT * FROM attestations WHERE repo = ? AND subject = ? ORDER BY source, signature, payload LIMIT ?`, repo, subject, ATTESTATIONS_MAX).toArray()
       .map((r) => ({ source: r.source, signature: r.signature, payload: r.payload, kind: r.kind, signer: r.signer, verified: r.verified === 1, reason: r.reason, verifiedAt: Number(r.verified_at) }));
+  }
+
+  /**
+   * Drops the rows that signature manifest `signature` of repository `source` gave (all subjects, or
+   * only `subject`): it was deleted, or its `sha256-<hex>.sig` tag was. Answers the subjects whose
+   * verified rows went, so the caller can audit the revocation. Nothing else is read or written.
+   */
+  async dropAttestationsFrom(repo: string, source: string, signature: string, subject: string | null = null): Promise<{ subjects: string[] }> {
+    if (!(await this.ready(repo))) return { subjects: [] };
+    return this.ctx.storage.transactionSync(() => {
+      const subjects = this.sql.exec<{ subject: string }>(`SELECT DISTINCT subject FROM attestations WHERE repo = ? AND source = ? AND signature = ? AND verified = 1 AND (? IS NULL OR subject = ?) LIMIT ?`,
+        repo, source, signature, subject, subject, ATTESTATIONS_MAX).toArray().map((r) => r.subject);
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND source = ? AND signature = ? AND (? IS NULL OR subject = ?)`, repo, source, signature, subject, subject);
+      return { subjects };
+    });
+  }
+
+  /**
+   * dropAttestationsFrom for many signatures of `source` at once (a retention step's deletions), at
+   * most SQL_IN_BATCH, passed as one JSON parameter. Answers how many verified rows went.
+   */
+  async dropAttestationsFromMany(repo: string, source: string, signatures: string[]): Promise<{ dropped: number }> {
+    if (!(await this.ready(repo)) || !signatures.length) return { dropped: 0 };
+    if (signatures.length > SQL_IN_BATCH) throw new RangeError(`dropAttestationsFromMany takes at most ${SQL_IN_BATCH} signatures`);
+    return this.ctx.storage.transactionSync(() => {
+      const list = JSON.stringify(signatures);
+      const dropped = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM attestations WHERE repo = ? AND source = ? AND verified = 1 AND signature IN (SELECT value FROM json_each(?))`, repo, source, list).one().n;
+      this.sql.exec(`DELETE FROM attestations WHERE repo = ? AND source = ? AND signature IN (SELECT value FROM json_each(?))`, repo, source, list);
+      return { dropped: Number(dropped) };
+    });
+  }
+
+  /**
+   * A trust key was deleted: its rows of generation ≤ `gen` stop counting at once (kept, marked
+   * unverified, so the listing says why), and a pass that read the key before the delete cannot
+   * record it afterwards (revoked_signers, checked by recordAttestations). Answers how many
+   * verified rows it turned.
+   */
+  async revokeSigner(repo: string, signer: string, gen: number): Promise<{ revoked: number }> {
+    if (!(await this.ready(repo))) return { revoked: 0 };
+    return this.ctx.storage.transactionSync(() => {
+      this.sql.exec(`INSERT INTO revoked_signers (signer, gen) VALUES (?, ?) ON CONFLICT (signer) DO UPDATE SET gen = max(gen, excluded.gen)`, signer, gen);
+      const revoked = this.sql.exec(`UPDATE attestations SET verified = 0, reason = ? WHERE repo = ? AND signer = ? AND signer_gen <= ? AND verified = 1`,
+        `key ${signer} was deleted`, repo, signer, gen).rowsWritten;
+      return { revoked };
+    });
   }
 
   // ---- garbage collection (docs/adr/0011) ---------------------------------------------------
@@ -899,7 +995,11 @@ export class TrustStore extends DurableObject<Env> {
         if (!dryRun) this.sql.exec(`DELETE FROM tags WHERE repo = ? AND tag = ?`, repo, t.tag);
       }
     }
-    const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer") => {
+    const drop = (digest: string, size: number, why: "untagged" | "orphan-referrer" | "unpulled") => {
+      if (why === "unpulled") {
+        // Its tags go with it: listed (and audited) as retention.tag.
+        for (const t of this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, digest)) out.tags.push({ tag: t.tag, digest, why });
+      }
       if (!dryRun) {
         this.sql.exec(`DELETE FROM members WHERE repo = ? AND digest = ? AND kind = 'manifest'`, repo, digest);
         this.sql.exec(`DELETE FROM tags WHERE repo = ? AND digest = ?`, repo, digest);
@@ -936,6 +1036,29 @@ export class TrustStore extends DurableObject<Env> {
           // A tag removed above in a dry run still exists in the table: gcPlan gives the exact plan.
           drop(o.digest, o.size, "untagged");
           removed++;
+        }
+      }
+      if (spec.unpulledBefore != null) {
+        // Not pulled (nor stored) since the cutoff; a manifest another one still references (an
+        // index's child) or a referrer goes only with its parent or subject, as above; one with
+        // a kept or immutable tag stays. Walked in digest order, a page at a time.
+        for (let after = ""; ;) {
+          const page = this.sql.exec<{ digest: string; size: number }>(
+            `SELECT m.digest, m.size FROM members m WHERE m.repo = ? AND m.kind = 'manifest' AND m.digest > ?
+               AND max(m.created_at, (coalesce(m.pulled_day, -1) + 1) * 86400000) < ?
+               AND NOT EXISTS (SELECT 1 FROM refs r WHERE r.repo = m.repo AND r.digest = m.digest)
+               AND NOT EXISTS (SELECT 1 FROM referrers f WHERE f.repo = m.repo AND f.digest = m.digest)
+             ORDER BY m.digest LIMIT ?`, repo, after, spec.unpulledBefore, n + 1).toArray();
+          for (const o of page) {
+            if (seen.has(o.digest) || out.manifests.some((m) => m.digest === o.digest)) continue;
+            const tags = this.sql.exec<{ tag: string }>(`SELECT tag FROM tags WHERE repo = ? AND digest = ?`, repo, o.digest).toArray();
+            if (tags.some((t) => keepGlobs.some((g) => g.test(t.tag)))) continue;
+            if (out.manifests.length >= n) return { ...out, more: true };
+            drop(o.digest, o.size, "unpulled");
+            removed++;
+          }
+          if (page.length <= n) break;
+          after = page[page.length - 1].digest;
         }
       }
       if (dryRun) break;

@@ -94,9 +94,9 @@ export function mountAdmin(ui: Hono<{ Bindings: any; Variables: UiVars }>, up: U
               {[...(list.data.builtin as Record<string, any>[]).map((r) => ({ ...r, builtin: true }) as Record<string, any>), ...rules].map((r) => (
                 <tr data-rule={r.id}>
                   <td class="mono">{r.id}</td>
-                  <td>{r.kind === "immutable-tags" ? "immutable tags" : r.effect}</td>
+                  <td>{ruleKind(r)}</td>
                   <td>{(r.subjects ?? []).join(", ")}</td>
-                  <td>{(r.actions ?? r.tags ?? []).join(", ")}</td>
+                  <td>{ruleWhat(r)}</td>
                   <td>{(r.repositories ?? ["(all)"]).join(", ")}</td>
                   <td>{r.priority}</td>
                   <td>
@@ -417,7 +417,7 @@ async function explainResult(c: UiCtx, up: Upstream, subject: string, action: st
         {r.error}
       </div>
     );
-  const d = r.data as { allowed: boolean; reason: string; matched: { id: string; effect?: string }[] };
+  const d = r.data as { allowed: boolean; reason: string; matched: { id: string; effect?: string }[]; signatureGates?: Record<string, any>[]; signatureRepositories?: string[] };
   return (
     <div id="explain-result" aria-live="polite">
       <p>
@@ -432,6 +432,16 @@ async function explainResult(c: UiCtx, up: Upstream, subject: string, action: st
           {d.matched.length ? d.matched.map((m) => `${m.id} (${m.effect ?? "rule"})`).join(", ") : "none"}
         </span>
       </p>
+      {d.signatureGates?.length ? (
+        <p>
+          Signature gates: <span id="explain-gates">{d.signatureGates.map((g) => `${g.id}: ${ruleWhat(g)}`).join("; ")}</span>
+        </p>
+      ) : null}
+      {d.signatureRepositories?.length ? (
+        <p>
+          Signatures also read from: <span id="explain-links">{d.signatureRepositories.join(", ")}</span>
+        </p>
+      ) : null}
     </div>
   );
 }
@@ -587,4 +597,19 @@ async function usersPage(c: UiCtx, up: Upstream, created: { account: string; sec
       </section>
     </>,
   );
+}
+
+/** The policy table's kind column: every rule kind by name (docs/auth.md, docs/signatures.md). */
+function ruleKind(r: Record<string, any>): string {
+  if (r.kind === "immutable-tags") return "immutable tags";
+  if (r.kind === "signature-repository") return "signature repository";
+  if (r.kind === "signature-gate") return "signature gate";
+  return String(r.effect ?? "");
+}
+
+/** What the rule grants or requires: actions, protected tags, a link's target, a gate's keys. */
+function ruleWhat(r: Record<string, any>): string {
+  if (r.kind === "signature-repository") return `signatures in ${r.target}`;
+  if (r.kind === "signature-gate") return `${r.minimum} of {${(r.keys ?? []).join(", ")}} must sign`;
+  return (r.actions ?? r.tags ?? []).join(", ");
 }

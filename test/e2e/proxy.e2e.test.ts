@@ -146,7 +146,8 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
     await Promise.all([
       startDistribution({ htpasswd: `mirror:${hash}\n` }).then((r) => (dist = r)),
       startRegistry({ https: false, vars: { AUTH_MODE: "token", ADMIN_PASSWORD: "upstream-admin", REQUEST_LOG: "off" } }).then((r) => (upTok = r)),
-      startTokenRegistry({ alice: "alice-password" }).then((r) => (proxy = r)),
+      // Upstream credentials are Worker secrets (here --var, like .dev.vars), named by the namespaces.
+      startTokenRegistry({ alice: "alice-password" }, { DIST_CREDS: "mirror:mirror-pw", TOK_CREDS: "bob:bob-password" }).then((r) => (proxy = r)),
       Docker.start().then((d) => (docker = d)),
     ]);
     // A user on the token-mode upstream, owning the bob/ namespace.
@@ -163,16 +164,19 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  test("namespaces are configured through the admin API; credentials are never returned", async () => {
-    const shown = await setNs({ prefix: "dist", upstream: cDist.url, username: "mirror", password: "mirror-pw", tagTtlSeconds: TTL, timeoutSeconds: 5 });
-    expect(shown).toMatchObject({ prefix: "dist", credentials: true, tagTtlSeconds: TTL });
-    await setNs({ prefix: "tok", upstream: cTok.url, username: "bob", password: "bob-password" });
+  test("namespaces are configured through the admin API naming secrets; no credential value is returned", async () => {
+    const shown = await setNs({ prefix: "dist", upstream: cDist.url, credentialsSecret: "DIST_CREDS", tagTtlSeconds: TTL, timeoutSeconds: 5 });
+    expect(shown).toMatchObject({ prefix: "dist", credentials: "secret", credentialsSecret: "DIST_CREDS", tagTtlSeconds: TTL });
+    await setNs({ prefix: "tok", upstream: cTok.url, credentialsSecret: "TOK_CREDS" });
     const list = await request(proxy, "GET", "/admin/proxies", { headers: admin() });
     expect(list.status).toBe(200);
     expect(list.text()).not.toContain("mirror-pw");
     expect(list.text()).not.toContain("bob-password");
-    const badIn = await request(proxy, "PUT", "/admin/proxies", { headers: { ...admin(), "Content-Type": "application/json" }, body: JSON.stringify({ prefix: "x", upstream: "ftp://nope" }) });
-    expect(badIn.status).toBe(400);
+    const put = (body: unknown) => request(proxy, "PUT", "/admin/proxies", { headers: { ...admin(), "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    expect((await put({ prefix: "x", upstream: "ftp://nope" })).status).toBe(400);
+    const unbound = await put({ prefix: "x", upstream: cDist.url, credentialsSecret: "NOT_BOUND_CREDS" });
+    expect(unbound.status).toBe(400);
+    expect(unbound.text()).toContain("wrangler secret put NOT_BOUND_CREDS");
   });
 
   test("a user without pull on the namespace causes no upstream request", async () => {
@@ -264,7 +268,7 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
   }, 60_000);
 
   test("a stopped upstream still serves cached tags, saying so in a header", async () => {
-    await setNs({ prefix: "dist", upstream: cDist.url, username: "mirror", password: "mirror-pw", tagTtlSeconds: 0, timeoutSeconds: 5 });
+    await setNs({ prefix: "dist", upstream: cDist.url, credentialsSecret: "DIST_CREDS", tagTtlSeconds: 0, timeoutSeconds: 5 });
     cDist.mode = "down";
     try {
       const m = await request(proxy, "GET", "/v2/dist/tiny/manifests/v1", { headers: { ...admin(), Accept: OCI_MANIFEST } });
@@ -281,7 +285,7 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
   }, 60_000);
 
   test("an upstream rate limit is TOOMANYREQUESTS with Retry-After; a hanging upstream is a timeout; cached tags are still served", async () => {
-    await setNs({ prefix: "dist", upstream: cDist.url, username: "mirror", password: "mirror-pw", tagTtlSeconds: 0, timeoutSeconds: 1 });
+    await setNs({ prefix: "dist", upstream: cDist.url, credentialsSecret: "DIST_CREDS", tagTtlSeconds: 0, timeoutSeconds: 1 });
     try {
       cDist.mode = "429";
       const limited = await request(proxy, "GET", "/v2/dist/not-cached/manifests/v1", { headers: admin() });
@@ -304,7 +308,7 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
   }, 60_000);
 
   test("a multi-platform index pulls through with every platform", async () => {
-    await setNs({ prefix: "dist", upstream: cDist.url, username: "mirror", password: "mirror-pw", tagTtlSeconds: TTL, timeoutSeconds: 5 });
+    await setNs({ prefix: "dist", upstream: cDist.url, credentialsSecret: "DIST_CREDS", tagTtlSeconds: TTL, timeoutSeconds: 5 });
     const amd = await pushTiny(dist, "multi", "amd64", distAuth);
     const arm = await pushTiny(dist, "multi", "arm64", distAuth);
     const index = Buffer.from(JSON.stringify({

@@ -2,7 +2,8 @@
 // signatures (made with node:crypto: ECDSA P-256 DER and Ed25519, base64 in
 // dev.cosignproject.cosign/signature) are pushed over HTTP into prod-sigs/app; a link merges them
 // into prod/app's referrers; a "2 of {alice, bob}" signature-gate rule refuses the skopeo pull
-// with one valid signature and allows it with two. Unregistered keys and other digests don't count.
+// with one valid signature, allows it with two, and refuses it again at once when one is deleted.
+// Unregistered keys and other digests don't count.
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { createHash, generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -32,7 +33,7 @@ beforeAll(async () => {
   if (clients.skip) return;
   clients.assert();
   work = mkdtempSync(join(tmpdir(), "cloister-e2e-sigs-"));
-  const [r, l] = await Promise.all([startRegistry({ vars: { AUTH_MODE: "token", ADMIN_PASSWORD: ADMIN_PW } }), buildLayout(join(work, "layout"), work)]);
+  const [r, l] = await Promise.all([startRegistry({ vars: { AUTH_MODE: "token", ADMIN_PASSWORD: ADMIN_PW, SIGNATURE_RECHECK_SECONDS: "86400" } }), buildLayout(join(work, "layout"), work)]);
   reg = r;
   layout = l;
   skopeo = new Skopeo(reg);
@@ -122,5 +123,12 @@ describe.skipIf(clients.skip)("signatures across repositories and the signature 
     expect(allowed.code, allowed.stderr).toBe(0);
     const att = (await call("GET", `/v2/prod/app/attestations/${subject}`, undefined, undefined, 200)).json() as { attestations: { signer: string | null; verified: boolean }[] };
     expect(att.attestations.filter((a) => a.verified).map((a) => a.signer).sort()).toEqual(["alice", "bob"]);
+
+    // bob's .sig tag is deleted: the gate closes at once (rows never go stale here: SIGNATURE_RECHECK_SECONDS is a day)
+    await call("DELETE", `/v2/prod-sigs/app/manifests/sha256-${subject.slice(7)}.sig`, undefined, undefined, 202);
+    const closed = await pull();
+    expect(closed.code).not.toBe(0);
+    expect(closed.stderr).toMatch(/denied|403/i);
+    expect((await request(reg, "GET", "/v2/prod/app/manifests/1", { headers: admin })).json().errors[0].message).toContain("found 1");
   });
 });

@@ -1185,4 +1185,18 @@ describe("signature repository links: the cross-repository referrers merge", () 
     expect((await x.listed()).length).toBe(2);
     expect((await x.alice(`/v2/${x.sigs}/manifests/${x.ref.digest}`)).status).toBe(200);
   });
+  it("attestation rows recorded at a signature push land only in the repositories linked to it (docs/signatures.md)", async () => {
+    const x = await setup();
+    const sibling = `${x.aliceName}/other`; // linked to ${bob}/sigs/other, not to the signatures' repository
+    await pushImage(x.alice, sibling, x.subject, "v1");
+    const rowsIn = (repo: string) => trustStoreFor(env as unknown as Env, repo).attestations(repo, x.subject.digest);
+    await x.pushSigs();
+    expect(await rowsIn(x.image)).toEqual([]); // no link: nothing crosses
+    await x.link();
+    await x.pushSigs(); // pushed again, now linked
+    const got = await rowsIn(x.image);
+    // the sha256-<hex>.sig manifest counts as a signature (the example referrer's artifactType is not one): present, verified by no key
+    expect(got.map((r) => ({ source: r.source, signature: r.signature, verified: r.verified }))).toEqual([{ source: x.sigs, signature: x.tagged.digest, verified: false }]);
+    expect(await rowsIn(sibling)).toEqual([]);
+  });
 });

@@ -9,15 +9,16 @@ import { req, sha256 } from "./helpers";
 export const E = env as unknown as Env;
 export const gc = () => gcCoordinator(E);
 
-export async function startGc(opts: { dryRun?: boolean; reconcile?: boolean; graceSeconds?: number } = {}): Promise<RunRecord> {
+/** `clock`: the run's retention "now" (ms), to age content without waiting. */
+export async function startGc(opts: { dryRun?: boolean; reconcile?: boolean; graceSeconds?: number; clock?: number } = {}): Promise<RunRecord> {
   await gc().runToEnd(); // a run left paused by an earlier failed test must not fail this one
-  const r = await gc().start({ dryRun: opts.dryRun ?? false, reconcile: opts.reconcile ?? false, graceSeconds: opts.graceSeconds ?? 0, manual: true, trigger: "test" });
+  const r = await gc().start({ dryRun: opts.dryRun ?? false, reconcile: opts.reconcile ?? false, graceSeconds: opts.graceSeconds ?? 0, manual: true, trigger: "test", clock: opts.clock });
   if (!r.ok) throw new Error(`gc did not start: ${r.message}`);
   return r.run;
 }
 
 /** A whole manual run. */
-export async function runGc(opts: { dryRun?: boolean; reconcile?: boolean; graceSeconds?: number } = {}): Promise<RunRecord> {
+export async function runGc(opts: { dryRun?: boolean; reconcile?: boolean; graceSeconds?: number; clock?: number } = {}): Promise<RunRecord> {
   await startGc(opts);
   const r = await gc().runToEnd();
   expect(r?.state).toBe("done");

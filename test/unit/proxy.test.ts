@@ -5,27 +5,125 @@
 import { env } from "cloudflare:workers";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
-import { BASE, bytes, expectError, ociError, pushBlob, req, sha256 } from "./helpers";
+import { BASE, bytes, expectError, ociError, pushBlob, req, reqWith, sha256 } from "./helpers";
 import { buildApp } from "../../src/app";
+import { PROXY_CONFIG_KEY, proxyFor, saveApiNamespaces } from "../../src/proxy/config";
 import type { Env } from "../../src/env";
 import { memberBlob } from "../../src/storage/backfill";
 import { uploadSessionFor } from "../../src/stores";
 import { fillSessionId } from "../../src/proxy/fill";
 
+const E = env as unknown as Env;
+
 const json = (body: unknown, method = "PUT"): RequestInit => ({ method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 
 describe("proxy namespaces", () => {
-  it("are set, listed without the password, and removed through the admin API", async () => {
-    const put = await req("/admin/proxies", json({ prefix: "pxunit", upstream: "http://127.0.0.1:1", username: "u", password: "secret-pw", timeoutSeconds: 1 }));
+  it("name their credentials' secret: the value is never returned, the name is", async () => {
+    const vars = { PXUNIT_CREDS: "mirror:secret-pw" };
+    const put = await reqWith(vars, "/admin/proxies", json({ prefix: "pxunit", upstream: "http://127.0.0.1:1", credentialsSecret: "PXUNIT_CREDS", timeoutSeconds: 1 }));
     expect(put.status).toBe(200);
-    expect(await put.json()).toMatchObject({ prefix: "pxunit", credentials: true, tagTtlSeconds: 300, libraryPrefix: false });
-    const list = await req("/admin/proxies");
-    const text = await list.text();
-    expect(text).toContain("pxunit");
+    const shown = await put.json();
+    expect(shown).toMatchObject({ prefix: "pxunit", credentials: "secret", credentialsSecret: "PXUNIT_CREDS", tagTtlSeconds: 300, libraryPrefix: false, unpulledDays: 30, source: "api" });
+    expect(shown).not.toHaveProperty("warning");
+    const text = await (await reqWith(vars, "/admin/proxies")).text();
+    expect(text).toContain("PXUNIT_CREDS");
     expect(text).not.toContain("secret-pw");
-    expect((await req("/admin/proxies/pxunit", { method: "DELETE" })).status).toBe(204);
-    expect((await req("/admin/proxies/pxunit", { method: "DELETE" })).status).toBe(404);
-    expect(await (await req("/admin/proxies")).text()).not.toContain("pxunit");
+    expect(text).not.toContain("mirror");
+    // The upstream requests get the secret's value.
+    const t = await proxyFor({ ...E, ...vars }, "pxunit/app");
+    expect(t?.ns).toMatchObject({ username: "mirror", password: "secret-pw" });
+    expect(t?.credentialsProblem).toBeNull();
+    // Unbound later (e.g. a deploy without the secret): the listing says so, the pull path knows why.
+    const listed = ((await (await reqWith({}, "/admin/proxies")).json()) as { proxies: { prefix: string; warning?: string }[] }).proxies.find((p) => p.prefix === "pxunit");
+    expect(listed?.warning).toContain("wrangler secret put PXUNIT_CREDS");
+    expect((await proxyFor(E, "pxunit/app"))?.credentialsProblem).toContain("not bound");
+    expect((await reqWith({}, "/admin/proxies/pxunit", { method: "DELETE" })).status).toBe(204);
+    expect((await reqWith({}, "/admin/proxies/pxunit", { method: "DELETE" })).status).toBe(404);
+    expect(await (await reqWith({}, "/admin/proxies")).text()).not.toContain("pxunit");
+  });
+
+  it("refuse an unbound, malformed or reserved secret and inline credentials with a 400 saying what to do", async () => {
+    const cases: [Record<string, string>, Record<string, unknown>, string][] = [
+      [{}, { credentialsSecret: "NOPE_CREDS" }, "wrangler secret put NOPE_CREDS"],
+      [{ HALF_CREDS: "no-colon" }, { credentialsSecret: "HALF_CREDS" }, "must hold user:token"],
+      [{}, { credentialsSecret: "ADMIN_PASSWORD" }, "cloister's own"],
+      [{}, { credentialsSecret: "not a name" }, "NAME of a Worker secret"],
+      [{}, { username: "u", password: "p" }, "wrangler secret put"],
+    ];
+    for (const [vars, extra, message] of cases) {
+      const r = await reqWith(vars, "/admin/proxies", json({ prefix: "pxbad", upstream: "http://127.0.0.1:1", ...extra }));
+      expect(r.status, JSON.stringify(extra)).toBe(400);
+      expect(await r.text(), JSON.stringify(extra)).toContain(message);
+    }
+    expect(await (await reqWith({}, "/admin/proxies")).text()).not.toContain("pxbad");
+  });
+
+  it("keep R2-stored credentials of older versions working, flagged until replaced by a secret", async () => {
+    // What an older version wrote through the API: the password inside the R2 object.
+    await saveApiNamespaces(E, [{ prefix: "pxold", upstream: "http://127.0.0.1:1", libraryPrefix: false, tagTtlSeconds: 300, timeoutSeconds: 1, username: "olduser", password: "old-secret-pw" } as never]);
+    const t = await proxyFor(E, "pxold/app");
+    expect(t?.ns).toMatchObject({ username: "olduser", password: "old-secret-pw", unpulledDays: 30 });
+    const list = await (await reqWith({}, "/admin/proxies")).text();
+    expect(list).not.toContain("old-secret-pw");
+    const shown = (JSON.parse(list) as { proxies: { prefix: string; credentials: string; warning?: string }[] }).proxies.find((p) => p.prefix === "pxold");
+    expect(shown).toMatchObject({ credentials: "r2" });
+    expect(shown?.warning).toContain("stored in R2; move to a secret");
+    // Replaced with a secret: nothing of the old password is kept.
+    const vars = { PXOLD_CREDS: "newuser:new-pw" };
+    expect((await reqWith(vars, "/admin/proxies", json({ prefix: "pxold", upstream: "http://127.0.0.1:1", credentialsSecret: "PXOLD_CREDS" }))).status).toBe(200);
+    const obj = await E.BUCKET.get(PROXY_CONFIG_KEY);
+    expect(await obj!.text()).not.toContain("old-secret-pw");
+    expect((await proxyFor({ ...E, ...vars }, "pxold/app"))?.ns).toMatchObject({ username: "newuser", password: "new-pw" });
+    expect((await reqWith({}, "/admin/proxies/pxold", { method: "DELETE" })).status).toBe(204);
+  });
+
+  it("come from PROXY_NAMESPACES too: validated, merged, winning on the same prefix, read-only in the API", async () => {
+    expect((await reqWith({}, "/admin/proxies", json({ prefix: "pxtoml", upstream: "http://127.0.0.1:2" }))).status).toBe(200);
+    const toml = { PROXY_NAMESPACES: JSON.stringify([{ prefix: "pxtoml", upstream: "http://127.0.0.1:1", credentialsSecret: "TOML_CREDS", tagTtlSeconds: 60 }, { prefix: "pxtoml2", upstream: "http://127.0.0.1:3", unpulledDays: null }]), TOML_CREDS: "t:toml-pw" };
+    const list = (await (await reqWith(toml, "/admin/proxies")).json()) as { proxies: { prefix: string; source: string; upstream: string }[] };
+    const mine = list.proxies.filter((p) => p.prefix.startsWith("pxtoml"));
+    expect(mine).toEqual([
+      expect.objectContaining({ prefix: "pxtoml", source: "wrangler.toml", upstream: "http://127.0.0.1:1", credentialsSecret: "TOML_CREDS", tagTtlSeconds: 60, unpulledDays: 30 }),
+      expect.objectContaining({ prefix: "pxtoml2", source: "wrangler.toml", unpulledDays: null }),
+    ]);
+    expect(JSON.stringify(list)).not.toContain("toml-pw");
+    expect((await proxyFor({ ...E, ...toml }, "pxtoml/a"))?.ns).toMatchObject({ upstream: "http://127.0.0.1:1", password: "toml-pw" });
+    // The admin API can neither change nor delete them, nor overlap them.
+    for (const r of [
+      await reqWith(toml, "/admin/proxies", json({ prefix: "pxtoml2", upstream: "http://127.0.0.1:9" })),
+      await reqWith(toml, "/admin/proxies/pxtoml2", { method: "DELETE" }),
+      await reqWith(toml, "/admin/proxies/pxtoml", { method: "DELETE" }),
+    ]) {
+      expect(r.status).toBe(409);
+      expect(await r.text()).toContain("wrangler.toml");
+    }
+    expect((await reqWith(toml, "/admin/proxies", json({ prefix: "pxtoml2/sub", upstream: "http://127.0.0.1:9" }))).status).toBe(400);
+    // They act: pushes are refused.
+    await expectError(reqWith(toml, "/v2/pxtoml2/app/blobs/uploads/", { method: "POST" }), 405, "UNSUPPORTED");
+    // A TOML array of tables in [vars] arrives already parsed: the same list.
+    const parsed = { PROXY_NAMESPACES: JSON.parse(toml.PROXY_NAMESPACES) } as unknown as Record<string, string>;
+    expect((await proxyFor({ ...E, ...parsed }, "pxtoml2/a"))?.ns.upstream).toBe("http://127.0.0.1:3");
+    // Without the var, the API's own entry is back.
+    expect(((await (await reqWith({}, "/admin/proxies")).json()) as { proxies: { prefix: string; upstream: string }[] }).proxies.find((p) => p.prefix === "pxtoml")?.upstream).toBe("http://127.0.0.1:2");
+    expect((await reqWith({}, "/admin/proxies/pxtoml", { method: "DELETE" })).status).toBe(204);
+  });
+
+  it("an invalid PROXY_NAMESPACES answers 503 naming the var and the fault, never a 500", async () => {
+    for (const [raw, why] of [
+      ["[{", "not JSON"],
+      [JSON.stringify([{ prefix: "x", upstream: "ftp://x" }]), "upstream must be an http(s) URL"],
+      [JSON.stringify([{ prefix: "x", upstream: "http://x", password: "p" }]), "Worker secrets"],
+      [JSON.stringify([{ prefix: "x", upstream: "http://x" }, { prefix: "x/y", upstream: "http://y" }]), "overlaps"],
+      [JSON.stringify({ prefix: "x" }), "array"],
+    ]) {
+      for (const path of ["/v2/any/app/manifests/v1", "/admin/proxies"]) {
+        const r = await reqWith({ PROXY_NAMESPACES: raw }, path);
+        expect(r.status, `${raw} ${path}`).toBe(503);
+        const e = await ociError(r);
+        expect(e.message, raw).toContain("PROXY_NAMESPACES");
+        expect(e.message.toLowerCase(), raw).toContain(why.toLowerCase());
+      }
+    }
   });
 
   it("refuse bad input with 400", async () => {

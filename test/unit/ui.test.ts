@@ -377,3 +377,21 @@ describe("web UI browsing and permissions", () => {
     expect(ev.map((e) => e.actor.principal)).toEqual(["user:gina"]);
   });
 });
+
+describe("web UI policy page: signature rules", () => {
+  it("renders signature-repository and signature-gate rules by kind, target and requirement, and explains them", async () => {
+    const id = `ui${crypto.randomUUID().slice(0, 8)}`;
+    expect((await adminApi("POST", "/admin/policies", { id: `${id}-link`, kind: "signature-repository", repositories: `${id}/*`, target: `${id}-sigs/{1}` })).status).toBe(201);
+    expect((await adminApi("POST", "/admin/policies", { id: `${id}-gate`, kind: "signature-gate", repositories: `${id}/*`, keys: ["alice", "bob"], minimum: 2 })).status).toBe(201);
+    const b = new Browser();
+    expect((await b.signIn("admin", ADMIN_PW)).status).toBe(303);
+    const { html } = await b.page("/ui/policies");
+    const row = (rule: string) => new RegExp(`<tr data-rule="${rule}">([\\s\\S]*?)</tr>`).exec(html)?.[1] ?? "";
+    const cells = (rule: string) => [...row(rule).matchAll(/<td[^>]*>([\s\S]*?)<\/td>/g)].map((m) => m[1]);
+    expect(cells(`${id}-link`).slice(0, 5)).toEqual([`${id}-link`, "signature repository", "", `signatures in ${id}-sigs/{1}`, `${id}/*`]);
+    expect(cells(`${id}-gate`).slice(0, 5)).toEqual([`${id}-gate`, "signature gate", "", "2 of {alice, bob} must sign", `${id}/*`]);
+    const explained = await b.page(`/ui/policies?subject=user:admin&action=pull&repository=${id}/app`);
+    expect(explained.html).toContain(`<span id="explain-gates">${id}-gate: 2 of {alice, bob} must sign</span>`);
+    expect(explained.html).toContain(`<span id="explain-links">${id}-sigs/app</span>`);
+  });
+});

@@ -12,8 +12,8 @@ export function basic(user: string, password: string): Record<string, string> {
 export const adminAuth = () => basic("admin", ADMIN_PASSWORD);
 
 /** Starts a token-mode registry and creates `users` (name → password). */
-export async function startTokenRegistry(users: Record<string, string>): Promise<RunningRegistry> {
-  const reg = await startRegistry({ vars: { AUTH_MODE: "token", ADMIN_PASSWORD } });
+export async function startTokenRegistry(users: Record<string, string>, vars: Record<string, string> = {}): Promise<RunningRegistry> {
+  const reg = await startRegistry({ vars: { AUTH_MODE: "token", ADMIN_PASSWORD, ...vars } });
   try {
     for (const [name, password] of Object.entries(users)) {
       const r = await request(reg, "POST", "/admin/users", { headers: { ...adminAuth(), "Content-Type": "application/json" }, body: JSON.stringify({ name, password }) });
