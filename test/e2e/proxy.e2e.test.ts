@@ -361,7 +361,7 @@ describe.skipIf(clients.skip)("pull-through cache", () => {
   }, 120_000);
   test("a 100 MB blob cold-fills through the proxy under wrangler dev; the client gets every byte, verified", async () => {
     // On main this never finished: wrangler's devtools proxy ran workerd out of sockets (docs/proxy.md).
-    await setNs({ prefix: "dist", upstream: cDist.url, username: "mirror", password: "mirror-pw", tagTtlSeconds: TTL, timeoutSeconds: 5 });
+    await setNs({ prefix: "dist", upstream: cDist.url, credentialsSecret: "DIST_CREDS", tagTtlSeconds: TTL, timeoutSeconds: 5 });
     const big = randomBytes(100_000_000);
     const digest = await pushBlob(dist, "big", big, distAuth);
     cDist.hits.length = 0;
