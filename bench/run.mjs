@@ -70,7 +70,8 @@ const DEFAULTS = {
   memoryMib: 2048,
   clients: 32,
   concurrencyOps: 40,
-  heavyLayers: 5000,
+  heavyLayers: 100_000,
+  heavyRounds: 4,
   gcBlobs: 100000,
   gcKib: 4,
   hashMib: 200,
@@ -80,7 +81,7 @@ const DEFAULTS = {
   keep: false,
   help: false,
 };
-const NUMERIC = ["layerMib", "chunkMib", "smallCount", "smallKib", "memoryMib", "hashMib", "sampleMs", "clients", "concurrencyOps", "heavyLayers", "gcBlobs", "gcKib"];
+const NUMERIC = ["layerMib", "chunkMib", "smallCount", "smallKib", "memoryMib", "hashMib", "sampleMs", "clients", "concurrencyOps", "heavyLayers", "heavyRounds", "gcBlobs", "gcKib"];
 
 function usage() {
   return `usage: npm run bench [-- options]
@@ -95,6 +96,7 @@ function usage() {
   --clients N        parallel clients (and repositories) for the concurrency section (default ${DEFAULTS.clients})
   --concurrency-ops N  operations per client in the concurrency section (default ${DEFAULTS.concurrencyOps})
   --heavy-layers N   layers of the heavy manifest in the concurrency section (default ${DEFAULTS.heavyLayers})
+  --heavy-rounds N   heavy manifest PUTs, one at a time, while tags/list in B is probed (default ${DEFAULTS.heavyRounds})
   --gc-blobs N       unheld blobs the gc section seeds and collects (default ${DEFAULTS.gcBlobs})
   --gc-kib N         size of each of them (default ${DEFAULTS.gcKib})
   --hash-mib N       body size for the hash section (default ${DEFAULTS.hashMib})

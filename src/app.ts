@@ -2,7 +2,7 @@
 import { Hono } from "hono";
 import type { Env } from "./env";
 import { config } from "./env";
-import { OciError, oci } from "./oci/errors";
+import { OciError, oci, storeUnavailable } from "./oci/errors";
 import { parseV2Path, type V2Route } from "./oci/path";
 import * as blobs from "./oci/blobs";
 import * as uploads from "./oci/uploads";
@@ -34,6 +34,11 @@ export function buildApp() {
   app.onError(async (err, c) => {
     await drainRefusedBody(c.req.raw); // a half-read upload body would break the connection
     if (err instanceof OciError) return err.toResponse();
+    const transient = storeUnavailable(err);
+    if (transient) {
+      console.error("index object unavailable", err instanceof Error ? err.message : err);
+      return transient.toResponse();
+    }
     console.error("unhandled error", err instanceof Error ? err.stack : err);
     return oci("INTERNAL", "internal server error").toResponse();
   });

@@ -15,9 +15,14 @@
 // Keys are stored under the "_bench/" prefix so they never collide with registry objects.
 import { Hono, type MiddlewareHandler } from "hono";
 import type { Env } from "./env";
-import { Hasher, type HashAlgorithm } from "./digest/hasher";
+import { Hasher, hashHex, type HashAlgorithm } from "./digest/hasher";
 import { toHex } from "./util/encoding";
-import { blobStoreShard, trustStoreFor } from "./stores";
+import { blobStoreFor, blobStoreShard, trustStoreFor } from "./stores";
+import { parseManifest, parseManifestSliced, requiredBlobs } from "./oci/manifest";
+import { computeAllSliced } from "./digest/verify";
+import { SliceClock } from "./util/slices";
+import { MAX_MANIFEST_REFERENCES_CEILING } from "./oci/limits";
+import { record } from "./audit/record";
 import { gcBenchRoutes } from "./gc/bench-routes";
 import { auditBenchRoutes } from "./audit/bench-routes";
 
@@ -236,3 +241,102 @@ benchRoutes.post("/heavyput", async (c) => {
   return c.json({ refs, linkMs: t1 - t0, putMs });
 });
 
+
+// POST /_bench/heavy-seed?repo=R&prefix=HEX32&from=I&n=N — seed N blobs into repository R's index
+// without bytes: BlobStore rows, their holders and R's memberships (restoreRows), for digests
+// `sha256:<prefix><i as 32 hex>` with i in [from, from+N). Lets the bench PUT a 100,000-layer manifest
+// in seconds instead of pushing 100,000 blobs. N ≤ 20,000 per request. Answers {n, ms}.
+benchRoutes.post("/heavy-seed", async (c) => {
+  const q = new URL(c.req.url).searchParams;
+  const repo = q.get("repo") ?? "";
+  const prefix = q.get("prefix") ?? "";
+  if (!repo || !/^[0-9a-f]{32}$/.test(prefix)) return benchError(400, "repo and prefix (32 hex) are required");
+  const from = Math.max(0, Math.floor(Number(q.get("from") ?? 0)) || 0);
+  const n = Math.max(1, Math.min(20_000, Math.floor(Number(q.get("n") ?? 1000)) || 1000));
+  const t0 = Date.now();
+  const trust = trustStoreFor(c.env, repo);
+  for (let i = 0; i < n; i += 500) {
+    const rows = Array.from({ length: Math.min(500, n - i) }, (_, j) => {
+      const hex = prefix + (from + i + j).toString(16).padStart(32, "0");
+      return { digest: `sha256:${hex}`, size: 1, r2Key: `_bench/heavy/${hex}`, contentSha256: hex };
+    });
+    await blobStoreFor(c.env, rows[0].digest).benchSeedUnheld(rows);
+    const now = Date.now();
+    await trust.restoreRows(repo, [{ table: "members", rows: rows.map((r) => ({ digest: r.digest, kind: "blob", size: 1, r2_key: r.r2Key, media_type: null, created_at: now, refs_indexed: 0 })) }]);
+  }
+  return c.json({ n, ms: Date.now() - t0 });
+});
+
+// POST /_bench/manifest-phases?repo=R — the manifest PUT's steps (src/oci/manifests.ts put,
+// src/storage/handoff.ts commitManifest) on the posted body, each timed on its own: which
+// synchronous block on the Worker's thread, and which inside the repository's object, is longest
+// (docs/capacity.md "Where a heavy manifest PUT spends its time"). Stores the manifest as tag
+// `phases`. Answers {bytes, refs, ms: {phase: ms}, object: SliceStats}.
+benchRoutes.post("/manifest-phases", async (c) => {
+  const repo = new URL(c.req.url).searchParams.get("repo") ?? "";
+  if (!repo) return benchError(400, "repo is required");
+  const ms: Record<string, number> = {};
+  let t = performance.now();
+  const lap = (k: string) => { const now = performance.now(); ms[k] = Math.round((now - t) * 10) / 10; t = now; };
+  const body = new Uint8Array(await c.req.arrayBuffer());
+  lap("bodyRead (async)");
+  JSON.parse(new TextDecoder().decode(body));
+  lap("decode + JSON.parse alone (sync)");
+  parseManifest(body, c.req.header("Content-Type"), { maxReferences: MAX_MANIFEST_REFERENCES_CEILING, limits: false });
+  lap("parse + validate, no shape scan (sync)");
+  parseManifest(body, c.req.header("Content-Type"), { maxReferences: MAX_MANIFEST_REFERENCES_CEILING });
+  lap("shape scan + parse + validate in one block (sync)");
+  hashHex("sha256", body);
+  lap("sha256 in one block (sync)");
+  // What the route runs: the same work in slices (src/util/slices.ts).
+  const parseClock = new SliceClock();
+  const parsed = await parseManifestSliced(body, c.req.header("Content-Type"), { maxReferences: MAX_MANIFEST_REFERENCES_CEILING }, parseClock);
+  lap("parse + validate, sliced (total, with yields)");
+  const hashClock = new SliceClock();
+  const sha = (await computeAllSliced(body, null, { blake3InSha256: false }, hashClock)).sha256!;
+  lap("sha256, sliced (total, with yields)");
+  const blobs = requiredBlobs(parsed).map((d) => d.digest);
+  lap("reference list (sync)");
+  structuredClone(blobs);
+  lap("structuredClone of the reference list (sync, ≈ one side of the RPC)");
+  const r2Key = `_bench/phases/${sha}/${crypto.randomUUID()}`;
+  await c.env.BUCKET.put(r2Key, body);
+  lap("R2 put (async)");
+  const digest = `sha256:${sha}`;
+  const stored = await blobStoreFor(c.env, digest).commit({ digest, size: body.length, r2Key, contentSha256: sha }, repo);
+  lap("BlobStore.commit (RPC)");
+  const r = await trustStoreFor(c.env, repo).putManifest({
+    repo, manifest: { digest, size: body.length, r2Key: stored.r2Key, mediaType: parsed.mediaType }, tag: "phases",
+    subject: null, artifactType: parsed.artifactType ?? null, annotations: null, requiredBlobs: blobs, requiredManifests: [], heldSeq: stored.heldSeq,
+  });
+  lap("TrustStore.putManifest (RPC, total)");
+  if (!r.ok) return benchError(500, `putManifest refused: ${JSON.stringify({ ...r, missingBlobs: r.missingBlobs.length })}`);
+  await record(c.env, { action: "manifest.put", target: { repository: repo, tag: "phases", digest }, outcome: { status: 201 } });
+  lap("AuditLog.append (RPC)");
+  return c.json({ bytes: body.length, refs: blobs.length, ms, parseSlices: parseClock.stats(), hashSlices: hashClock.stats(), object: r.slices ?? null });
+});
+
+// POST /_bench/lookup?objects=K&n=N&concurrency=C — the pull path's index read: N membership
+// lookups (TrustStore.blob, what every blob GET/HEAD costs) issued by C concurrent loops from this
+// Worker over K repositories' objects (one linked blob each). Per-object read ceiling for the
+// capacity model (docs/capacity.md). Answers {objects, lookups, concurrency, ms, perSecond}.
+benchRoutes.post("/lookup", async (c) => {
+  const q = new URL(c.req.url).searchParams;
+  const int = (k: string, dflt: number, max: number) => Math.max(1, Math.min(max, Math.floor(Number(q.get(k) ?? dflt)) || dflt));
+  const n = int("n", 2000, 100_000);
+  const concurrency = int("concurrency", 16, 256);
+  const objects = int("objects", 1, 256);
+  const digest = `sha256:${"0".repeat(63)}1`;
+  const repos = Array.from({ length: objects }, (_, i) => `_bench/lookup-${i}`);
+  await Promise.all(repos.map((r) => trustStoreFor(c.env, r).link(r, { digest, kind: "blob", size: 1, r2Key: "_bench/lookup", mediaType: null })));
+  let next = 0;
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) {
+      const r = repos[next++ % objects];
+      if (!(await trustStoreFor(c.env, r).blob(r, digest))) throw new Error("seeded membership missing");
+    }
+  }));
+  const ms = Date.now() - t0;
+  return c.json({ objects, lookups: n, concurrency, ms, perSecond: ms > 0 ? (n * 1000) / ms : null });
+});

@@ -94,28 +94,26 @@ export default {
       rows.push({ label: `pushes (POST ?digest=, 4 KiB), ${clients} clients, 1 repository`, unit: "blobs/s", values: { cloister: push1.rate }, note: `p50 ${push1.p50.toFixed(1)} ms p99 ${push1.p99.toFixed(1)} ms` });
       rows.push({ label: `pushes, ${clients} clients, ${clients} repositories`, unit: "blobs/s", values: { cloister: pushN.rate }, note: `p50 ${pushN.p50.toFixed(1)} ms p99 ${pushN.p99.toFixed(1)} ms` });
 
-      // ---- heavy manifest PUT in A vs tags/list in B ---------------------------------------------
+      // ---- heavy manifest PUTs in A vs tags/list in B ---------------------------------------------
+      // A's index is seeded without bytes (/_bench/heavy-seed: BlobStore rows, holders, memberships):
+      // the PUT path only checks membership, and pushing 100,000 blobs would take minutes.
       const A = `bench/conc-${run}/heavy`;
       const B = repos[1];
-      const layers = Array.from({ length: heavyLayers }, (_, i) => Buffer.from(`${run}-${i}`));
-      let next = 0;
-      await Promise.all(Array.from({ length: 8 }, async () => {
-        const agent = ctx.agent(1);
-        try {
-          while (next < layers.length) {
-            const b = layers[next++];
-            await pushPostDigest(base, A, { buffer: b }, sha(b), agent);
-          }
-        } finally {
-          agent.destroy();
-        }
-      }));
-      const heavy = Buffer.from(JSON.stringify({
+      const prefix = createHash("sha256").update(run).digest("hex").slice(0, 32);
+      for (let from = 0; from < heavyLayers; from += 20_000) {
+        const r = await request(`${base}/_bench/heavy-seed?repo=${encodeURIComponent(A)}&prefix=${prefix}&from=${from}&n=${Math.min(20_000, heavyLayers - from)}`, { method: "POST", agent: setup, idleMs: 600_000 });
+        expectStatus(r, 200, "/_bench/heavy-seed");
+      }
+      const layerDigest = (i) => `sha256:${prefix}${i.toString(16).padStart(32, "0")}`;
+      const heavyManifest = (n) => Buffer.from(JSON.stringify({
         schemaVersion: 2, mediaType: MANIFEST,
-        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: sha(layers[0]), size: layers[0].length },
-        layers: layers.map((b) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: sha(b), size: b.length })),
+        // build-cache/v1 manifests may reference up to 100,000 blobs whatever MAX_MANIFEST_REFERENCES says.
+        artifactType: "application/vnd.cloister.build-cache.v1",
+        config: { mediaType: "application/vnd.oci.empty.v1+json", digest: layerDigest(0), size: 1 },
+        layers: Array.from({ length: n }, (_, i) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: layerDigest(i), size: 1 })),
       }));
-      const tagsLat = async (untilDone) => {
+      /** tags/list in B, one request at a time, until `done()`; latencies in ms. */
+      const probeB = async (done) => {
         const agent = ctx.agent(1);
         const lat = [];
         try {
@@ -124,73 +122,94 @@ export default {
             const r = await request(`${base}/v2/${B}/tags/list`, { agent });
             if (r.status !== 200) throw new BenchError(`tags/list ${B}: ${r.status}`);
             lat.push(performance.now() - s);
-          } while (!untilDone() && lat.length < 100_000);
+          } while (!done() && lat.length < 100_000);
         } finally {
           agent.destroy();
         }
         return lat;
       };
-      let quietDone = false;
-      setTimeout(() => (quietDone = true), 2000);
-      const quiet = await tagsLat(() => quietDone);
-      // Rounds of 6 parallel PUTs (new tags each round) until tags/list in B has 50 samples under load.
-      let putsDone = false;
-      let rounds = 0;
-      const t0 = performance.now();
-      const puts = (async () => {
+      /** `rounds` sequential calls of `step(round, agent)` with B probed throughout. */
+      const heavyRunWith = async (step, rounds) => {
+        let done = false;
+        const probe = probeB(() => done);
+        const agent = ctx.agent(1);
         try {
-          do {
-            const round = rounds++;
-            await Promise.all(Array.from({ length: 6 }, async (_, i) => {
+          for (let round = 0; round < rounds; round++) await step(round, agent);
+        } finally {
+          done = true;
+          agent.destroy();
+        }
+        return { lat: await probe };
+      };
+      /** `rounds` rounds of `parallel` PUTs of `body` to new tags in A, with B probed throughout. */
+      const heavyRun = async (label, body, parallel, rounds) => {
+        let done = false;
+        const t0 = performance.now();
+        const probe = probeB(() => done);
+        try {
+          for (let round = 0; round < rounds; round++) {
+            await Promise.all(Array.from({ length: parallel }, async (_, i) => {
               const agent = ctx.agent(1);
               try {
-                const r = await request(`${base}/v2/${A}/manifests/h${round}-${i}`, { method: "PUT", agent, body: heavy, headers: { "Content-Type": MANIFEST, "Content-Length": String(heavy.length) }, idleMs: 600_000 });
-                expectStatus(r, 201, `PUT heavy manifest ${A}:h${round}-${i}`);
+                const r = await request(`${base}/v2/${A}/manifests/${label}-${round}-${i}`, { method: "PUT", agent, body, headers: { "Content-Type": MANIFEST, "Content-Length": String(body.length) }, idleMs: 600_000 });
+                expectStatus(r, 201, `PUT heavy manifest ${A}:${label}-${round}-${i}`);
               } finally {
                 agent.destroy();
               }
             }));
-          } while (busyCount() < 50 && rounds < 10);
-        } finally {
-          putsDone = true;
-        }
-      })();
-      let busySamples = [];
-      const busyCount = () => busySamples.length;
-      const busyP = (async () => {
-        const agent = ctx.agent(1);
-        try {
-          while (!putsDone) {
-            const s = performance.now();
-            const r = await request(`${base}/v2/${B}/tags/list`, { agent });
-            if (r.status !== 200) throw new BenchError(`tags/list ${B}: ${r.status}`);
-            busySamples.push(performance.now() - s);
           }
         } finally {
-          agent.destroy();
+          done = true;
         }
-      })();
-      await puts;
-      await busyP;
-      const busy = busySamples;
-      const putSecs = (performance.now() - t0) / 1000;
+        const lat = await probe;
+        return { lat, secs: (performance.now() - t0) / 1000, puts: parallel * rounds };
+      };
+      let quietDone = false;
+      setTimeout(() => (quietDone = true), 2000);
+      const quiet = await probeB(() => quietDone);
+      metrics["concurrency.tags_quiet.p50_ms"] = q(quiet, 0.5);
       metrics["concurrency.tags_quiet.p99_ms"] = q(quiet, 0.99);
-      metrics["concurrency.tags_during_heavy_put.p50_ms"] = q(busy, 0.5);
-      metrics["concurrency.tags_during_heavy_put.p99_ms"] = q(busy, 0.99);
       rows.push({ label: `tags/list in B, quiet`, unit: "ms p99", values: { cloister: q(quiet, 0.99) }, note: `p50 ${q(quiet, 0.5).toFixed(1)} ms, ${quiet.length} requests` });
-      rows.push({ label: `tags/list in B during 6 parallel ${heavyLayers}-layer manifest PUTs in A (${rounds} rounds)`, unit: "ms p99", values: { cloister: q(busy, 0.99) }, note: `p50 ${q(busy, 0.5).toFixed(1)} ms, max ${Math.max(...busy).toFixed(0)} ms, ${busy.length} requests; ${rounds * 6} PUTs took ${putSecs.toFixed(1)} s (${(heavy.length / 1e6).toFixed(1)} MB each)` });
+      // The issue's target: one ${heavyLayers}-layer PUT at a time in A.
+      const big = heavyManifest(heavyLayers);
+      const one1 = await heavyRun("h1", big, 1, ctx.opts.heavyRounds ?? 4);
+      metrics["concurrency.tags_during_heavy_put.p50_ms"] = q(one1.lat, 0.5);
+      metrics["concurrency.tags_during_heavy_put.p99_ms"] = q(one1.lat, 0.99);
+      metrics["concurrency.heavy_put.s"] = one1.secs / one1.puts;
+      rows.push({ label: `tags/list in B during ${heavyLayers}-layer manifest PUTs in A, one at a time`, unit: "ms p99", values: { cloister: q(one1.lat, 0.99) },
+        note: `p50 ${q(one1.lat, 0.5).toFixed(1)} ms, max ${Math.max(...one1.lat).toFixed(0)} ms, ${one1.lat.length} requests; ${one1.puts} PUTs of ${(big.length / 1e6).toFixed(1)} MB, ${(one1.secs / one1.puts).toFixed(2)} s each` });
+      // Last session's harder form: 6 parallel PUTs of a 5,000-layer manifest.
+      const six = await heavyRun("h6", heavyManifest(Math.min(5000, heavyLayers)), 6, 3);
+      metrics["concurrency.tags_during_6_parallel_puts.p50_ms"] = q(six.lat, 0.5);
+      metrics["concurrency.tags_during_6_parallel_puts.p99_ms"] = q(six.lat, 0.99);
+      rows.push({ label: `tags/list in B during 6 parallel ${Math.min(5000, heavyLayers)}-layer manifest PUTs in A (3 rounds)`, unit: "ms p99", values: { cloister: q(six.lat, 0.99) },
+        note: `p50 ${q(six.lat, 0.5).toFixed(1)} ms, max ${Math.max(...six.lat).toFixed(0)} ms, ${six.lat.length} requests; ${six.puts} PUTs took ${six.secs.toFixed(1)} s` });
 
-      // ---- object-level index write rate ----------------------------------------------------------
-      // Object-level: how long one heavy manifest PUT keeps A's TrustStore busy. Before ADR 0008 every
-      // repository's reads waited behind this transaction; now only repository A's do.
+      // The floor under the row above: the same probe while 14.7 MB bodies are put into the local R2
+      // emulator directly (no cloister code); a manifest must be in R2 before it is indexed.
       {
-        const r = await request(`${base}/_bench/heavyput?refs=${Math.min(heavyLayers, 10_000)}`, { method: "POST", agent: setup, idleMs: 600_000 });
-        expectStatus(r, 200, "/_bench/heavyput");
-        const j = JSON.parse(r.text);
-        metrics["concurrency.heavy_put_txn_ms"] = j.putMs;
-        rows.push({ label: `one putManifest with ${j.refs} references, inside A's TrustStore`, unit: "ms", values: { cloister: j.putMs }, note: "the time A's object is busy per heavy PUT; B's object is not involved" });
+        const raw = await heavyRunWith(async (round, agent) => {
+          const r = await request(`${base}/_bench/r2/heavy-${run}-${round}`, { method: "PUT", agent, body: big, headers: { "Content-Length": String(big.length) }, idleMs: 600_000 });
+          expectStatus(r, 201, "PUT /_bench/r2");
+        }, ctx.opts.heavyRounds ?? 4);
+        metrics["concurrency.tags_during_r2_put.p99_ms"] = q(raw.lat, 0.99);
+        rows.push({ label: `tags/list in B during ${(big.length / 1e6).toFixed(1)} MB R2 puts (/_bench/r2, no cloister code), one at a time`, unit: "ms p99", values: { cloister: q(raw.lat, 0.99) },
+          note: `p50 ${q(raw.lat, 0.5).toFixed(1)} ms, max ${Math.max(...raw.lat).toFixed(0)} ms, ${raw.lat.length} requests: the local R2 emulator's own stall` });
       }
 
+      // Where one heavy PUT spends its time, step by step (/_bench/manifest-phases, docs/capacity.md).
+      {
+        const r = await request(`${base}/_bench/manifest-phases?repo=${encodeURIComponent(A)}`, { method: "POST", agent: setup, body: big, headers: { "Content-Type": MANIFEST, "Content-Length": String(big.length) }, idleMs: 600_000 });
+        expectStatus(r, 200, "/_bench/manifest-phases");
+        const j = JSON.parse(r.text);
+        for (const [k, v] of Object.entries(j.ms)) rows.push({ label: `  heavy PUT step: ${k}`, unit: "ms", values: { cloister: v } });
+        if (j.object) {
+          metrics["concurrency.heavy_put.object_longest_slice_ms"] = j.object.maxMs;
+          rows.push({ label: `  heavy PUT inside A's TrustStore: longest synchronous slice`, unit: "ms", values: { cloister: j.object.maxMs }, note: `${j.object.n} slices, ${j.object.totalMs} ms in all` });
+        }
+      }
+
+      // ---- object-level index write rate ----------------------------------------------------------
       // Several short requests (long ones get "Your worker restarted mid-request" from wrangler dev).
       for (const [label, qs, key] of [
         ["BlobStore commits (one object, 16 concurrent)", "store=blob&n=500&concurrency=16", "blobstore"],
@@ -211,6 +230,39 @@ export default {
         metrics[`concurrency.${key}.commits_per_s`] = perSecond;
         rows.push({ label, unit: "commits/s", values: { cloister: perSecond }, note: `${commits} commits in ${ms} ms (3 requests after a warm-up), issued from the Worker` });
       }
+
+      // ---- the scaling argument's two numbers (docs/capacity.md "32 repositories vs 1") -----------
+      // (a) What one object takes: membership lookups/s (the index read of every blob GET/HEAD)
+      //     against 1 object and spread over `clients` objects, issued from inside the Worker.
+      const lookup = async (objects) => {
+        let n = 0;
+        let ms = 0;
+        for (let i = 0; i < 4; i++) {
+          const r = await request(`${base}/_bench/lookup?objects=${objects}&n=2000&concurrency=16`, { method: "POST", agent: setup });
+          if (r.status === 404) return null; // a tree without the route
+          expectStatus(r, 200, "/_bench/lookup");
+          const j = JSON.parse(r.text);
+          if (i === 0) continue;
+          n += j.lookups;
+          ms += j.ms;
+        }
+        return (n * 1000) / ms;
+      };
+      const l1 = await lookup(1);
+      const lN = await lookup(clients);
+      if (l1 !== null && lN !== null) {
+        metrics["concurrency.lookup_1object.per_s"] = l1;
+        metrics["concurrency.lookup_nobjects.per_s"] = lN;
+        rows.push({ label: `TrustStore membership lookups, 1 object (16 concurrent, from the Worker)`, unit: "lookups/s", values: { cloister: l1 } });
+        rows.push({ label: `TrustStore membership lookups over ${clients} objects (16 concurrent)`, unit: "lookups/s", values: { cloister: lN }, note: `${(lN / l1).toFixed(2)}× of 1 object: one thread here` });
+      }
+      // (b) What the Worker costs per request with no object call at all: GET /v2/ from `clients` clients.
+      const bare = await parallel(ctx, clients, ops, async (c, i, agent) => {
+        const r = await request(`${base}/v2/`, { agent, sink: "discard" });
+        if (r.status !== 200) throw new BenchError(`GET /v2/: ${r.status}`);
+      });
+      metrics["concurrency.worker_only.per_s"] = bare.rate;
+      rows.push({ label: `GET /v2/ (Worker only, no object call), ${clients} clients`, unit: "requests/s", values: { cloister: bare.rate }, note: `p50 ${bare.p50.toFixed(1)} ms p99 ${bare.p99.toFixed(1)} ms` });
     } finally {
       setup.destroy();
     }

@@ -77,3 +77,21 @@ export function withRequestId(detail: unknown): unknown {
 
 export const oci = (code: ErrorCode, message: string, detail?: unknown, status?: number, headers?: Record<string, string>) =>
   new OciError(code, message, detail, status, headers);
+
+/**
+ * A Durable Object call that failed in the platform rather than in our code: the object was reset
+ * (`durableObjectReset`, e.g. a blockConcurrencyWhile that waited too long under load; its
+ * unconfirmed writes are rolled back), is overloaded, or the call is marked retryable. Every
+ * registry write is idempotent to repeat, so the client is told to retry (503 with Retry-After)
+ * instead of getting a 500.
+ * https://developers.cloudflare.com/durable-objects/best-practices/error-handling/
+ */
+export function storeUnavailable(err: unknown): OciError | null {
+  if (!(err instanceof Error)) return null;
+  const e = err as Error & { overloaded?: boolean; retryable?: boolean; durableObjectReset?: boolean };
+  if (!e.overloaded && !e.retryable && !e.durableObjectReset) return null;
+  const why = e.overloaded ? "is overloaded" : e.durableObjectReset ? "was reset" : "failed transiently";
+  // Overload: back off longer, retrying at once adds to the load.
+  const retryAfter = e.overloaded ? "10" : "1";
+  return oci("INTERNAL", `an index object of this registry ${why} and the request did not complete; retry it`, { retryAfter: Number(retryAfter) }, 503, { "Retry-After": retryAfter });
+}

@@ -9,6 +9,7 @@
 // path-bearing message (`layers[2].digest "…" must be sha256: followed by 64 …`) without an
 // issue-translation layer. Each rule lives in exactly one function below.
 import { oci } from "./errors";
+import { runSliced, runWhole, type SliceClock, type Sliced } from "../util/slices";
 import { parseDigest, truncate, tryParseDigest } from "./grammar";
 import {
   MAX_MANIFEST_JSON_CONTAINERS, MAX_MANIFEST_JSON_DEPTH, MAX_MANIFEST_JSON_MEMBERS, MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES,
@@ -89,6 +90,10 @@ const SCHEMA1_REFUSAL =
   "Docker schema 1 manifests are not supported; push a schema 2 or OCI manifest (e.g. skopeo copy --format v2s2 or --format oci)";
 
 type Json = Record<string, unknown>;
+
+/** Slice sizes of parseManifestSliced: each slice is a few ms of work (docs/adr/0022). */
+const SCAN_SLICE_BYTES = 2 * 1024 * 1024;
+const VALIDATE_SLICE_DESCRIPTORS = 10_000;
 
 function invalid(message: string, field?: string): never {
   throw oci("MANIFEST_INVALID", message, field === undefined ? undefined : { field });
@@ -198,58 +203,119 @@ function checkDescriptor(v: unknown, path: Path): Descriptor {
 }
 
 /** Go encoders write a nil slice as `null`; distribution reads that as empty, and so do we. */
-function checkDescriptorArray(v: unknown, name: string): Descriptor[] {
+function* checkDescriptorArray(v: unknown, name: string): Sliced<Descriptor[]> {
   if (v === null) return [];
   if (!Array.isArray(v)) invalid(`${name} must be an array of descriptors, got ${show(v)}`, name);
-  for (let i = 0; i < v.length; i++) checkDescriptor(v[i], () => `${name}[${i}]`);
+  for (let i = 0; i < v.length; i++) {
+    if (i > 0 && i % VALIDATE_SLICE_DESCRIPTORS === 0) yield;
+    checkDescriptor(v[i], () => `${name}[${i}]`);
+  }
   return v as Descriptor[];
 }
 
 // ---------------------------------------------------------------------------------------------
 
 /**
+ * Where the one large array of a manifest lies (the top-level `layers` or `manifests`), so that
+ * parseManifestSliced can JSON.parse it in pieces: `start`/`end` are the byte offsets of its `[` and
+ * `]`, `seps` those of the commas between its elements.
+ */
+interface ArraySplit { key: "layers" | "manifests"; start: number; end: number; seps: number[] }
+
+const KEY_LAYERS = new TextEncoder().encode("layers");
+const KEY_MANIFESTS = new TextEncoder().encode("manifests");
+const bytesAre = (body: Uint8Array, from: number, to: number, want: Uint8Array) =>
+  to - from === want.length && want.every((b, k) => body[from + k] === b);
+
+/**
  * Bound what JSON.parse will build: nesting depth, objects + arrays, and object members (a ':'
  * outside strings), counted in one pass over the bytes. Strings are skipped with a native search
  * for the closing quote. UTF-8 continuation bytes are never ASCII, so byte values are safe to test.
- * Malformed JSON is left to JSON.parse to describe.
+ * Malformed JSON is left to JSON.parse to describe. On the way it notes where the top-level
+ * `layers`/`manifests` array lies (ArraySplit), unless such a key appears twice.
  */
-function checkJsonShape(body: Uint8Array): void {
+function* checkJsonShape(body: Uint8Array): Sliced<ArraySplit | null> {
   let depth = 0;
   let containers = 0;
   let members = 0;
   const n = body.length;
+  let sliceEnd = SCAN_SLICE_BYTES;
+  let key: ArraySplit["key"] | null = null; // the depth-1 string just read, when it is a target name
+  let awaiting: ArraySplit["key"] | null = null; // after `"layers":` at depth 1, until the value starts
+  let current: ArraySplit | null = null;
+  let split: ArraySplit | null = null;
+  let targets = 0;
   for (let i = 0; i < n; i++) {
+    if (i >= sliceEnd) {
+      yield;
+      sliceEnd = i + SCAN_SLICE_BYTES;
+    }
     const b = body[i];
     if (b === 0x22) {
+      const open = i;
       for (;;) {
         const close = body.indexOf(0x22, i + 1);
-        if (close < 0) return;
+        if (close < 0) return null;
         let backslashes = 0;
         while (body[close - 1 - backslashes] === 0x5c) backslashes++;
         i = close;
         if ((backslashes & 1) === 0) break; // an even run of backslashes escapes itself, not the quote
       }
+      awaiting = null;
+      if (depth === 1) key = bytesAre(body, open + 1, i, KEY_LAYERS) ? "layers" : bytesAre(body, open + 1, i, KEY_MANIFESTS) ? "manifests" : null;
     } else if (b === 0x7b || b === 0x5b) {
+      if (b === 0x5b && awaiting !== null) current = { key: awaiting, start: i, end: -1, seps: [] };
+      awaiting = null;
       if (++depth > MAX_MANIFEST_JSON_DEPTH) invalid(`manifest JSON nests deeper than ${MAX_MANIFEST_JSON_DEPTH} levels (MAX_MANIFEST_JSON_DEPTH)`);
       if (++containers > MAX_MANIFEST_JSON_CONTAINERS) {
         invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_CONTAINERS} objects and arrays (MAX_MANIFEST_JSON_CONTAINERS)`);
       }
     } else if (b === 0x7d || b === 0x5d) {
       depth--;
-    } else if (b === 0x3a && ++members > MAX_MANIFEST_JSON_MEMBERS) {
-      invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_MEMBERS} object members (MAX_MANIFEST_JSON_MEMBERS)`);
+      if (current !== null && depth === 1) {
+        current.end = i;
+        split = current;
+        current = null;
+      }
+    } else if (b === 0x3a) {
+      if (++members > MAX_MANIFEST_JSON_MEMBERS) invalid(`manifest JSON has more than ${MAX_MANIFEST_JSON_MEMBERS} object members (MAX_MANIFEST_JSON_MEMBERS)`);
+      if (depth === 1) {
+        awaiting = key;
+        if (key !== null) targets++;
+        key = null;
+      }
+    } else if (b === 0x2c) {
+      if (current !== null && depth === 2) current.seps.push(i);
+      awaiting = null;
+    } else if (b !== 0x20 && b !== 0x0a && b !== 0x0d && b !== 0x09) {
+      awaiting = null; // a number or literal value
     }
   }
+  // Two target keys: JSON.parse keeps the last, and the pieces must mean exactly what it means.
+  return targets === 1 && depth === 0 ? split : null;
 }
 
-function decodeJsonObject(body: Uint8Array, limits: boolean): Json {
-  if (limits) checkJsonShape(body);
+/** Elements of the large array per JSON.parse slice (~1.5 MB of text for image layers). */
+const PARSE_SLICE_ELEMENTS = 10_000;
+
+function* decodeJsonObject(body: Uint8Array, limits: boolean, sliced = false): Sliced<Json> {
+  const split = limits ? yield* checkJsonShape(body) : null;
+  if (sliced && split && split.seps.length >= PARSE_SLICE_ELEMENTS) {
+    let doc: Json | null = null;
+    try {
+      doc = yield* parseInPieces(body, split);
+    } catch {
+      // Malformed somewhere: the whole parse below says what and where, as it always did.
+    }
+    if (doc) return doc;
+  }
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(body);
   } catch {
     invalid("manifest is not valid UTF-8");
   }
+  if (body.length > SCAN_SLICE_BYTES) yield;
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -258,6 +324,32 @@ function decodeJsonObject(body: Uint8Array, limits: boolean): Json {
   }
   if (!isObject(value)) invalid(`manifest must be a JSON object, got ${show(value)}`);
   return value;
+}
+
+/**
+ * JSON.parse in slices, with the same result as one JSON.parse of the whole text: the document with
+ * the large array replaced by an unguessable placeholder string, then the array's elements
+ * PARSE_SLICE_ELEMENTS at a time. Pieces are cut at ASCII bytes (`[`, `,`, `]`), so each decodes as
+ * UTF-8 on its own. Null (the caller parses whole) when the placeholder is not what the document's
+ * key ends up holding, or the pieces do not add up.
+ */
+function* parseInPieces(body: Uint8Array, split: ArraySplit): Sliced<Json | null> {
+  const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+  const placeholder = `\u0000${crypto.randomUUID()}`;
+  const doc: unknown = JSON.parse(utf8.decode(body.subarray(0, split.start)) + JSON.stringify(placeholder) + new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(body.subarray(split.end + 1)));
+  if (!isObject(doc) || doc[split.key] !== placeholder) return null;
+  const bounds = [split.start, ...split.seps, split.end];
+  const elements: unknown[] = [];
+  const piece = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  for (let i = 0; i + 1 < bounds.length; i += PARSE_SLICE_ELEMENTS) {
+    yield;
+    const j = Math.min(i + PARSE_SLICE_ELEMENTS, bounds.length - 1);
+    const part = JSON.parse(`[${piece.decode(body.subarray(bounds[i] + 1, bounds[j]))}]`) as unknown[];
+    if (part.length !== j - i) return null;
+    for (const el of part) elements.push(el);
+  }
+  doc[split.key] = elements;
+  return doc;
 }
 
 function isSchema1(contentType: string, doc: Json): boolean {
@@ -309,9 +401,23 @@ export interface ParseOptions {
  * Throws OciError MANIFEST_INVALID (400) naming the offending field.
  */
 export function parseManifest(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions = {}): ParsedManifest {
+  return runWhole(parseSteps(body, contentType, opts, false));
+}
+
+/**
+ * parseManifest for the push path: the same checks, with the thread given back between slices
+ * (SCAN_SLICE_BYTES of the shape scan, VALIDATE_SLICE_DESCRIPTORS descriptors), so a 100,000-layer
+ * manifest does not hold up every other request of the isolate (docs/adr/0022). A large
+ * `layers`/`manifests` array is JSON.parsed PARSE_SLICE_ELEMENTS elements at a time (parseInPieces).
+ */
+export function parseManifestSliced(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions = {}, clock?: SliceClock): Promise<ParsedManifest> {
+  return runSliced(parseSteps(body, contentType, opts, true), clock);
+}
+
+function* parseSteps(body: Uint8Array, contentType: string | null | undefined, opts: ParseOptions, sliced: boolean): Sliced<ParsedManifest> {
   const limits = opts.limits ?? true;
   const ct = normalizeContentType(contentType);
-  const doc = decodeJsonObject(body, limits);
+  const doc = yield* decodeJsonObject(body, limits, sliced);
   if (isSchema1(ct, doc)) invalid(SCHEMA1_REFUSAL);
   if (doc.schemaVersion !== 2) invalid(`schemaVersion must be 2, got ${has(doc, "schemaVersion") ? show(doc.schemaVersion) : "nothing"}`, "schemaVersion");
 
@@ -326,13 +432,13 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
     if (!has(doc, "config")) invalid(`config is required in an image manifest (${mediaType})`, "config");
     config = checkDescriptor(doc.config, () => "config");
     if (!has(doc, "layers")) invalid(`layers is required in an image manifest (${mediaType}); use [] for an artifact without layers`, "layers");
-    layers = checkDescriptorArray(doc.layers, "layers");
+    layers = yield* checkDescriptorArray(doc.layers, "layers");
   } else {
     for (const k of ["config", "layers"]) {
       if (has(doc, k)) invalid(`an index (${mediaType}) must not have "${k}"`, k);
     }
     if (!has(doc, "manifests")) invalid(`manifests is required in an index (${mediaType})`, "manifests");
-    manifests = checkDescriptorArray(doc.manifests, "manifests");
+    manifests = yield* checkDescriptorArray(doc.manifests, "manifests");
   }
 
   const subject = has(doc, "subject") ? checkDescriptor(doc.subject, () => "subject") : undefined;
@@ -353,6 +459,7 @@ export function parseManifest(body: Uint8Array, contentType: string | null | und
     const buildCache = artifactType === BUILD_CACHE_ARTIFACT_TYPE;
     const configured = opts.maxReferences ?? MAX_MANIFEST_REFERENCES;
     const max = buildCache ? Math.max(configured, MAX_MANIFEST_REFERENCES_CEILING) : configured;
+    if (layers.length + manifests.length > VALIDATE_SLICE_DESCRIPTORS) yield; // the count dedupes every digest
     const refs = requiredBlobs(parsed).length + requiredManifests(parsed).length;
     if (refs > max) {
       const which = buildCache ? "for build-cache/v1 manifests" : "per manifest (MAX_MANIFEST_REFERENCES)";

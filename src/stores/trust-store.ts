@@ -12,8 +12,15 @@ import { QuotaMeter, type QuotaHold, type QuotaRefusal } from "../gc/quotas";
 import { MAX_HOLD_BATCH } from "./blob-store";
 import { globToRegExp } from "../auth/policy";
 import { REFERRERS_PAGE_BYTES, SQL_IN_BATCH } from "../oci/limits";
+import { SliceClock, yieldThread } from "../util/slices";
 
 export type MemberKind = "blob" | "manifest";
+
+/**
+ * References per slice of a heavy manifest put (docs/adr/0022): past this many, putManifest checks
+ * and writes them in slices of this size, each a few ms, giving the thread back in between.
+ */
+export const PUT_SLICE_REFS = 2_000;
 
 /** Most tags one tagTimes call answers for (a UI page shows 20). */
 export const TAG_TIMES_MAX = 100;
@@ -79,10 +86,16 @@ export interface PutManifestInput {
   refs?: string[];
 }
 
+/**
+ * How the object spent a putManifest (bench /_bench/manifest-phases, docs/capacity.md): its
+ * synchronous slices — the spans other requests on this thread wait behind — count, longest, sum (ms).
+ */
+export interface SliceStats { n: number; maxMs: number; totalMs: number }
+
 export type PutManifestResult =
-  | { ok: true; previousTagDigest: string | null }
+  | { ok: true; previousTagDigest: string | null; slices?: SliceStats }
   | {
-    ok: false; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal;
+    ok: false; slices?: SliceStats; missingBlobs: string[]; missingManifests: string[]; tagIsAt: string | null; fenced?: boolean; quota?: QuotaRefusal;
     /** The digest is a member of the repository already (in any kind): its BlobStore holder must stay. */
     held: boolean;
   };
@@ -243,6 +256,10 @@ export class TrustStore extends DurableObject<Env> {
     this.sql = ctx.storage.sql;
     this.meter = new QuotaMeter(env, (repo) => (this.stored ? this.bytes(repo) : 0));
     if (this.sql.exec(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'members'`).toArray().length) this.init();
+    // A sliced manifest put that a crash interrupted left its pending row: undo it before anything else runs.
+    if (this.stored && this.sql.exec(`SELECT 1 FROM pending_puts LIMIT 1`).toArray().length) {
+      void ctx.blockConcurrencyWhile(async () => { await this.sweepPending(); });
+    }
   }
 
   /** Create or upgrade the schema and load this object's role (tests call it after writing old state). */
@@ -281,6 +298,9 @@ export class TrustStore extends DurableObject<Env> {
         repo TEXT NOT NULL, subject TEXT NOT NULL, source TEXT NOT NULL, signature TEXT NOT NULL, payload TEXT NOT NULL,
         kind TEXT NOT NULL, signer TEXT, verified INTEGER NOT NULL, reason TEXT, verified_at INTEGER NOT NULL,
         PRIMARY KEY (repo, subject, source, signature, payload)
+      ) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS pending_puts (
+        id TEXT PRIMARY KEY, repo TEXT NOT NULL, manifest TEXT NOT NULL, started_at INTEGER NOT NULL
       ) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS upload_ends (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, expires_at INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS upload_ends_by_expiry ON upload_ends(expires_at);
@@ -510,9 +530,9 @@ export class TrustStore extends DurableObject<Env> {
   }
 
   /** A write's transaction, then its quota reservation settled (also when the transaction throws). */
-  private async settled<T>(hold: QuotaHold, added: () => boolean, write: () => T): Promise<T> {
+  private async settled<T>(hold: QuotaHold, added: () => boolean, write: () => T | Promise<T>): Promise<T> {
     try {
-      return write();
+      return await write();
     } finally {
       await hold.settle(added());
     }
@@ -541,6 +561,8 @@ export class TrustStore extends DurableObject<Env> {
   /**
    * Store a manifest's membership, its tag and its referrer row atomically. The caller bounds the
    * input (MAX_MANIFEST_REFERENCES, MAX_REFERRER_ANNOTATION_BYTES): no manifest bytes come here.
+   * Up to PUT_SLICE_REFS references this is one transaction; a larger manifest is checked and its
+   * references written in slices (putManifestSliced, docs/adr/0022), with the same outcome.
    */
   async putManifest(input: PutManifestInput): Promise<PutManifestResult> {
     // A refused first push leaves no stored object behind either.
@@ -550,40 +572,135 @@ export class TrustStore extends DurableObject<Env> {
     await this.ready(input.repo, true);
     const m0 = input.manifest;
     const hold = await this.meter.reserve(input.repo, this.holdsAs(input.repo, m0.digest, "manifest") ? 0 : m0.size);
-    const held = () => this.holds(input.repo, input.manifest.digest);
-    if (hold.refusal) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: hold.refusal, held: held() };
+    if (hold.refusal) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, quota: hold.refusal, held: this.holds(input.repo, m0.digest) };
+    const refs = [...new Set(input.refs ?? [...input.requiredBlobs, ...input.requiredManifests])];
+    const clock = new SliceClock();
     let added = false;
-    const result = await this.settled(hold, () => added, () => this.ctx.storage.transactionSync((): PutManifestResult => {
-      const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
-      const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
-      if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null, held: held() };
-      const m = input.manifest;
-      if (this.fenced(m.digest, input.heldSeq ?? 0)) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, fenced: true, held: held() };
-      const previousTagDigest = input.tag === null ? null : this.tagTarget(input.repo, input.tag);
-      if (input.ifTagMoves === "refuse" && previousTagDigest !== null && previousTagDigest !== m.digest) {
-        return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previousTagDigest, held: held() };
-      }
-      added = !this.holdsAs(input.repo, m.digest, "manifest");
-      this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
-      for (const d of new Set(input.refs ?? [...input.requiredBlobs, ...input.requiredManifests])) {
-        this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, input.repo, m.digest, d);
-      }
-      this.sql.exec(`UPDATE members SET refs_indexed = 1 WHERE repo = ? AND digest = ? AND kind = 'manifest'`, input.repo, m.digest);
-      if (input.tag !== null) {
-        this.sql.exec(`INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?)
-          ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
-          input.repo, input.tag, m.digest, Date.now());
-      }
-      if (input.subject !== null) {
-        this.sql.exec(`INSERT OR REPLACE INTO referrers (repo, subject, digest, media_type, size, artifact_type, annotations, created_at)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-          input.repo, input.subject, m.digest, m.mediaType, m.size, input.artifactType,
-          input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
-      }
-      return { ok: true, previousTagDigest };
-    }));
+    const setAdded = (a: boolean) => { added = a; };
+    const sliced = Math.max(refs.length, input.requiredBlobs.length + input.requiredManifests.length) > PUT_SLICE_REFS;
+    const result = await this.settled(hold, () => added, () => sliced
+      // The object's other requests wait (as they waited for the one transaction); other objects and
+      // the rest of the thread run between the slices.
+      ? this.ctx.blockConcurrencyWhile(() => this.putManifestSliced(input, refs, clock, setAdded).then((r) => ({ r }), (err: unknown) => ({ err })))
+        // An error thrown inside blockConcurrencyWhile would reset the object: it is rethrown out here.
+        .then((o) => { if ("err" in o) throw o.err; return o.r; })
+      : clock.run(() => this.ctx.storage.transactionSync((): PutManifestResult => {
+        const missingBlobs = this.missing(input.repo, input.requiredBlobs, "blob");
+        const missingManifests = this.missing(input.repo, input.requiredManifests, "manifest");
+        if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null, held: this.holds(input.repo, m0.digest) };
+        return this.putManifestRefusal(input) ?? this.writeManifestRows(input, refs, setAdded);
+      })));
+    result.slices = clock.stats();
     if (result.ok) await this.registerInCatalog(input.repo);
     return result;
+  }
+
+  /**
+   * A heavy manifest (docs/adr/0022), inside blockConcurrencyWhile: nothing else of this object
+   * runs until it returns, so what the slices checked still holds at the end. (1) Membership checks,
+   * PUT_SLICE_REFS per slice; (2) the fence and tag checks; (3) a pending_puts row, then the GC
+   * references in slices — written early, they only keep blobs alive; (4) one short transaction that
+   * makes the manifest visible (membership, tag, referrer) and deletes the pending row. A refusal in
+   * (1)–(2) has written nothing; a failure after (3) removes what it wrote (sweepPending), and a
+   * crash leaves the pending row, which the object sweeps when it starts again.
+   */
+  private async putManifestSliced(input: PutManifestInput, refs: string[], clock: SliceClock, setAdded: (a: boolean) => void): Promise<PutManifestResult> {
+    const { repo, manifest: m } = input;
+    const missingBlobs = await this.missingSliced(repo, input.requiredBlobs, "blob", clock);
+    const missingManifests = await this.missingSliced(repo, input.requiredManifests, "manifest", clock);
+    if (missingBlobs.length || missingManifests.length) return { ok: false, missingBlobs, missingManifests, tagIsAt: null, held: this.holds(repo, m.digest) };
+    const refused = clock.run(() => this.putManifestRefusal(input));
+    if (refused) return refused;
+    const id = crypto.randomUUID();
+    this.sql.exec(`INSERT INTO pending_puts (id, repo, manifest, started_at) VALUES (?, ?, ?, ?)`, id, repo, m.digest, Date.now());
+    try {
+      for (let i = 0; i < refs.length; i += PUT_SLICE_REFS) {
+        await yieldThread();
+        clock.run(() => this.ctx.storage.transactionSync(() => {
+          for (const d of refs.slice(i, i + PUT_SLICE_REFS)) this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, repo, m.digest, d);
+        }));
+      }
+      await yieldThread();
+      const result = clock.run(() => this.ctx.storage.transactionSync((): PutManifestResult => {
+        // Cannot change while this object is blocked; checked again because it costs nothing.
+        const late = this.putManifestRefusal(input);
+        if (late) return late;
+        this.sql.exec(`DELETE FROM pending_puts WHERE id = ?`, id);
+        return this.writeManifestRows(input, null, setAdded);
+      }));
+      if (!result.ok) await this.sweepPending(id);
+      return result;
+    } catch (err) {
+      await this.sweepPending(id);
+      throw err;
+    }
+  }
+
+  /** The fence and tag checks of a manifest write (inside its transaction): a refusal, or null. */
+  private putManifestRefusal(input: PutManifestInput): PutManifestResult | null {
+    const m = input.manifest;
+    if (this.fenced(m.digest, input.heldSeq ?? 0)) return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: null, fenced: true, held: this.holds(input.repo, m.digest) };
+    const previous = input.tag === null ? null : this.tagTarget(input.repo, input.tag);
+    if (input.ifTagMoves === "refuse" && previous !== null && previous !== m.digest) {
+      return { ok: false, missingBlobs: [], missingManifests: [], tagIsAt: previous, held: this.holds(input.repo, m.digest) };
+    }
+    return null;
+  }
+
+  /** A checked manifest's rows (inside its transaction): membership, `refs` (null: written already), tag, referrer. */
+  private writeManifestRows(input: PutManifestInput, refs: string[] | null, setAdded: (a: boolean) => void): PutManifestResult {
+    const m = input.manifest;
+    const previousTagDigest = input.tag === null ? null : this.tagTarget(input.repo, input.tag);
+    setAdded(!this.holdsAs(input.repo, m.digest, "manifest"));
+    this.insertMember(input.repo, { digest: m.digest, kind: "manifest", size: m.size, r2Key: m.r2Key, mediaType: m.mediaType });
+    for (const d of refs ?? []) {
+      this.sql.exec(`INSERT OR IGNORE INTO refs (repo, manifest, digest) VALUES (?, ?, ?)`, input.repo, m.digest, d);
+    }
+    this.sql.exec(`UPDATE members SET refs_indexed = 1 WHERE repo = ? AND digest = ? AND kind = 'manifest'`, input.repo, m.digest);
+    if (input.tag !== null) {
+      this.sql.exec(`INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?)
+        ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at`,
+        input.repo, input.tag, m.digest, Date.now());
+    }
+    if (input.subject !== null) {
+      this.sql.exec(`INSERT OR REPLACE INTO referrers (repo, subject, digest, media_type, size, artifact_type, annotations, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        input.repo, input.subject, m.digest, m.mediaType, m.size, input.artifactType,
+        input.annotations ? JSON.stringify(input.annotations) : null, Date.now());
+    }
+    return { ok: true, previousTagDigest };
+  }
+
+  /**
+   * Undo unfinished sliced puts (docs/adr/0022): the pending row `id`, or every pending row (when
+   * the object starts after a crash). A manifest that is not a member loses the GC references the
+   * put wrote, in slices; one that is a member keeps them (the same digest, the same references).
+   */
+  async sweepPending(id?: string): Promise<number> {
+    if (!this.stored) return 0;
+    const rows = this.sql.exec<{ id: string; repo: string; manifest: string }>(
+      `SELECT id, repo, manifest FROM pending_puts ${id === undefined ? "" : "WHERE id = ?"}`, ...(id === undefined ? [] : [id])).toArray();
+    for (const p of rows) {
+      if (!this.holdsAs(p.repo, p.manifest, "manifest")) {
+        while (this.sql.exec(`DELETE FROM refs WHERE repo = ? AND manifest = ? AND digest IN
+            (SELECT digest FROM refs WHERE repo = ? AND manifest = ? LIMIT ?)`, p.repo, p.manifest, p.repo, p.manifest, PUT_SLICE_REFS).rowsWritten > 0) {
+          await yieldThread();
+        }
+      }
+      this.sql.exec(`DELETE FROM pending_puts WHERE id = ?`, p.id);
+    }
+    return rows.length;
+  }
+
+  /** missing(), PUT_SLICE_REFS digests per slice with the thread given back between. */
+  private async missingSliced(repo: string, digests: string[], kind: MemberKind, clock: SliceClock): Promise<string[]> {
+    const want = [...new Set(digests)];
+    const out: string[] = [];
+    for (let i = 0; i < want.length; i += PUT_SLICE_REFS) {
+      if (i > 0) await yieldThread();
+      out.push(...clock.run(() => this.missing(repo, want.slice(i, i + PUT_SLICE_REFS), kind)));
+    }
+    return out;
   }
 
   /** Resolve a tag or digest to a manifest of this repository. */
