@@ -15,6 +15,8 @@ export default defineConfig({
   ],
   test: {
     include: ["test/unit/**/*.test.ts", "test/conformance/**/*.test.ts", "test/build-cache/**/*.test.ts"],
+    // A loopback upstream registry for the proxy fill tests (test/unit/proxy.test.ts).
+    globalSetup: ["test/unit/proxy-upstream.setup.mjs"],
     testTimeout: 60_000,
   },
 });

@@ -21,13 +21,14 @@ import buildcache from "./sections/buildcache.mjs";
 import concurrency from "./sections/concurrency.mjs";
 import gc from "./sections/gc.mjs";
 import audit from "./sections/audit.mjs";
+import proxy from "./sections/proxy.mjs";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 // ---- Sections, in run order. A section is {id, title, needs[], run(ctx) → {rows, metrics, notes}}.
 // needs: "benchRoutes" (cloister's /_bench routes), "registries" (runs against every registry that
 // works; reasons printed for the others), "cloisterRegistry" (cloister's /v2 must work), "workerPid".
-const SECTIONS = [r2, push, small, hash, boundary, buildcache, concurrency, gc, audit, memory];
+const SECTIONS = [r2, push, small, hash, boundary, buildcache, concurrency, gc, audit, proxy, memory];
 
 // ---- Targets: ratios checked at the end. {num, den, min} → num/den ≥ min; {value, max} → value < max.
 const CHECKS = [
@@ -53,6 +54,8 @@ const INFO = [
   { label: "boundary HEAD p50: non-member elsewhere / member", num: "boundary.elsewhere.p50_ms", den: "boundary.member.p50_ms" },
   { label: "boundary HEAD p50: nowhere / elsewhere", num: "boundary.nowhere.p50_ms", den: "boundary.elsewhere.p50_ms" },
   { label: "build-cache: BLAKE3-claim push / SHA-256 push (4 MiB chunks)", num: "buildcache.blake3_MBps", den: "buildcache.sha256_MBps" },
+  { label: "proxy: cold pull through cloister / direct from distribution", num: "proxy.cold_MBps", den: "proxy.direct_MBps" },
+  { label: "proxy: warm pull from cloister's cache / direct from distribution", num: "proxy.warm_MBps", den: "proxy.direct_MBps" },
 ];
 
 // ---- Options

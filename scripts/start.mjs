@@ -138,6 +138,11 @@ if (!has("--show-interactive-dev-session")) wranglerArgs.push("--show-interactiv
 wranglerArgs.push(...args);
 
 const childEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", WRANGLER_HIDE_BANNER: "true", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
+// No devtools proxy: wrangler 4.86's turns every 4 KiB of an outbound fetch body into a request
+// to its node process that holds a socket for 5 s, so a 100 MB proxy fill ran out of file
+// descriptors (docs/proxy.md "Large fills under wrangler dev"). This variable is how wrangler
+// itself turns that proxy off; logs still reach the terminal.
+childEnv.VSCODE_INSPECTOR_OPTIONS ||= "{}";
 for (const name of Object.keys(vars)) delete childEnv[name]; // already in the env file
 const require = createRequire(import.meta.url);
 const wrangler = join(dirname(require.resolve("wrangler/package.json")), "bin/wrangler.js");

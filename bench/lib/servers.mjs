@@ -40,6 +40,8 @@ export async function startCloister({ repo, workdir, source, log }) {
     WRANGLER_SEND_METRICS: "false",
     WRANGLER_HIDE_BANNER: "true",
     CLOUDFLARE_CF_FETCH_ENABLED: "false",
+    // No devtools proxy: it costs one node request per 4 KiB of outbound fetch body (docs/proxy.md).
+    VSCODE_INSPECTOR_OPTIONS: process.env.VSCODE_INSPECTOR_OPTIONS || "{}",
     NO_COLOR: "1",
     FORCE_COLOR: "0",
   };

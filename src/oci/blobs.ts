@@ -10,9 +10,6 @@ import { proxyBlob } from "../proxy/pull";
 
 export async function get(c: Ctx, name: string, digestParam: string, head: boolean): Promise<Response> {
   const { digest } = parseDigest(digestParam);
-  await proxyBlob(c.env, name, digest); // a proxy namespace fetches a miss from its upstream first
-  const member = await memberBlob(c.env, name, digest);
-  if (!member) throw blobUnknown(digest);
   const etag = `"${digest}"`;
   const base: Record<string, string> = {
     "Docker-Content-Digest": digest,
@@ -22,6 +19,16 @@ export async function get(c: Ctx, name: string, digestParam: string, head: boole
     "Content-Type": "application/octet-stream",
     "Cache-Control": "max-age=31536000, immutable",
   };
+  // A proxy namespace fetches a miss from its upstream first; a plain GET gets the bytes while
+  // they land in R2 (HEAD and ranges wait for the fill; docs/proxy.md).
+  const plain = !head && !c.req.header("Range") && !c.req.header("If-None-Match");
+  const proxied = await proxyBlob(c.env, name, digest, { stream: plain, waitUntil: (p) => c.executionCtx.waitUntil(p) });
+  if (proxied && "streamed" in proxied) {
+    const { body, size } = proxied.streamed;
+    return new Response(body, { status: 200, headers: size === null ? base : { ...base, "Content-Length": String(size) } });
+  }
+  const member = proxied?.member ?? (await memberBlob(c.env, name, digest));
+  if (!member) throw blobUnknown(digest);
   if (ifNoneMatch(c.req.header("If-None-Match"), etag)) return new Response(null, { status: 304, headers: base });
 
   const range = parseRange(c.req.header("Range"), member.size);

@@ -16,15 +16,15 @@ import { memberBlob, memberManifest } from "../storage/backfill";
 import type { ManifestRecord } from "../stores/trust-store";
 import { record } from "../audit/record";
 import { proxyFor, type ProxyTarget } from "./config";
+import { isDigestMismatch, takeFillLease, teeFill } from "./fill";
 import { MANIFEST_ACCEPT, isOutage, unreachable, upstreamError, upstreamFetch } from "./upstream";
 
 /** Response header on a tag served from the cache because the upstream could not revalidate it. */
 export const STALE_HEADER = "Cloister-Proxy-Stale";
 
 /**
- * In-isolate single flight: concurrent misses for the same repository and reference in one
- * isolate share one upstream fetch. Misses in different isolates each fetch; BlobStore's commit
- * keeps one copy of the bytes and deletes the redundant object.
+ * In-isolate single flight for manifests: concurrent misses for the same repository and reference
+ * in one isolate share one upstream fetch (blobs: across isolates, src/proxy/fill.ts).
  */
 const inflight = new Map<string, Promise<unknown>>();
 function once<T>(key: string, run: () => Promise<T>): Promise<T> {
@@ -145,26 +145,63 @@ async function fetchManifest(env: Env, t: ProxyTarget, repo: string, reference: 
   if (tag !== null) await markChecked(env, repo, tag, digest);
 }
 
-/** Fetch a blob missing from proxy repository `repo` into R2 (verified) and link it. */
-export async function proxyBlob(env: Env, repo: string, digestParam: string): Promise<void> {
+/** A cold blob streamed to this client while it lands in R2 (see teeFill). */
+export interface StreamedBlob {
+  body: ReadableStream<Uint8Array>;
+  /** The upstream's Content-Length, or null when it sent none. */
+  size: number | null;
+}
+
+/**
+ * A blob missing from proxy repository `repo`: fetch it from the upstream (one filler per
+ * repository and digest, src/proxy/fill.ts), verify it and commit it through the normal handoff.
+ * Returns `{member}` when it was cached (the lookup, for the route to reuse), `{streamed}` — with
+ * `stream` (a plain GET) — the body to send while it is still landing (`waitUntil` keeps that fill
+ * alive if the client leaves), or null: not a proxy repository, or filled now (look it up).
+ * Without `stream` (HEAD, ranges) the fill completes before this returns.
+ */
+export async function proxyBlob(
+  env: Env, repo: string, digestParam: string, opts: { stream?: boolean; waitUntil?: (p: Promise<unknown>) => void } = {},
+): Promise<{ member: NonNullable<Awaited<ReturnType<typeof memberBlob>>> } | { streamed: StreamedBlob } | null> {
   const t = await proxyFor(env, repo);
-  if (!t) return;
+  if (!t) return null;
   const claim = parseDigest(digestParam);
-  if (await memberBlob(env, repo, claim.digest)) return;
-  await once(`b|${repo}|${claim.digest}`, async () => {
+  const member = await memberBlob(env, repo, claim.digest);
+  if (member) return { member };
+  const lease = await takeFillLease(env, repo, claim.digest);
+  if (!lease) return null; // another request filled it meanwhile
+  let streaming = false;
+  try {
     const res = await upstreamFetch(t, "GET", `blobs/${claim.digest}`);
-    if (!res.ok) throw await upstreamError(t, res, oci("BLOB_UNKNOWN", `blob ${claim.digest} is not known to ${t.ns.upstream}/${t.upstreamRepo}`, { digest: claim.digest }));
+    if (!res.ok) throw namedProblem(t, await upstreamError(t, res, oci("BLOB_UNKNOWN", `blob ${claim.digest} is not known to ${t.ns.upstream}/${t.upstreamRepo}`, { digest: claim.digest })));
     const declared = res.headers.get("Content-Length");
     const contentLength = declared && /^\d+$/.test(declared) ? Number(declared) : null;
+    if (opts.stream && opts.waitUntil && res.body) {
+      const fill = teeFill(env, repo, claim, res.body, contentLength);
+      streaming = true;
+      opts.waitUntil(fill.done.then(async (outcome) => {
+        if (!outcome.ok) await fillFailed(env, t, repo, claim.digest, outcome.error).catch(() => {});
+      }).finally(() => lease.release()));
+      return { streamed: { body: fill.body, size: contentLength } };
+    }
     try {
       await uploadWhole(env, repo, claim, { stream: res.body, contentLength });
     } catch (err) {
-      // uploadWhole deleted what it wrote: nothing of a mismatching blob is kept.
-      if (err instanceof OciError && err.code === "DIGEST_INVALID") throw await mismatch(env, t, repo, claim.digest, "blob");
-      if (err instanceof OciError) throw err;
-      throw unreachable(t, `the transfer of ${claim.digest} broke off (${err instanceof Error ? err.message : String(err)})`);
+      throw await fillFailed(env, t, repo, claim.digest, err);
     }
-  });
+    return null;
+  } finally {
+    if (!streaming) await lease.release();
+  }
+}
+
+/** A failed fill as the OCI error to answer (uploadWhole already deleted what it wrote). */
+async function fillFailed(env: Env, t: ProxyTarget, repo: string, digest: string, err: unknown): Promise<OciError> {
+  if (isDigestMismatch(err)) return mismatch(env, t, repo, digest, "blob");
+  if (err instanceof OciError) return err;
+  const why = `the transfer of ${digest} broke off (${err instanceof Error ? err.message : String(err)})`;
+  console.warn(`proxy: ${repo}: ${why}`);
+  return unreachable(t, why);
 }
 
 async function mismatch(env: Env, t: ProxyTarget, repo: string, digest: string, kind: "blob" | "manifest"): Promise<OciError> {

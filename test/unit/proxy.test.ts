@@ -1,11 +1,17 @@
 // Proxy namespaces (docs/proxy.md): the admin API validates and never returns credentials, pushes
 // into a namespace are refused, and an unreachable upstream is a clear 502/504, never a 500.
-// Pulls through real upstreams are in test/e2e/proxy.e2e.test.ts.
-import { describe, expect, it } from "vitest";
+// Blob fills from a loopback upstream (streaming, digest mismatch, single flight) are below; pulls
+// with real clients through real upstreams are in test/e2e/proxy.e2e.test.ts.
 import { env } from "cloudflare:workers";
-import { bytes, expectError, ociError, pushBlob, req, reqWith } from "./helpers";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { BASE, bytes, expectError, ociError, pushBlob, req, reqWith, sha256 } from "./helpers";
+import { buildApp } from "../../src/app";
 import { PROXY_CONFIG_KEY, proxyFor, saveApiNamespaces } from "../../src/proxy/config";
 import type { Env } from "../../src/env";
+import { memberBlob } from "../../src/storage/backfill";
+import { uploadSessionFor } from "../../src/stores";
+import { fillSessionId } from "../../src/proxy/fill";
 
 const E = env as unknown as Env;
 
@@ -163,5 +169,146 @@ describe("proxy namespaces", () => {
     } finally {
       await req("/admin/proxies/pxdown", { method: "DELETE" });
     }
+  });
+});
+
+// ---- blob fills from a loopback upstream (test/unit/proxy-upstream.setup.mjs, counted there) ----
+
+declare module "vitest" {
+  interface ProvidedContext {
+    proxyUpstream: string;
+  }
+}
+
+describe("proxy blob fills", () => {
+  const upstream = inject("proxyUpstream");
+  const isMember = async (repo: string, digest: string) => (await memberBlob(env as unknown as Env, repo, digest)) !== null;
+  const upstreamGets = async (digest: string) => ((await (await fetch(`${upstream}/_blobs/${digest}`)).json()) as { gets: number }).gets;
+  const serve = async (blob: Uint8Array, opts: { corrupt?: boolean; sliceDelayMs?: number } = {}) => {
+    const digest = await sha256(blob);
+    const q = new URLSearchParams({ corrupt: opts.corrupt ? "1" : "0", sliceDelayMs: String(opts.sliceDelayMs ?? 0) });
+    expect((await fetch(`${upstream}/_blobs/${digest}?${q}`, { method: "PUT", body: blob })).status).toBe(200);
+    return digest;
+  };
+  const until = async (what: string, ok: () => Promise<boolean>, ms = 15_000) => {
+    const end = Date.now() + ms;
+    while (!(await ok())) {
+      if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const readAll = async (res: Response) => new Uint8Array(await res.arrayBuffer());
+
+  beforeAll(async () => {
+    expect((await req("/admin/proxies", json({ prefix: "pxfill", upstream, timeoutSeconds: 5 }))).status).toBe(200);
+  });
+  afterAll(async () => {
+    await req("/admin/proxies/pxfill", { method: "DELETE" });
+  });
+
+  it("stream a cold blob to the client while it lands in R2, verified, then serve it from the cache", async () => {
+    const blob = bytes(2 * 1024 * 1024, 71);
+    const digest = await serve(blob, { sliceDelayMs: 40 }); // 32 slices: ~1.3 s upstream
+    const res = await req(`/v2/pxfill/stream/blobs/${digest}`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("Content-Length")).toBe(String(blob.length));
+    expect(res.headers.get("Docker-Content-Digest")).toBe(digest);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(first.done).toBe(false);
+    // Bytes reached the client before the blob was committed: it is streamed, not landed first.
+    expect(await isMember("pxfill/stream", digest)).toBe(false);
+    const parts: Uint8Array[] = [first.value!];
+    for (let r = await reader.read(); !r.done; r = await reader.read()) parts.push(r.value);
+    const got = new Uint8Array(await new Blob(parts).arrayBuffer());
+    expect(await sha256(got)).toBe(digest);
+    await until("the fill is committed", () => isMember("pxfill/stream", digest));
+    const again = await req(`/v2/pxfill/stream/blobs/${digest}`);
+    expect(await sha256(await readAll(again))).toBe(digest);
+    expect(await upstreamGets(digest)).toBe(1);
+  });
+
+  it("stream a blob of any length through the request log (which pipes every body into a FixedLengthStream)", async () => {
+    const blob = bytes(1_000_003, 77); // not a multiple of the 256 KiB reads: a short last chunk
+    const digest = await serve(blob);
+    const ctx = createExecutionContext();
+    const res = await buildApp().fetch(new Request(`${BASE}/v2/pxfill/logged/blobs/${digest}`), { ...(env as unknown as Env), REQUEST_LOG: "on" }, ctx);
+    expect(res.status).toBe(200);
+    expect(await sha256(await readAll(res))).toBe(digest);
+    await waitOnExecutionContext(ctx);
+    expect(await isMember("pxfill/logged", digest)).toBe(true);
+  });
+
+  it("cut the client's stream before the last byte when the upstream's bytes do not match, keep nothing and audit it", async () => {
+    const blob = bytes(512 * 1024, 72);
+    const digest = await serve(blob, { corrupt: true });
+    const res = await req(`/v2/pxfill/corrupt/blobs/${digest}`);
+    expect(res.status).toBe(200); // headers went out before the last byte could be checked
+    let received = 0;
+    let failed = false;
+    try {
+      const reader = res.body!.getReader();
+      for (let r = await reader.read(); !r.done; r = await reader.read()) received += r.value.length;
+    } catch {
+      failed = true;
+    }
+    expect(failed).toBe(true);
+    expect(received).toBeLessThan(blob.length);
+    await until("the mismatch is audited", async () => (await (await req("/admin/audit?action=proxy.digest_mismatch")).text()).includes(digest));
+    expect(await isMember("pxfill/corrupt", digest)).toBe(false);
+    // Nothing was kept: a HEAD fetches it again (and is refused again, now before answering).
+    const head = await req(`/v2/pxfill/corrupt/blobs/${digest}`, { method: "HEAD" });
+    expect(head.status).toBe(502);
+    expect(await upstreamGets(digest)).toBe(2);
+  });
+
+  it("finish the fill into R2 when the client leaves half-way", async () => {
+    const blob = bytes(2 * 1024 * 1024, 73);
+    const digest = await serve(blob, { sliceDelayMs: 30 });
+    const res = await req(`/v2/pxfill/leaver/blobs/${digest}`);
+    const reader = res.body!.getReader();
+    expect((await reader.read()).done).toBe(false);
+    await reader.cancel();
+    await until("the abandoned fill is committed", () => isMember("pxfill/leaver", digest));
+    const again = await req(`/v2/pxfill/leaver/blobs/${digest}`);
+    expect(await sha256(await readAll(again))).toBe(digest);
+    expect(await upstreamGets(digest)).toBe(1);
+  });
+
+  it("answer HEAD on a cold blob after filling it", async () => {
+    const blob = bytes(300 * 1024, 74);
+    const digest = await serve(blob);
+    const head = await req(`/v2/pxfill/head/blobs/${digest}`, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("Content-Length")).toBe(String(blob.length));
+    expect(await isMember("pxfill/head", digest)).toBe(true);
+  });
+
+  it("single flight: concurrent cold pulls of one blob make one upstream GET; the others wait for it", async () => {
+    const blob = bytes(1024 * 1024, 75);
+    const digest = await serve(blob, { sliceDelayMs: 40 });
+    const results = await Promise.all(Array.from({ length: 5 }, async () => {
+      const res = await req(`/v2/pxfill/flight/blobs/${digest}`);
+      expect(res.status).toBe(200);
+      return sha256(await readAll(res));
+    }));
+    expect(results).toEqual(Array(5).fill(digest));
+    expect(await upstreamGets(digest)).toBe(1);
+  });
+
+  it("single flight: a filler that stopped renewing its lease is taken over once the lease lapses", async () => {
+    const blob = bytes(256 * 1024, 76);
+    const digest = await serve(blob);
+    const id = fillSessionId("pxfill/crashed", digest);
+    const taken = await uploadSessionFor(env as unknown as Env, id).beginOrOpen(
+      { id, repo: "pxfill/crashed", principal: "proxy-fill", expiresAt: Date.now() + 3600_000, partSize: 5 * 1024 * 1024 }, null, { leaseMs: 1500, final: true },
+    );
+    expect(taken.ok).toBe(true); // a "crashed" filler: it never renews nor fetches
+    const t0 = Date.now();
+    const res = await req(`/v2/pxfill/crashed/blobs/${digest}`);
+    expect(res.status).toBe(200);
+    expect(await sha256(await readAll(res))).toBe(digest);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000); // it waited for the lease to lapse
+    expect(await upstreamGets(digest)).toBe(1);
   });
 });

@@ -248,6 +248,12 @@ describe("Durable Object round trips per operation (open mode)", () => {
           expect(r.r2, `${method} ${ref}`).toEqual(method === "GET" ? [expect.stringMatching(/^get manifests\//)] : []);
         }
       }
+      // A cached blob: the proxy check's membership lookup is the route's too.
+      for (const method of ["GET", "HEAD"]) {
+        const b = await counted(`/v2/${repo}/blobs/${img.layers[0]}`, { method });
+        expect(b.status, `${method} blob`).toBe(200);
+        expect(b.calls, `${method} blob`).toEqual(["TRUST_STORE.blob"]);
+      }
     } finally {
       expect((await counted(`/admin/proxies/${prefix}`, { method: "DELETE" })).status).toBe(204);
     }

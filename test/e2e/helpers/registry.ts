@@ -37,6 +37,9 @@ export const offlineEnv: Record<string, string> = {
   WRANGLER_SEND_METRICS: "false",
   WRANGLER_HIDE_BANNER: "true",
   CLOUDFLARE_CF_FETCH_ENABLED: "false",
+  // Turns off wrangler's devtools proxy, which floods its node process with one request per 4 KiB
+  // of every outbound fetch body (a 100 MB proxy fill ran out of sockets; docs/proxy.md).
+  VSCODE_INSPECTOR_OPTIONS: process.env.VSCODE_INSPECTOR_OPTIONS || "{}",
 };
 
 /** A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
