@@ -43,10 +43,14 @@ export interface FillLease {
 
 /**
  * Become the one filler of `digest` for `repo`, or wait for the one there is. Returns null when
- * the blob became a member meanwhile (serve it from R2), else the lease to release once the fill
- * ended (committed or failed). Throws 503 after FILL_WAIT_MS of waiting.
+ * the blob (or, with `isMember` for manifests, the manifest) became a member meanwhile (serve it
+ * from the cache), else the lease to release once the fill ended (committed or failed). Throws 503
+ * after FILL_WAIT_MS of waiting.
  */
-export async function takeFillLease(env: Env, repo: string, digest: string): Promise<FillLease | null> {
+export async function takeFillLease(
+  env: Env, repo: string, digest: string,
+  isMember: () => Promise<boolean> = async () => (await memberBlob(env, repo, digest)) !== null,
+): Promise<FillLease | null> {
   const leaseMs = config(env).uploadLeaseSeconds * 1000;
   const id = fillSessionId(repo, digest);
   const session = uploadSessionFor(env, id);
@@ -60,7 +64,7 @@ export async function takeFillLease(env: Env, repo: string, digest: string): Pro
     if (r.ok) {
       const lease = holdLease(session, r.lease, r.reservedKey, leaseMs);
       // The previous filler links the blob before it lets go of the lease: look once more.
-      if (await memberBlob(env, repo, digest)) {
+      if (await isMember()) {
         await lease.release();
         return null;
       }
@@ -73,11 +77,11 @@ export async function takeFillLease(env: Env, repo: string, digest: string): Pro
     }
     if (Date.now() + pause > deadline) {
       const secs = Math.max(1, Math.ceil(Math.min(r.retryAfterMs, 10_000) / 1000));
-      throw oci("TOOMANYREQUESTS", `another request has been fetching blob ${digest} from the upstream for over ${FILL_WAIT_MS / 1000} s; retry in ${secs} s`, { digest, retryAfter: secs }, 503, { "Retry-After": String(secs) });
+      throw oci("TOOMANYREQUESTS", `another request has been fetching ${digest} from the upstream for over ${FILL_WAIT_MS / 1000} s; retry in ${secs} s`, { digest, retryAfter: secs }, 503, { "Retry-After": String(secs) });
     }
     await new Promise((done) => setTimeout(done, pause));
     pause = Math.min(1000, pause * 2);
-    if (await memberBlob(env, repo, digest)) return null;
+    if (await isMember()) return null;
   }
 }
 

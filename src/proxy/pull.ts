@@ -72,7 +72,18 @@ export async function proxyManifest(env: Env, repo: string, ref: { tag: string |
     const digest = ref.digest;
     const local = await memberManifest(env, repo, digest, true, pulledDay);
     if (local) return { stale: null, manifest: local };
-    await once(`m|${repo}|${digest}`, () => fetchManifest(env, t, repo, digest, null)).catch((e) => { throw namedProblem(t, e); });
+    // Single flight across isolates, as for blobs (fill.ts): one request fetches, the others wait
+    // until the manifest is stored and then read it from the cache.
+    const lease = await takeFillLease(env, repo, digest, async () => (await memberManifest(env, repo, digest, true)) !== null);
+    if (lease) {
+      try {
+        await fetchManifest(env, t, repo, digest, null);
+      } catch (e) {
+        throw namedProblem(t, e);
+      } finally {
+        await lease.release();
+      }
+    }
     return { stale: null, manifest: null };
   }
   const tag = ref.tag!;

@@ -2,8 +2,10 @@
 // 127.0.0.1 that serves blobs the tests register, counts GETs per digest at the upstream, and
 // can corrupt a blob or send it slowly. The Worker under test reaches it with a real fetch().
 //   PUT /_blobs/<digest>?corrupt=1&sliceDelayMs=N   register bytes (body)
+//   PUT /_blobs/<digest>?mediaType=T&sliceDelayMs=N register a manifest of media type T
 //   GET /_blobs/<digest>                             {"gets": n}
 //   GET|HEAD /v2/<name>/blobs/<digest>               the blob, 64 KiB per write, N ms apart
+//   GET|HEAD /v2/<name>/manifests/<digest>           the manifest, after N ms
 import * as http from "node:http";
 
 const SLICE = 64 * 1024;
@@ -19,11 +21,23 @@ export default async function setup(project) {
         if (req.method === "PUT") {
           const chunks = [];
           for await (const c of req) chunks.push(c);
-          blobs.set(digest, { bytes: Buffer.concat(chunks), corrupt: url.searchParams.get("corrupt") === "1", sliceDelayMs: Number(url.searchParams.get("sliceDelayMs") ?? 0) });
+          blobs.set(digest, { bytes: Buffer.concat(chunks), corrupt: url.searchParams.get("corrupt") === "1", sliceDelayMs: Number(url.searchParams.get("sliceDelayMs") ?? 0), mediaType: url.searchParams.get("mediaType") });
           return res.end();
         }
         res.writeHead(200, { "Content-Type": "application/json" });
         return res.end(JSON.stringify({ gets: gets.get(digest) ?? 0 }));
+      }
+      const mm = /^\/v2\/.+\/manifests\/(sha256:[0-9a-f]{64})$/.exec(url.pathname);
+      const manifest = mm && blobs.get(mm[1]);
+      if (mm) {
+        if (!manifest?.mediaType) {
+          res.writeHead(404, { "Content-Type": "application/json" });
+          return res.end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}');
+        }
+        if (req.method === "GET") gets.set(mm[1], (gets.get(mm[1]) ?? 0) + 1);
+        if (manifest.sliceDelayMs) await new Promise((r) => setTimeout(r, manifest.sliceDelayMs));
+        res.writeHead(200, { "Content-Type": manifest.mediaType, "Content-Length": String(manifest.bytes.length), "Docker-Content-Digest": mm[1] });
+        return res.end(req.method === "HEAD" ? undefined : manifest.bytes);
       }
       const m = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/.exec(url.pathname);
       const blob = m && blobs.get(m[1]);

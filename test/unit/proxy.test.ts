@@ -296,6 +296,46 @@ describe("proxy blob fills", () => {
     expect(await upstreamGets(digest)).toBe(1);
   });
 
+  it("single flight: concurrent cold pulls of one manifest by digest make one upstream GET", async () => {
+    // The layer is never fetched: references of a proxied manifest are filled when asked for.
+    const MT = "application/vnd.oci.image.manifest.v1+json";
+    const body = new TextEncoder().encode(JSON.stringify({
+      schemaVersion: 2, mediaType: MT,
+      config: { mediaType: "application/vnd.oci.empty.v1+json", digest: "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", size: 2 },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: await sha256(bytes(64, 77)), size: 64 }],
+    }));
+    const digest = await sha256(body);
+    expect((await fetch(`${upstream}/_blobs/${digest}?mediaType=${encodeURIComponent(MT)}&sliceDelayMs=300`, { method: "PUT", body })).status).toBe(200);
+    const got = await Promise.all(Array.from({ length: 5 }, async () => {
+      const res = await req(`/v2/pxfill/mflight/manifests/${digest}`, { headers: { Accept: MT } });
+      expect(res.status, await res.clone().text()).toBe(200);
+      expect(res.headers.get("Docker-Content-Digest")).toBe(digest);
+      return sha256(await readAll(res));
+    }));
+    expect(got).toEqual(Array(5).fill(digest));
+    expect(await upstreamGets(digest)).toBe(1);
+    // Cached now: another pull makes no upstream request.
+    expect((await req(`/v2/pxfill/mflight/manifests/${digest}`, { headers: { Accept: MT } })).status).toBe(200);
+    expect(await upstreamGets(digest)).toBe(1);
+
+    // Across isolates: a filler elsewhere (here a lease taken by hand that is never renewed) is
+    // waited for, not raced; the manifest is fetched only once its lease lapses.
+    const other = new TextEncoder().encode(new TextDecoder().decode(body).replace('"size":64', '"size":64,"annotations":{"n":"2"}'));
+    const otherDigest = await sha256(other);
+    expect((await fetch(`${upstream}/_blobs/${otherDigest}?mediaType=${encodeURIComponent(MT)}`, { method: "PUT", body: other })).status).toBe(200);
+    const id = fillSessionId("pxfill/mflight", otherDigest);
+    const taken = await uploadSessionFor(env as unknown as Env, id).beginOrOpen(
+      { id, repo: "pxfill/mflight", principal: "proxy-fill", expiresAt: Date.now() + 3600_000, partSize: 5 * 1024 * 1024 }, null, { leaseMs: 1500, final: true },
+    );
+    expect(taken.ok).toBe(true);
+    const t0 = Date.now();
+    const res = await req(`/v2/pxfill/mflight/manifests/${otherDigest}`, { headers: { Accept: MT } });
+    expect(res.status).toBe(200);
+    expect(await sha256(await readAll(res))).toBe(otherDigest);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+    expect(await upstreamGets(otherDigest)).toBe(1);
+  });
+
   it("single flight: a filler that stopped renewing its lease is taken over once the lease lapses", async () => {
     const blob = bytes(256 * 1024, 76);
     const digest = await serve(blob);
