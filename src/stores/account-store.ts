@@ -137,6 +137,8 @@ export class AccountStore extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS login_account (
         account TEXT PRIMARY KEY, failures INTEGER NOT NULL, window_start INTEGER NOT NULL);
       CREATE INDEX IF NOT EXISTS login_account_age ON login_account(window_start);
+      CREATE TABLE IF NOT EXISTS ended_sessions (jti TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS ended_sessions_age ON ended_sessions(expires_at);
     `);
     // Key generations (docs/signatures.md): keys registered before them have generation 0.
     if (!(this.sql.exec("PRAGMA table_info(trust_keys)").toArray() as Row[]).some((r) => r.name === "gen")) {
@@ -332,6 +334,22 @@ export class AccountStore extends DurableObject<Env> {
    * The current epoch of an account for refresh-token checks: users bump it on password change;
    * null when the account no longer exists or (robots) has expired. Admin is always 0.
    */
+  /**
+   * Sign-out of a web UI session (docs/ui.md): its id is refused until the session would have
+   * expired anyway, then its row is pruned. One row per sign-out of a valid session, so the table
+   * holds at most the sign-outs of one UI_SESSION_TTL_SECONDS window.
+   */
+  endSession(jti: string, expiresAt: number): void {
+    this.sql.exec("DELETE FROM ended_sessions WHERE expires_at <= ?", now());
+    if (expiresAt > now()) this.sql.exec("INSERT OR IGNORE INTO ended_sessions (jti, expires_at) VALUES (?, ?)", jti.slice(0, 128), expiresAt);
+  }
+
+  /** accountEpoch for a web UI session: null also when the session `jti` was signed out. */
+  sessionEpoch(subject: { kind: "user" | "robot"; name: string }, jti: string): number | null {
+    if (this.one("SELECT 1 AS ended FROM ended_sessions WHERE jti = ?", jti.slice(0, 128))) return null;
+    return this.accountEpoch(subject);
+  }
+
   accountEpoch(subject: { kind: "user" | "robot"; name: string }): number | null {
     if (subject.kind === "user") {
       if (subject.name === "admin") return 0;

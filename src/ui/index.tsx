@@ -196,8 +196,8 @@ export function uiRoutes(up: Upstream) {
     return c.redirect(safeNext(f.next), 303);
   });
 
-  ui.post("/logout", (c) => {
-    endSession(c);
+  ui.post("/logout", async (c) => {
+    await endSession(c);
     return c.redirect("/ui/login", 303);
   });
 

@@ -2,8 +2,8 @@
 //
 // Session: a signed JWT (use "session", the token service's keys) in an HttpOnly, SameSite=Strict
 // cookie (Secure and "__Host-" over HTTPS) with an expiry. Every request re-checks the account's
-// epoch, so a password change, a deleted user or an expired robot ends its sessions; an admin
-// session is tied to a tag of the ADMIN_PASSWORD it was made with.
+// epoch, so a password change, a deleted user or an expired robot ends its sessions, and the
+// signed-out session ids; an admin session is tied to a tag of the ADMIN_PASSWORD it was made with.
 // CSRF: a random token in a cookie signed with HMAC (hono/cookie setSignedCookie, key derived
 // from the signing key) that every state-changing form must repeat; plus hono/csrf's Origin check.
 import type { Context } from "hono";
@@ -74,7 +74,16 @@ export async function startSession(c: Ctx, principal: Principal, epoch: number):
   await issueCsrf(c);
 }
 
-export function endSession(c: Ctx): void {
+/**
+ * Sign-out: the session is ended in the AccountStore too, so a copy of the cookie (another tab,
+ * a stolen one) stops working at once, not when it expires.
+ */
+export async function endSession(c: Ctx): Promise<void> {
+  const raw = getCookie(c, sessionCookie(c));
+  if (raw && raw.length <= 4096) {
+    const v = await verifyJwt<SessionClaims>(raw, await keysFor(c), configOf(c).service, "session");
+    if (v.ok) await storeOf(c).endSession(v.claims.jti, v.claims.exp);
+  }
   deleteCookie(c, sessionCookie(c), { path: "/", secure: isHttps(c) });
 }
 
@@ -93,10 +102,11 @@ export async function sessionPrincipal(c: Ctx): Promise<Principal | null> {
   if (p.kind === "user" && p.name === "admin") {
     const tag = await adminPasswordTag(cfg);
     if (tag === undefined || v.claims.pw === undefined || !(await stringsEqual(tag, v.claims.pw))) return null;
-    return p;
   }
   const sub = subjectOf(p);
-  const epoch = await storeOf(c).accountEpoch({ kind: p.kind, name: sub.kind === "anonymous" ? "" : sub.name });
+  // One AccountStore call: the account's epoch (0 for admin), or null when it is gone or this
+  // session was signed out.
+  const epoch = await storeOf(c).sessionEpoch({ kind: p.kind, name: sub.kind === "anonymous" ? "" : sub.name }, v.claims.jti);
   return epoch !== null && epoch === v.claims.ep ? p : null;
 }
 

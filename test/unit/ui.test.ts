@@ -117,6 +117,28 @@ describe("web UI sessions", () => {
     expect(after.headers.get("Location")).toMatch(/^\/ui\/login/);
   });
 
+  it("sign-out ends the session itself: a copy of the cookie stops working too (user and admin)", async () => {
+    expect((await adminApi("POST", "/admin/users", { name: "dora", password: "dora-password-1" })).status).toBe(201);
+    for (const [user, password] of [["dora", "dora-password-1"], ["admin", ADMIN_PW]]) {
+      const b = new Browser();
+      expect((await b.signIn(user, password)).status).toBe(303);
+      const copy = new Browser();
+      copy.jar = new Map(b.jar); // another tab, or a stolen cookie
+      const { res, html } = await b.page("/ui/repos");
+      expect(res.status).toBe(200);
+      expect((await copy.fetch("/ui/repos")).status).toBe(200);
+      const out = await b.post("/ui/logout", { _csrf: Browser.csrfOf(html) });
+      expect(out.status).toBe(303);
+      expect(b.jar.has("cloister_session")).toBe(false);
+      const after = await copy.fetch("/ui/repos");
+      expect(after.status, user).toBe(303);
+      expect(after.headers.get("Location")).toMatch(/^\/ui\/login/);
+      // Signing in again gives a new, working session.
+      expect((await b.signIn(user, password)).status).toBe(303);
+      expect((await b.fetch("/ui/repos")).status).toBe(200);
+    }
+  });
+
   it("a session cookie is not an access token", async () => {
     const b = new Browser();
     await b.signIn("admin", ADMIN_PW);
