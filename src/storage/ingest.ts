@@ -390,6 +390,9 @@ function byobReader(stream: ReadableStream<Uint8Array>): FillReader {
     return {
       read: async (view, min) => {
         const res = await byob.readAtLeast(min, view);
+        // Every caller loops until `done`: a read that neither ends nor returns a byte would spin
+        // the isolate forever without any I/O (seen as a hung test run), so it is an error.
+        if (!res.done && view.length > 0 && !res.value?.length) throw new Error("the body stream returned no bytes without ending");
         return { done: res.done, value: res.value };
       },
       cancel: () => byob.cancel(),
