@@ -3,6 +3,7 @@
 // (the handoff is storage/handoff.ts commitManifest).
 import type { Ctx } from "../app";
 import { config } from "../env";
+import { readStreamCapped } from "../http/body";
 import { oci } from "./errors";
 import { isDigestLike, isValidTag, parseDigest, truncate, type ParsedDigest } from "./grammar";
 import { acceptable, parseManifestSliced } from "./manifest";
@@ -139,34 +140,7 @@ async function readCapped(c: Ctx, max: number): Promise<Uint8Array> {
   if (bodyCap > 0 && length !== null && length > bodyCap) throw tooLarge(bodyCap);
   const stream = c.req.raw.body;
   if (!stream) throw oci("MANIFEST_INVALID", "manifest body is empty");
-  const chunks: Uint8Array[] = [];
-  let buffer = length !== null ? new Uint8Array(length) : null;
-  let total = 0;
-  const reader = stream.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (total + value.length > max) {
-      await reader.cancel().catch(() => {});
-      throw manifestTooLarge(max);
-    }
-    if (buffer && total + value.length <= buffer.length) buffer.set(value, total);
-    else {
-      // No length declared, or more bytes than declared: collect chunks instead.
-      if (buffer) chunks.push(buffer.subarray(0, total));
-      buffer = null;
-      chunks.push(value);
-    }
-    total += value.length;
-  }
-  if (buffer) return total === buffer.length ? buffer : buffer.slice(0, total);
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const ch of chunks) {
-    out.set(ch, off);
-    off += ch.length;
-  }
-  return out;
+  return readStreamCapped(stream, max, length, () => manifestTooLarge(max));
 }
 
 function manifestTooLarge(max: number) {

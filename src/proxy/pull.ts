@@ -17,6 +17,7 @@ import type { ManifestRecord } from "../stores/trust-store";
 import { record } from "../audit/record";
 import { proxyFor, type ProxyTarget } from "./config";
 import { isDigestMismatch, takeFillLease, teeFill } from "./fill";
+import { readStreamCapped } from "../http/body";
 import { MANIFEST_ACCEPT, isOutage, unreachable, upstreamError, upstreamFetch } from "./upstream";
 
 /** Response header on a tag served from the cache because the upstream could not revalidate it. */
@@ -232,26 +233,7 @@ async function readCapped(t: ProxyTarget, res: Response, max: number): Promise<U
     await res.body?.cancel().catch(() => {});
     throw unreachable(t, `its manifest is ${declared} bytes, over this registry's limit of ${max}`);
   }
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = res.body!.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      throw unreachable(t, `its manifest exceeds this registry's limit of ${max} bytes`);
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const ch of chunks) {
-    out.set(ch, off);
-    off += ch.length;
-  }
-  return out;
+  return readStreamCapped(res.body!, max, Number.isSafeInteger(declared) && declared > 0 ? declared : null, () => unreachable(t, `its manifest exceeds this registry's limit of ${max} bytes`));
 }
 
 /** Pushes into a proxy namespace are refused: its content belongs to the upstream. */
